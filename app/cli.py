@@ -1,0 +1,105 @@
+"""Command line: ``python -m app {config,ingest,ask}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from settings import Settings, load_settings
+
+logger = logging.getLogger("app")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "index", None):
+        overrides["storage"] = {"index_dir": str(args.index)}
+    return load_settings(args.profile, **overrides)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(json.dumps(_settings(args).masked(), indent=2))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from app.composition import build_ingestor, open_runtime
+
+    runtime = open_runtime(_settings(args))
+    ingestor = build_ingestor(runtime)
+    bar = tqdm(total=0, unit="file", desc="ingesting", disable=args.quiet, file=sys.stderr)
+
+    def progress(done: int, total: int, current: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(current[-40:], refresh=True)
+
+    try:
+        report = ingestor.ingest(Path(args.path), progress=progress)
+    finally:
+        bar.close()
+        ingestor.close()
+    for source in report.repaired:
+        print(f"repaired: {source} (left half-written by an interrupted run)")
+    for source, reason in report.skipped:
+        print(f"skipped: {source}: {reason}")
+    for source in report.removed:
+        print(f"removed: {source}")
+    print(report.summary())
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from app.answers import render_text, to_answer
+    from app.composition import build_query_engine
+
+    engine = build_query_engine(_settings(args), sources=args.source or None)
+    response = engine.query(args.question)
+    answer = to_answer(args.question, response)
+    if args.json:
+        print(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(render_text(answer), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description="docsrag: cited answers from your technical documentation")
+    parser.add_argument("--profile", help="settings profile under settings/ (default: $DOCSRAG_PROFILE or local)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    config = sub.add_parser("config", help="print the effective settings (secrets masked)")
+    config.add_argument("--index", type=Path, help="index directory")
+    config.set_defaults(func=cmd_config)
+
+    ingest = sub.add_parser("ingest", help="ingest a folder (or file) incrementally")
+    ingest.add_argument("path", type=Path)
+    ingest.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
+    ingest.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ingest.set_defaults(func=cmd_ingest)
+
+    ask = sub.add_parser("ask", help="answer a question with cited sources")
+    ask.add_argument("question")
+    ask.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
+    ask.add_argument("--json", action="store_true", help="print the answer and sources as JSON")
+    ask.add_argument("--source", action="append", help="restrict retrieval to this file (repeatable)")
+    ask.set_defaults(func=cmd_ask)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("pymilvus", "milvus_lite", "httpx", "pymilvus.decorators"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,338 @@
+"""Evaluation on question sets: loading, the metrics of ``shared/eval/README.md``, and the results file.
+
+Metrics (implemented exactly as that README defines them):
+
+* tokens: lowercase ``\\w+`` runs after NFKC normalisation with curly quotes made straight;
+  trigrams: consecutive token triples (a text shorter than 3 tokens is its one n-gram);
+* ``covers(chunk, reference)``: shared trigrams / the smaller trigram set >= 0.5;
+* recall@k, hit@k, MRR@10 over the retrieved chunks; citation validity over the answers;
+* latency p50/p95 per stage (retrieve, rerank, generate, total).
+
+Question files are JSONL (``id``, ``question``, optional ``reference_contexts``; other
+fields ignored) or a LlamaIndex ``rag_dataset.json`` (``examples[].query`` and
+``reference_contexts``), whose questions get ids like ``solana-001``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("retrieve", "rerank", "generate", "total")
+COVER_THRESHOLD = 0.5
+MRR_DEPTH = 10
+SPLITS = ("dev", "test", "all")
+
+_WORD = re.compile(r"\w+")
+_CURLY_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"'})
+_CITATION = re.compile(r"\[(\d+)\]")
+# A sentence ends at . ! ? or a citation marker, unless more markers follow: "It runs. [1][2] Then ..." keeps [1][2] with "It runs."
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?\]])\s+(?!\[\d+\])")
+
+
+# ---------------------------------------------------------------- questions
+
+
+@dataclass(frozen=True)
+class EvalQuestion:
+    id: str
+    question: str
+    reference_contexts: tuple[str, ...] = ()
+
+
+def load_questions(path: Path) -> list[EvalQuestion]:
+    """Questions from a JSONL file or a LlamaIndex ``rag_dataset.json``."""
+    text = Path(path).read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("{") and '"examples"' in stripped[:200]:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("examples"), list):
+            return _rag_dataset_questions(data["examples"], _dataset_prefix(Path(path)))
+    return _jsonl_questions(text, Path(path))
+
+
+def _dataset_prefix(path: Path) -> str:
+    stem = path.stem
+    return path.resolve().parent.name if stem in {"rag_dataset", "dataset"} else stem
+
+
+def _rag_dataset_questions(examples: list[dict[str, Any]], prefix: str) -> list[EvalQuestion]:
+    width = max(3, len(str(len(examples))))
+    return [
+        EvalQuestion(f"{prefix}-{number:0{width}d}", str(example["query"]), _contexts(example.get("reference_contexts")))
+        for number, example in enumerate(examples, start=1)
+    ]
+
+
+def _jsonl_questions(text: str, path: Path) -> list[EvalQuestion]:
+    questions = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{line_number}: not a JSON object ({exc.msg})") from exc
+        if not isinstance(row, dict) or "id" not in row or "question" not in row:
+            raise ValueError(f"{path}:{line_number}: each line needs 'id' and 'question'")
+        questions.append(EvalQuestion(str(row["id"]), str(row["question"]), _contexts(row.get("reference_contexts"))))
+    if not questions:
+        raise ValueError(f"{path}: no questions found")
+    return questions
+
+
+def _contexts(value: Any) -> tuple[str, ...]:
+    if not value:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value)
+
+
+def split_of(question_id: str) -> str:
+    """'dev' or 'test': a fixed, roughly even split by a hash of the id (stable when questions are added)."""
+    return "dev" if hashlib.sha256(question_id.encode("utf-8")).digest()[0] % 2 == 0 else "test"
+
+
+def select(questions: Sequence[EvalQuestion], split: str = "all", limit: int | None = None) -> list[EvalQuestion]:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}")
+    chosen = [q for q in questions if split == "all" or split_of(q.id) == split]
+    return chosen[:limit] if limit else chosen
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def tokens(text: str) -> list[str]:
+    return _WORD.findall(unicodedata.normalize("NFKC", text).translate(_CURLY_QUOTES).lower())
+
+
+@lru_cache(maxsize=65536)
+def trigrams(text: str) -> frozenset[tuple[str, ...]]:
+    words = tokens(text)
+    if len(words) < 3:
+        return frozenset({tuple(words)}) if words else frozenset()
+    return frozenset(zip(words, words[1:], words[2:], strict=False))
+
+
+def covers(chunk: str, reference: str) -> bool:
+    a, b = trigrams(chunk), trigrams(reference)
+    if not a or not b:
+        return False
+    return len(a & b) / min(len(a), len(b)) >= COVER_THRESHOLD
+
+
+def recall_at_k(chunks: Sequence[str], references: Sequence[str], k: int) -> float:
+    if not references:
+        return 0.0
+    top = chunks[:k]
+    return sum(any(covers(c, ref) for c in top) for ref in references) / len(references)
+
+
+def hit_at_k(chunks: Sequence[str], references: Sequence[str], k: int) -> float:
+    return float(any(covers(c, ref) for c in chunks[:k] for ref in references))
+
+
+def reciprocal_rank(chunks: Sequence[str], references: Sequence[str], depth: int = MRR_DEPTH) -> float:
+    for rank, chunk in enumerate(chunks[:depth], start=1):
+        if any(covers(chunk, ref) for ref in references):
+            return 1.0 / rank
+    return 0.0
+
+
+def split_answer_sentences(answer: str) -> list[str]:
+    return [s for s in _SENTENCE_BREAK.split(answer.strip()) if s]
+
+
+def citation_checks(answer: str, sources: dict[int, str]) -> tuple[int, int]:
+    """(valid, total) ``[n]`` markers: valid when source n was shown and shares a trigram with the citing sentence."""
+    valid = total = 0
+    for sentence in split_answer_sentences(answer):
+        claim = trigrams(_CITATION.sub(" ", sentence))
+        for match in _CITATION.finditer(sentence):
+            total += 1
+            text = sources.get(int(match.group(1)))
+            valid += text is not None and bool(claim & trigrams(text))
+    return valid, total
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), q in [0, 100]."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def cutoffs(k: int) -> list[int]:
+    return sorted({c for c in (1, 3, 5, k) if c <= k})
+
+
+def summarize(questions: Sequence[EvalQuestion], records: Sequence[dict[str, Any]], refused: Sequence[bool], k: int) -> dict[str, Any]:
+    """Metrics of a run; retrieval metrics only over questions that have reference contexts."""
+    metrics: dict[str, Any] = {"questions": len(records)}
+    by_id = {q.id: q for q in questions}
+    judged = [(by_id[r["id"]].reference_contexts, [c["text"] for c in r["retrieved"]]) for r in records if by_id[r["id"]].reference_contexts]
+    if judged:
+        metrics["with_references"] = len(judged)
+        for cut in cutoffs(k):
+            metrics[f"recall@{cut}"] = _mean(recall_at_k(chunks, refs, cut) for refs, chunks in judged)
+            metrics[f"hit@{cut}"] = _mean(hit_at_k(chunks, refs, cut) for refs, chunks in judged)
+        metrics[f"mrr@{MRR_DEPTH}"] = _mean(reciprocal_rank(chunks, refs) for refs, chunks in judged)
+    metrics["top5_words_mean"] = _mean(sum(len(c["text"].split()) for c in r["retrieved"][:5]) for r in records)
+    metrics["top5_words_max"] = max((sum(len(c["text"].split()) for c in r["retrieved"][:5]) for r in records), default=0)
+    answered = [r for r in records if r["answer"]]
+    if answered:
+        valid = total = 0
+        for record in answered:
+            v, t = citation_checks(record["answer"], {s["n"]: s["text"] for s in record["sources"]})
+            valid, total = valid + v, total + t
+        metrics["citations"] = total
+        metrics["citation_validity"] = valid / total if total else 0.0
+    if refused:
+        metrics["refused"] = _mean(float(r) for r in refused)
+    for stage in STAGES:
+        values = [r["timings_ms"][stage] for r in records]
+        metrics[f"{stage}_ms_p50"] = percentile(values, 50)
+        metrics[f"{stage}_ms_p95"] = percentile(values, 95)
+    return metrics
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """The metrics as an aligned two-column table."""
+    width = max(len(name) for name in metrics)
+    lines = []
+    for name, value in metrics.items():
+        shown = f"{value:.3f}" if isinstance(value, float) and not name.endswith(("_ms_p50", "_ms_p95", "_mean")) else f"{value:.1f}" if isinstance(value, float) else str(value)
+        lines.append(f"{name:<{width}}  {shown}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- results
+
+
+def _place(meta: dict[str, Any]) -> dict[str, Any]:
+    place: dict[str, Any] = {"source": str(meta.get("source", ""))}
+    if meta.get("page") is not None:
+        place["page"] = meta["page"]
+    if meta.get("section"):
+        place["section"] = meta["section"]
+    return place
+
+
+def retrieved_entry(rank: int, scored: Any) -> dict[str, Any]:
+    """One retrieved chunk (a LlamaIndex NodeWithScore) in the results format."""
+    from llama_index.core.schema import MetadataMode
+
+    node = scored.node
+    return {"rank": rank, "text": node.get_content(metadata_mode=MetadataMode.NONE), **_place(node.metadata), "score": scored.score}
+
+
+def source_entry(source: Any) -> dict[str, Any]:
+    """One numbered source of an :class:`app.answers.Answer` in the results format."""
+    entry: dict[str, Any] = {"n": source.n, "source": source.source}
+    if source.page is not None:
+        entry["page"] = source.page
+    if source.section:
+        entry["section"] = source.section
+    entry["text"] = source.text
+    return entry
+
+
+def result_record(question: EvalQuestion, retrieved: list[dict[str, Any]], answer: str, sources: list[dict[str, Any]], timings: dict[str, float]) -> dict[str, Any]:
+    return {
+        "id": question.id,
+        "question": question.question,
+        "retrieved": retrieved,
+        "answer": answer,
+        "sources": sources,
+        "timings_ms": {stage: round(float(timings.get(stage, 0.0)), 3) for stage in STAGES},
+    }
+
+
+def write_results(records: Iterable[dict[str, Any]], path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------- running
+
+
+@dataclass
+class EvalRun:
+    """What one run produced: the result records and, per record, whether the answer refused (weak evidence)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[bool] = field(default_factory=list)
+
+
+class Evaluator:
+    """Runs questions through the product's retriever (top k, for the metrics) and, unless retrieval-only, its query engine."""
+
+    def __init__(self, runtime: Any, k: int = 10, retrieval_only: bool = False) -> None:
+        from app.composition import build_query_engine, build_retriever
+
+        self.k = k
+        self.retriever = build_retriever(runtime, top_k=k)
+        self.engine = None if retrieval_only else build_query_engine(runtime=runtime)
+
+    def run(self, questions: Sequence[EvalQuestion], progress: Callable[[], None] | None = None) -> EvalRun:
+        run = EvalRun()
+        for question in questions:
+            record, refused = self.ask(question)
+            run.records.append(record)
+            if refused is not None:
+                run.refused.append(refused)
+            if progress:
+                progress()
+        return run
+
+    def ask(self, question: EvalQuestion) -> tuple[dict[str, Any], bool | None]:
+        started = time.perf_counter()
+        nodes = self.retriever.retrieve(question.question)
+        retrieve_ms = (time.perf_counter() - started) * 1000
+        retrieved = [retrieved_entry(rank, scored) for rank, scored in enumerate(nodes, start=1)]
+        if self.engine is None:
+            return result_record(question, retrieved, "", [], {"retrieve": retrieve_ms, "total": retrieve_ms}), None
+        from app.answers import to_answer
+
+        answer = to_answer(question.question, self.engine.query(question.question))
+        sources = [source_entry(s) for s in answer.sources]
+        return result_record(question, retrieved, answer.answer, sources, answer.timings_ms), answer.weak_evidence
+
+
+def evaluate(runtime: Any, questions: Sequence[EvalQuestion], k: int = 10, retrieval_only: bool = False, show_progress: bool = True) -> EvalRun:
+    """Run every question with a progress bar on stderr."""
+    import sys
+
+    from tqdm import tqdm
+
+    evaluator = Evaluator(runtime, k=k, retrieval_only=retrieval_only)
+    with tqdm(total=len(questions), unit="q", desc="evaluating", file=sys.stderr, disable=not show_progress) as bar:
+        return evaluator.run(questions, progress=lambda: bar.update(1))

@@ -1,0 +1,254 @@
+"""Incremental ingestion of a folder into the index.
+
+Files are compared with the manifest (size+mtime, then SHA-256); unchanged files
+are not read. Changed and new files are read into pieces (pages or sections)
+and run through a LlamaIndex IngestionPipeline whose docstore (SQLite) holds
+piece hashes, so only changed pieces are embedded again. Deleted files lose
+their chunks. Files are committed in small batches behind a pending mark in
+the manifest, so a killed run is repaired by the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llama_index.core.ingestion import DocstoreStrategy, IngestionPipeline
+from llama_index.core.schema import Document
+from llama_index.core.storage.docstore.keyval_docstore import KVDocumentStore
+
+from app.chunking import DocumentChunker
+from app.manifest import FileRecord, Manifest
+from app.readers import SUPPORTED_SUFFIXES, Piece, SkipFile, file_format, read_pieces
+from app.store import chunk_counts_by_source, delete_sources
+from integrations.sqlite_kvstore import SQLiteKVStore
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SKIPPED_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "node_modules", "__pycache__", ".docsrag"}
+EMBED_KEYS_EXCLUDED = ["source", "format", "page", "page_label", "language"]
+LLM_KEYS_EXCLUDED = ["format", "language"]
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class IngestReport:
+    ingested: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    chunks_written: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.ingested)} ingested, {len(self.unchanged)} unchanged, {len(self.skipped)} skipped, "
+            f"{len(self.removed)} removed ({self.chunks_written} chunks written in {self.seconds:.1f}s)"
+        )
+
+
+class IndexState:
+    """The index's SQLite state file: the pipeline docstore and the file manifest."""
+
+    def __init__(self, index_dir: Path) -> None:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        path = index_dir / "state.sqlite"
+        self.kvstore = SQLiteKVStore(path)
+        self.docstore = KVDocumentStore(self.kvstore)
+        self.manifest = Manifest(path)
+
+    def close(self) -> None:
+        self.manifest.close()
+        self.kvstore.close()
+
+
+def iter_files(root: Path, exclude: Path | None = None) -> Iterator[Path]:
+    """Supported files under root (or root itself), skipping VCS, venv and index directories."""
+    if root.is_file():
+        yield root
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        current = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames if d not in SKIPPED_DIRS and not d.startswith(".") and (exclude is None or current / d != exclude)
+        )
+        for name in sorted(filenames):
+            path = current / name
+            if path.suffix.lower() in SUPPORTED_SUFFIXES and not name.startswith("."):
+                yield path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def piece_documents(source: str, fmt: str, pieces: list[Piece]) -> list[Document]:
+    documents = []
+    for number, piece in enumerate(pieces):
+        metadata: dict[str, object] = {"source": source, "file_name": Path(source).name, "format": fmt}
+        if piece.section:
+            metadata["section"] = piece.section
+        if piece.page is not None:
+            metadata["page"] = piece.page
+        if piece.page_label:
+            metadata["page_label"] = piece.page_label
+        metadata.update(piece.extra)
+        documents.append(
+            Document(
+                id_=f"{source}#{number}",
+                text=piece.text,
+                metadata=metadata,
+                excluded_embed_metadata_keys=EMBED_KEYS_EXCLUDED,
+                excluded_llm_metadata_keys=LLM_KEYS_EXCLUDED,
+            )
+        )
+    return documents
+
+
+class Ingestor:
+    """Brings an index up to date with a folder."""
+
+    def __init__(self, settings: Settings, embed_model, vector_store) -> None:
+        self.settings = settings
+        self.vector_store = vector_store
+        self.state = IndexState(settings.storage.index_dir)
+        self.pipeline = IngestionPipeline(
+            transformations=[
+                DocumentChunker(chunk_size=settings.ingestion.chunk_size, chunk_overlap=settings.ingestion.chunk_overlap),
+                embed_model,
+            ],
+            docstore=self.state.docstore,
+            vector_store=vector_store,
+            docstore_strategy=DocstoreStrategy.UPSERTS,
+            disable_cache=True,
+        )
+
+    def close(self) -> None:
+        self.state.close()
+
+    def ingest(self, root: Path, progress: Progress | None = None) -> IngestReport:
+        started = time.perf_counter()
+        report = IngestReport()
+        root = root.resolve()
+        if not root.exists():
+            raise FileNotFoundError(f"{root} does not exist: give a folder or file to ingest")
+        base = root if root.is_dir() else root.parent
+        index_dir = self.settings.storage.index_dir.resolve()
+        manifest = self.state.manifest
+        self._repair_interrupted(report)
+
+        todo: list[tuple[Path, FileRecord]] = []
+        seen: set[str] = set()
+        limit = int(self.settings.ingestion.max_file_mb * 1024 * 1024)
+        for path in iter_files(root, exclude=index_dir):
+            source = path.relative_to(base).as_posix()
+            seen.add(source)
+            stat = path.stat()
+            if stat.st_size > limit:
+                report.skipped.append(
+                    (source, f"file is {stat.st_size / 1e6:.1f} MB, over the {self.settings.ingestion.max_file_mb:g} MB limit")
+                )
+                continue
+            known = manifest.get(source)
+            if known and known.state == "done" and known.size == stat.st_size and known.mtime_ns == stat.st_mtime_ns:
+                report.unchanged.append(source)
+                continue
+            digest = sha256_file(path)
+            record = FileRecord(source, str(base), digest, stat.st_size, stat.st_mtime_ns, file_format(path) or "", 0, 0, "pending", 0.0)
+            if known and known.state == "done" and known.sha256 == digest:
+                record.pieces, record.chunks, record.state, record.ingested_at = known.pieces, known.chunks, "done", known.ingested_at
+                manifest.put(record)  # touched, not changed
+                report.unchanged.append(source)
+                continue
+            todo.append((path, record))
+
+        for record in manifest.under_root(str(base)):
+            if record.source not in seen and (root.is_dir() or record.source == root.name):
+                self._forget(record)
+                report.removed.append(record.source)
+
+        batch_size = self.settings.ingestion.batch_files
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            self._ingest_batch(batch, report)
+            if progress:
+                progress(min(start + batch_size, len(todo)), len(todo), batch[-1][1].source)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _ingest_batch(self, batch: list[tuple[Path, FileRecord]], report: IngestReport) -> None:
+        manifest = self.state.manifest
+        previous = {record.source: manifest.get(record.source) for _, record in batch}
+        manifest.mark_pending([record for _, record in batch])
+        documents: list[Document] = []
+        readable: list[tuple[FileRecord, int]] = []
+        for path, record in batch:
+            try:
+                pieces = read_pieces(path)
+            except SkipFile as exc:
+                report.skipped.append((record.source, str(exc)))
+                logger.warning("skipped %s: %s", record.source, exc)
+                if previous[record.source]:
+                    self._forget(record)  # the file turned bad: its old chunks no longer match it
+                else:
+                    manifest.remove(record.source)
+                continue
+            except (OSError, MemoryError, RecursionError, ValueError) as exc:
+                report.skipped.append((record.source, f"unreadable: {type(exc).__name__}: {exc}"))
+                logger.warning("skipped %s: %s", record.source, exc)
+                self._forget(record)
+                continue
+            documents.extend(piece_documents(record.source, record.fmt, pieces))
+            readable.append((record, len(pieces)))
+
+        nodes = self.pipeline.run(documents=documents, store_doc_text=False) if documents else []
+        report.chunks_written += len(nodes)
+
+        for record, piece_count in readable:
+            old = previous[record.source]
+            if old and old.pieces > piece_count:  # pieces that disappeared from a shorter file
+                stale = [f"{record.source}#{n}" for n in range(piece_count, old.pieces)]
+                self.vector_store.delete(stale)
+                for ref in stale:
+                    self.state.docstore.delete_ref_doc(ref, raise_error=False)
+                    self.state.docstore.delete_document(ref, raise_error=False)
+        counts = chunk_counts_by_source(self.vector_store, [record.source for record, _ in readable])
+        for record, piece_count in readable:
+            record.pieces = piece_count
+            record.chunks = counts.get(record.source, 0)
+            record.state = "done"
+            record.ingested_at = time.time()
+            manifest.put(record)
+            report.ingested.append(record.source)
+
+    def _repair_interrupted(self, report: IngestReport) -> None:
+        """Files left pending by a killed run: drop their chunks so they are ingested whole again."""
+        for record in self.state.manifest.pending():
+            logger.info("repairing %s, left half-written by an interrupted run", record.source)
+            self._forget(record)
+            report.repaired.append(record.source)
+
+    def _forget(self, record: FileRecord) -> None:
+        delete_sources(self.vector_store, [record.source])
+        for number in range(max(record.pieces, 0) or self._known_pieces(record.source)):
+            ref = f"{record.source}#{number}"
+            self.state.docstore.delete_ref_doc(ref, raise_error=False)
+            self.state.docstore.delete_document(ref, raise_error=False)
+        self.state.manifest.remove(record.source)
+
+    def _known_pieces(self, source: str) -> int:
+        prefix = f"{source}#"
+        hashes = self.state.docstore.get_all_document_hashes()
+        return 1 + max((int(doc_id[len(prefix) :]) for doc_id in hashes.values() if doc_id.startswith(prefix)), default=-1)

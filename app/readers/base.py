@@ -1,0 +1,24 @@
+"""What every reader returns: pieces of one file, each with its place in the file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class SkipFile(Exception):
+    """A file that cannot be ingested; the message is the reason shown to the user."""
+
+
+@dataclass
+class Piece:
+    """A page (PDF) or section (Markdown, HTML, reST, code, text) of a file.
+
+    ``section`` is the heading path joined with " > "; ``page`` is the 1-based
+    physical page and ``page_label`` the printed label (PDF only).
+    """
+
+    text: str
+    section: str = ""
+    page: int | None = None
+    page_label: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,86 @@
+"""The Milvus collection behind an index: Milvus Lite by default, a server or cluster by URI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from integrations.keyword_text import KEYWORD_FIELD
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def is_lite_uri(uri: str) -> bool:
+    return not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+
+
+def open_vector_store(settings: Settings, dim: int):
+    """Open (or create) the chunk collection with a dense vector and Milvus' built-in BM25."""
+    from llama_index.vector_stores.milvus import MilvusVectorStore
+    from llama_index.vector_stores.milvus.utils import BM25BuiltInFunction
+    from pymilvus import DataType
+
+    uri = settings.storage.milvus_uri()
+    if is_lite_uri(uri):
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    token = settings.storage.token.get_secret_value() if settings.storage.token else ""
+    # Milvus Lite's in-process gRPC server logs a traceback for an RPC it lacks (AllocTimestamp, used
+    # only while a new collection's index is built); pymilvus carries on without it.
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+    started = time.perf_counter()
+    try:
+        store = MilvusVectorStore(
+            uri=uri,
+            token=token,
+            collection_name=settings.storage.collection,
+            dim=dim,
+            similarity_metric="IP",  # vectors are L2-normalised: inner product == cosine
+            enable_sparse=True,
+            # BM25 runs on our normalised terms (integrations.keyword_text), identical on Lite and servers.
+            scalar_field_names=[KEYWORD_FIELD],
+            scalar_field_types=[DataType.VARCHAR],
+            sparse_embedding_function=BM25BuiltInFunction(input_field_names=KEYWORD_FIELD, analyzer_params={"tokenizer": "standard"}),
+            upsert_mode=True,  # deterministic node ids make a resumed run idempotent
+            use_async_client=False,
+            consistency_level="Session",
+        )
+    except Exception as exc:  # pymilvus raises many types (MilvusException, grpc errors, OSError on a locked dir)
+        hint = (
+            "Is another docsrag process using this index? Milvus Lite allows one process per directory; "
+            "use a Milvus server (storage.uri=http://host:19530) to share an index."
+            if is_lite_uri(uri)
+            else "Check storage.uri and storage.token and that the server is reachable."
+        )
+        raise RuntimeError(f"Cannot open the Milvus store at {uri}: {exc}. {hint}") from exc
+    # The integration leaves an existing collection released; searches would fail.
+    store.client.load_collection(settings.storage.collection)
+    logger.debug("opened %s in %.2fs", uri, time.perf_counter() - started)
+    return store
+
+
+def quote(value: str) -> str:
+    """A string literal for a Milvus filter expression."""
+    return json.dumps(value)
+
+
+def delete_sources(store, sources: list[str]) -> None:
+    """Delete every chunk of these files (vectors and BM25 terms live in the same rows)."""
+    for start in range(0, len(sources), 200):
+        batch = sources[start : start + 200]
+        store.client.delete(store.collection_name, filter=f"source in [{', '.join(quote(s) for s in batch)}]")
+
+
+def count_chunks(store) -> int:
+    rows = store.client.query(store.collection_name, filter="", output_fields=["count(*)"])
+    return int(rows[0]["count(*)"]) if rows else 0
+
+
+def chunk_counts_by_source(store, sources: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for source in sources:
+        rows = store.client.query(store.collection_name, filter=f"source == {quote(source)}", output_fields=["count(*)"])
+        counts[source] = int(rows[0]["count(*)"]) if rows else 0
+    return counts

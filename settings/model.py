@@ -1,0 +1,171 @@
+"""The one typed settings model of docsrag.
+
+Precedence, highest first: explicit overrides passed to :func:`load_settings`,
+``DOCSRAG_*`` environment variables (nested with ``__``, e.g.
+``DOCSRAG_RETRIEVAL__TOP_K=8``), a ``.env`` file, the YAML profile, defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+PROFILES_DIR = Path(__file__).resolve().parent
+DEFAULT_PROFILE = "local"
+
+
+class EmbeddingSettings(BaseModel):
+    backend: Literal["local", "hf_api"] = Field(
+        "local", description="Embedder: the ONNX model shipped in a package (local) or the HF Inference API."
+    )
+    model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        description="Model id; the local backend always runs all-MiniLM-L6-v2, whose vectors match this id's.",
+    )
+    batch_size: int = Field(8, ge=1, description="Texts per embedding call (8 is fastest for the local ONNX model on 2 cores).")
+    threads: int = Field(2, ge=1, description="onnxruntime intra-op threads for the local embedder.")
+    max_tokens: int = Field(256, ge=16, le=512, description="Word pieces per text; all-MiniLM-L6-v2 was trained on 256.")
+
+
+LLMBackend = Literal["hf_api", "ollama", "local"]
+
+
+class LLMSettings(BaseModel):
+    chain: list[LLMBackend] = Field(
+        default_factory=list,
+        description="Answer backends tried in order; the extractive answerer always comes last. Empty: extractive answers only.",
+    )
+    hf_models: list[str] = Field(
+        default_factory=lambda: ["Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.2-3B-Instruct", "google/gemma-2-2b-it"],
+        description="HF chat models tried in order (suffixes :fastest, :cheapest or :<provider> allowed).",
+    )
+    ollama_model: str = Field("llama3.2:3b", description="Ollama model name.")
+    ollama_base_url: str = Field("http://127.0.0.1:11434", description="Ollama server URL.")
+    gguf_path: str = Field("", description="GGUF model file for the local backend; empty uses the SmolLM2-135M package if installed.")
+    n_threads: int = Field(1, ge=1, description="llama.cpp threads (1 is often fastest on a busy 2-core machine).")
+    temperature: float = Field(0.1, gt=0.0, le=2.0, description="Sampling temperature (the HF API rejects 0).")
+    max_tokens: int = Field(512, ge=16, description="Maximum tokens per answer.")
+    context_window: int = Field(4096, ge=512, description="Context window assumed for prompt packing and sent to Ollama.")
+    timeout_s: float = Field(30.0, gt=0, description="Timeout of one HTTP request to an LLM backend.")
+    deadline_s: float = Field(60.0, gt=0, description="Time budget per question across retries and fallbacks.")
+
+
+class RerankSettings(BaseModel):
+    backend: Literal["none", "hf_api"] = Field(
+        "none", description="Cross-encoder reranker; none ships offline, so the default keeps the fused order."
+    )
+    model: str = Field("cross-encoder/ms-marco-MiniLM-L6-v2", description="Cross-encoder model id.")
+    top_n: int = Field(5, ge=1, description="Nodes kept after reranking.")
+    max_candidates: int = Field(20, ge=1, description="Most candidates sent to the reranker per question.")
+
+
+class RetrievalSettings(BaseModel):
+    top_k: int = Field(5, ge=1, description="Chunks handed to the answer step.")
+    dense_top_k: int = Field(20, ge=1, description="Candidates from the vector search.")
+    sparse_top_k: int = Field(20, ge=1, description="Candidates from the BM25 search.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
+    dense_weight: float = Field(1.0, ge=0.0, description="Weight of the dense ranking in the fusion.")
+    sparse_weight: float = Field(1.0, ge=0.0, description="Weight of the BM25 ranking in the fusion.")
+    min_dense_score: float = Field(
+        0.25, ge=-1.0, le=1.0, description="Below this cosine similarity of the best chunk, the docs are said not to cover the question."
+    )
+
+
+class IngestionSettings(BaseModel):
+    chunk_size: int = Field(256, ge=64, description="Chunk size in tokens.")
+    chunk_overlap: int = Field(32, ge=0, description="Overlap between neighbouring chunks in tokens.")
+    max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped with a message.")
+    batch_files: int = Field(
+        16, ge=1, description="Files committed to the index per step; a killed run resumes after the last committed step."
+    )
+
+
+class StorageSettings(BaseModel):
+    index_dir: Path = Field(Path(".docsrag/index"), description="Directory holding the index (Milvus Lite data, docstore, uploads).")
+    uri: str = Field("", description="Milvus URI. Empty: Milvus Lite inside index_dir. http://host:19530 for a Milvus server or cluster.")
+    token: SecretStr | None = Field(None, description="Milvus token (user:password or API key) for a server or Zilliz Cloud.")
+    collection: str = Field("docsrag", description="Milvus collection name.")
+
+    def milvus_uri(self) -> str:
+        return self.uri or str(self.index_dir / "milvus.db")
+
+
+class Settings(BaseSettings):
+    """Effective settings. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="DOCSRAG_", env_nested_delimiter="__", env_file=".env", extra="ignore")
+
+    profile: str = Field(DEFAULT_PROFILE, description="Name of the YAML profile under settings/ that was loaded.")
+    hf_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("DOCSRAG_HF_TOKEN", "HF_TOKEN", "HUGGINGFACE_API_TOKEN", "hf_token"),
+        description="Hugging Face token; read from HF_TOKEN or HUGGINGFACE_API_TOKEN.",
+    )
+    hf_base_url: str = Field(
+        "https://router.huggingface.co", description="Base URL of the Hugging Face router; every HF URL is built from it."
+    )
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    rerank: RerankSettings = Field(default_factory=RerankSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init kwargs carry the YAML profile, so the environment wins over it.
+        return env_settings, dotenv_settings, init_settings, file_secret_settings
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.ingestion.chunk_overlap >= self.ingestion.chunk_size:
+            raise ValueError("ingestion.chunk_overlap must be smaller than ingestion.chunk_size")
+        return self
+
+    def masked(self) -> dict[str, Any]:
+        """Settings as plain data with every secret shown as '**********'."""
+        return self.model_dump(mode="json")  # SecretStr dumps masked in json mode
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
+    """Load a YAML profile, apply the environment, then ``overrides`` (nested dicts allowed)."""
+    name = profile or os.environ.get("DOCSRAG_PROFILE") or DEFAULT_PROFILE
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"Unknown settings profile {name!r}: expected {path}. Available: {', '.join(available_profiles())}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data["profile"] = name
+    settings = Settings(**data)
+    if overrides:
+        merged = _deep_merge(settings.model_dump(), overrides)
+        settings = Settings.model_validate(merged)
+    return settings

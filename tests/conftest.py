@@ -1,0 +1,68 @@
+"""Shared fixtures: a fresh index per test, real models, real files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_EVAL = REPO.parent / "shared" / "eval"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No developer settings or tokens leak into tests."""
+    for key in list(os.environ):
+        if key.startswith("DOCSRAG_") or key in {"HF_TOKEN", "HUGGINGFACE_API_TOKEN", "SPACE_ID", "SPACE_HOST"}:
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings("local", storage={"index_dir": str(tmp_path / "index")})
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator:
+    from app.composition import open_runtime
+
+    rt = open_runtime(settings)
+    yield rt
+    rt.vector_store.client.close()
+
+
+@pytest.fixture
+def ingestor(runtime) -> Iterator:
+    from app.composition import build_ingestor
+
+    ing = build_ingestor(runtime)
+    yield ing
+    ing.close()
+
+
+@pytest.fixture
+def embedding_calls() -> Iterator[list[int]]:
+    """Texts embedded per embedding call, seen through LlamaIndex's instrumentation events."""
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+    from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent
+
+    calls: list[int] = []
+
+    class Counter(BaseEventHandler):
+        def handle(self, event, **kwargs) -> None:
+            if isinstance(event, EmbeddingEndEvent):
+                calls.append(len(event.chunks))
+
+    root = get_dispatcher()
+    handler = Counter()
+    root.add_event_handler(handler)
+    yield calls
+    root.event_handlers.remove(handler)
