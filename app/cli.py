@@ -1,4 +1,4 @@
-"""Command line: ``python -m app {config,ingest,ask}``."""
+"""Command line: ``python -m app {config,ingest,ask,eval}``."""
 
 from __future__ import annotations
 
@@ -68,6 +68,22 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from app.composition import open_runtime
+    from app.evaluation import evaluate, format_metrics, load_questions, select, summarize, write_results
+
+    questions = select(load_questions(args.questions), args.split, args.limit)
+    if not questions:
+        raise ValueError(f"no questions in {args.questions} for split {args.split!r}")
+    runtime = open_runtime(_settings(args))
+    run = evaluate(runtime, questions, k=args.k, retrieval_only=args.retrieval_only, show_progress=not args.quiet)
+    write_results(run.records, args.out)
+    metrics = summarize(questions, run.records, run.refused, args.k)
+    print(json.dumps(metrics) if args.json else format_metrics(metrics))
+    print(f"results: {args.out}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="docsrag: cited answers from your technical documentation")
     parser.add_argument("--profile", help="settings profile under settings/ (default: $DOCSRAG_PROFILE or local)")
@@ -90,6 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print the answer and sources as JSON")
     ask.add_argument("--source", action="append", help="restrict retrieval to this file (repeatable)")
     ask.set_defaults(func=cmd_ask)
+
+    ev = sub.add_parser("eval", help="run a question set; write per-question results and print retrieval/answer metrics")
+    ev.add_argument("questions", type=Path, help="JSONL (id, question[, reference_contexts]) or a LlamaIndex rag_dataset.json")
+    ev.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
+    ev.add_argument("--out", type=Path, required=True, help="results JSONL, one object per question")
+    ev.add_argument("--k", type=int, default=10, help="chunks retrieved per question for the metrics (default 10)")
+    ev.add_argument("--retrieval-only", action="store_true", help="skip the answer step (answer left empty)")
+    ev.add_argument("--limit", type=int, help="only the first N questions (after --split)")
+    ev.add_argument("--split", choices=["dev", "test", "all"], default="all", help="fixed half of the questions by id hash (default all)")
+    ev.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 

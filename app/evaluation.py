@@ -33,9 +33,10 @@ STAGES = ("retrieve", "rerank", "generate", "total")
 COVER_THRESHOLD = 0.5
 MRR_DEPTH = 10
 SPLITS = ("dev", "test", "all")
+SPLIT_SALT = "split:"
 
 _WORD = re.compile(r"\w+")
-_CURLY_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"'})
+_CURLY_QUOTES = str.maketrans({**dict.fromkeys("\u2018\u2019\u201a\u201b", "'"), **dict.fromkeys("\u201c\u201d\u201e\u201f", '"')})
 _CITATION = re.compile(r"\[(\d+)\]")
 # A sentence ends at . ! ? or a citation marker, unless more markers follow: "It runs. [1][2] Then ..." keeps [1][2] with "It runs."
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?\]])\s+(?!\[\d+\])")
@@ -105,7 +106,7 @@ def _contexts(value: Any) -> tuple[str, ...]:
 
 def split_of(question_id: str) -> str:
     """'dev' or 'test': a fixed, roughly even split by a hash of the id (stable when questions are added)."""
-    return "dev" if hashlib.sha256(question_id.encode("utf-8")).digest()[0] % 2 == 0 else "test"
+    return "dev" if hashlib.sha256(f"{SPLIT_SALT}{question_id}".encode()).digest()[0] % 2 == 0 else "test"
 
 
 def select(questions: Sequence[EvalQuestion], split: str = "all", limit: int | None = None) -> list[EvalQuestion]:
@@ -195,7 +196,7 @@ def summarize(questions: Sequence[EvalQuestion], records: Sequence[dict[str, Any
     """Metrics of a run; retrieval metrics only over questions that have reference contexts."""
     metrics: dict[str, Any] = {"questions": len(records)}
     by_id = {q.id: q for q in questions}
-    judged = [(by_id[r["id"]].reference_contexts, [c["text"] for c in r["retrieved"]]) for r in records if by_id[r["id"]].reference_contexts]
+    judged = [(refs, [c["text"] for c in r["retrieved"]]) for r in records if (refs := by_id[r["id"]].reference_contexts)]
     if judged:
         metrics["with_references"] = len(judged)
         for cut in cutoffs(k):
@@ -224,11 +225,13 @@ def summarize(questions: Sequence[EvalQuestion], records: Sequence[dict[str, Any
 def format_metrics(metrics: dict[str, Any]) -> str:
     """The metrics as an aligned two-column table."""
     width = max(len(name) for name in metrics)
-    lines = []
-    for name, value in metrics.items():
-        shown = f"{value:.3f}" if isinstance(value, float) and not name.endswith(("_ms_p50", "_ms_p95", "_mean")) else f"{value:.1f}" if isinstance(value, float) else str(value)
-        lines.append(f"{name:<{width}}  {shown}")
-    return "\n".join(lines)
+    return "\n".join(f"{name:<{width}}  {_shown(name, value)}" for name, value in metrics.items())
+
+
+def _shown(name: str, value: Any) -> str:
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.1f}" if name.endswith(("_p50", "_p95", "_mean")) else f"{value:.3f}"
 
 
 # ---------------------------------------------------------------- results
@@ -262,7 +265,9 @@ def source_entry(source: Any) -> dict[str, Any]:
     return entry
 
 
-def result_record(question: EvalQuestion, retrieved: list[dict[str, Any]], answer: str, sources: list[dict[str, Any]], timings: dict[str, float]) -> dict[str, Any]:
+def result_record(
+    question: EvalQuestion, retrieved: list[dict[str, Any]], answer: str, sources: list[dict[str, Any]], timings: dict[str, float]
+) -> dict[str, Any]:
     return {
         "id": question.id,
         "question": question.question,
@@ -327,7 +332,9 @@ class Evaluator:
         return result_record(question, retrieved, answer.answer, sources, answer.timings_ms), answer.weak_evidence
 
 
-def evaluate(runtime: Any, questions: Sequence[EvalQuestion], k: int = 10, retrieval_only: bool = False, show_progress: bool = True) -> EvalRun:
+def evaluate(
+    runtime: Any, questions: Sequence[EvalQuestion], k: int = 10, retrieval_only: bool = False, show_progress: bool = True
+) -> EvalRun:
     """Run every question with a progress bar on stderr."""
     import sys
 

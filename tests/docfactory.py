@@ -7,6 +7,7 @@ The module-level constants describe what a correct reader must find in them.
 
 from __future__ import annotations
 
+import io
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,9 +150,9 @@ def make_owner_locked_pdf(path: Path) -> Path:
 
 def make_truncated_pdf(path: Path) -> Path:
     """The first half of a valid manual PDF, as left behind by an interrupted download."""
-    whole = make_manual_pdf(path.with_name(path.stem + "-whole.pdf"))
-    data = whole.read_bytes()
-    whole.unlink()
+    whole = io.BytesIO()
+    _write_manual(Canvas(whole, pagesize=A4))
+    data = whole.getvalue()
     path.write_bytes(data[: len(data) // 2])
     return path
 

@@ -1,0 +1,61 @@
+"""A persistent embedding cache in one SQLite file, keyed by (model id, sha256 of the exact text sent).
+
+Vectors are stored as float32 bytes. Each write commits at once (WAL), so an
+interrupted ingest keeps what it paid for; re-ingesting or re-asking the same
+text with the same model never calls the API again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class EmbeddingCache:
+    """Get and put vectors by (model, text); safe to share between threads."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, sha256 TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, sha256))"
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def get_many(self, model: str, texts: Sequence[str]) -> list[list[float] | None]:
+        """The cached vector of each text, or None where there is none."""
+        keys = [text_key(t) for t in texts]
+        found: dict[str, bytes] = {}
+        unique = sorted(set(keys))
+        with self._lock:
+            for start in range(0, len(unique), 500):  # stay under SQLite's bound-parameter limit
+                part = unique[start : start + 500]
+                marks = ",".join("?" * len(part))
+                rows = self._conn.execute(f"SELECT sha256, vector FROM embeddings WHERE model = ? AND sha256 IN ({marks})", (model, *part)).fetchall()
+                found.update(rows)
+        return [np.frombuffer(found[k], dtype=np.float32).tolist() if k in found else None for k in keys]
+
+    def put_many(self, model: str, texts: Sequence[str], vectors: Sequence[Sequence[float]]) -> None:
+        rows = [(model, text_key(t), np.asarray(v, dtype=np.float32).tobytes()) for t, v in zip(texts, vectors, strict=True)]
+        with self._lock:
+            self._conn.executemany("INSERT OR REPLACE INTO embeddings (model, sha256, vector) VALUES (?, ?, ?)", rows)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])

@@ -1,0 +1,229 @@
+"""Chat completions through the Hugging Face router, as a thin fix of the stock LlamaIndex class.
+
+``HuggingFaceInferenceAPI`` (llama-index-llms-huggingface-api 0.8.0) has these
+problems (GUIDE §3), fixed here without re-implementing the client:
+
+1. with a URL as model the body says ``"model": "dummy"`` → the URL is built from
+   ``base_url`` and the real model id (with ``:fastest``/``:cheapest``/``:<provider>``)
+   goes in the body;
+2. sync streaming raises IndexError on the usage-only chunk (``choices: []``), async
+   streaming loses chunks, and no LLM events are emitted → sync ``chat``/``stream_chat``
+   overrides, decorated so ``LLMChatStartEvent``/``LLMChatEndEvent`` carry the usage;
+3. ``timeout=None`` and no retries → explicit timeout; 429 ``Retry-After`` and 503
+   ``estimated_time`` honoured while they fit in the question's deadline;
+4. the constructor probes ``{url}/info`` over the network and the token is a plain
+   field (dumped with the model) that falls back to a token saved on the machine →
+   no probe, and the token is a required private ``SecretStr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    MessageRole,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.llms.huggingface_api import HuggingFaceInferenceAPI
+from pydantic import SecretStr
+
+from integrations.backend_errors import BackendUnavailableError, current_deadline
+from integrations.hf_http import DEFAULT_HF_BASE_URL, chat_url, secret_value, with_retries
+
+logger = logging.getLogger(__name__)
+
+
+def _usage(raw: Any) -> dict[str, int]:
+    usage = raw.get("usage") if isinstance(raw, dict) else None
+    if not isinstance(usage, dict):
+        return {}
+    return {key: int(usage[key]) for key in ("prompt_tokens", "completion_tokens", "total_tokens") if isinstance(usage.get(key), int)}
+
+
+class HFChatLLM(HuggingFaceInferenceAPI):
+    """One chat model of the Hugging Face Inference Providers router (OpenAI-compatible route)."""
+
+    base_url: str = Field(default=DEFAULT_HF_BASE_URL, description="Router base URL; requests go to {base_url}/v1/chat/completions.")
+    max_retries: int = Field(default=2, ge=0, description="Retries after a 429 or 503-loading reply, each only if its wait fits the deadline.")
+    deadline_s: float = Field(default=60.0, gt=0, description="Time budget of one call (retries included) when no question deadline is active.")
+
+    _token: SecretStr = PrivateAttr()
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        token: SecretStr | str | None,
+        base_url: str = DEFAULT_HF_BASE_URL,
+        timeout: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
+        value = secret_value(token)
+        if not value:
+            raise ValueError(
+                f"HFChatLLM({model_name}) needs a Hugging Face token: set HF_TOKEN (or HUGGINGFACE_API_TOKEN). "
+                "A token saved on this machine is deliberately not used."
+            )
+        if timeout is None or timeout <= 0:
+            raise ValueError("HFChatLLM needs a positive timeout in seconds (the stock default None waits forever)")
+        # Deliberately skip HuggingFaceInferenceAPI.__init__: it probes {url}/info over the network and
+        # builds clients that would fall back to a saved token. Pydantic fields are set the same way.
+        FunctionCallingLLM.__init__(
+            self,
+            model=chat_url(base_url),
+            model_name=model_name,
+            provider="hf-inference",
+            task="conversational",
+            base_url=base_url,
+            timeout=timeout,
+            token=None,
+            **kwargs,
+        )
+        self._token = SecretStr(value)
+        self._sync_client = self._client(timeout)
+        self._async_client = None
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "HFChatLLM"
+
+    @property
+    def backend_label(self) -> str:
+        return f"hf_api:{self.model_name}"
+
+    def _get_inference_client_kwargs(self) -> dict[str, Any]:
+        return {
+            "model": self.model,  # the full URL: provider forced to hf-inference, used verbatim
+            "provider": "hf-inference",
+            "token": self._token.get_secret_value(),
+            "timeout": self.timeout,
+            "headers": self.headers,
+            "cookies": self.cookies,
+        }
+
+    def _get_model_kwargs(self, **kwargs: Any) -> dict[str, Any]:
+        # The real model id in the body (the stock class sends "dummy" for URL models).
+        return {"model": self.model_name, "max_tokens": self.num_output, "temperature": self.temperature, **kwargs}
+
+    def _client(self, timeout: float) -> Any:
+        from huggingface_hub import InferenceClient
+
+        # A client is a few attributes over the shared keep-alive session: one per call lets each
+        # call carry the timeout left before the deadline without touching shared state.
+        return InferenceClient(**{**self._get_inference_client_kwargs(), "timeout": timeout})
+
+    def _open(self, messages: Sequence[ChatMessage], stream: bool, **kwargs: Any) -> tuple[Any, Any]:
+        hf_messages = self._to_huggingface_messages(messages)
+        model_kwargs = self._get_model_kwargs(**kwargs)
+        if stream:
+            model_kwargs["stream_options"] = {"include_usage": True}
+        deadline = current_deadline(self.deadline_s)
+        clients: list[Any] = []
+
+        def attempt(timeout: float) -> Any:
+            client = self._client(timeout)
+            clients.append(client)
+            return client.chat_completion(messages=hf_messages, stream=stream, **model_kwargs)
+
+        try:
+            output = with_retries(attempt, what=self.backend_label, deadline=deadline, timeout_s=self.timeout, max_retries=self.max_retries)
+        except json.JSONDecodeError as exc:
+            raise BackendUnavailableError(f"malformed JSON in the reply from {self.model}") from exc
+        finally:
+            for client in clients[:-1]:
+                client.close()
+        return output, clients[-1]
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        output, client = self._open(messages, stream=False, **kwargs)
+        client.close()
+        if not output.choices:
+            raise BackendUnavailableError(f"{self.backend_label}: the reply has no choices")
+        usage = _usage(output)
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=output.choices[0].message.content or ""),
+            raw=dict(output),
+            additional_kwargs={"answered_by": self.backend_label, **usage},
+        )
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        def gen() -> ChatResponseGen:
+            chunks, client = self._open(messages, stream=True, **kwargs)
+            text = ""
+            try:
+                iterator = iter(chunks)
+                while True:
+                    try:
+                        chunk = next(iterator)
+                    except StopIteration:
+                        break
+                    except json.JSONDecodeError as exc:
+                        raise BackendUnavailableError(f"malformed JSON in the answer stream from {self.model}") from exc
+                    delta = ""
+                    if chunk.choices:  # usage-only chunks have choices: []
+                        delta = chunk.choices[0].delta.content or ""
+                    text += delta
+                    yield ChatResponse(
+                        message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+                        delta=delta,
+                        raw=dict(chunk),
+                        additional_kwargs={"answered_by": self.backend_label, **_usage(chunk)},
+                    )
+            finally:
+                client.close()  # releases the streamed HTTP response
+
+        return gen()
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        response = self.chat([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs)
+        return CompletionResponse(text=response.message.content or "", raw=response.raw, additional_kwargs=response.additional_kwargs)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        stream = self.stream_chat([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs)
+
+        def gen() -> CompletionResponseGen:
+            for chunk in stream:
+                yield CompletionResponse(text=chunk.message.content or "", delta=chunk.delta, raw=chunk.raw, additional_kwargs=chunk.additional_kwargs)
+
+        return gen()
+
+    # The stock async paths lose chunks and break across event loops: run the sync ones in a thread.
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return await asyncio.to_thread(self.chat, messages, **kwargs)
+
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return await asyncio.to_thread(self.complete, prompt, formatted, **kwargs)
+
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        stream = await asyncio.to_thread(self.stream_chat, messages, **kwargs)
+        return _aiter_in_thread(stream)
+
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+        stream = await asyncio.to_thread(self.stream_complete, prompt, formatted, **kwargs)
+        return _aiter_in_thread(stream)
+
+
+async def _aiter_in_thread(stream: Any) -> Any:
+    done = object()
+    while True:
+        item = await asyncio.to_thread(next, stream, done)
+        if item is done:
+            return
+        yield item

@@ -1,0 +1,134 @@
+"""Embeddings through the Hugging Face Inference API: one synchronous batched POST per batch, cached.
+
+The stock ``HuggingFaceInferenceAPIEmbedding`` (0.6.0) sends one request per
+text on fresh event loops and fails every other call against a keep-alive server
+(GUIDE §3, bug 3), has no timeout and pools with CLS. This subclass sends each
+batch as one ``{"inputs": [...]}`` POST to
+``{base_url}/hf-inference/models/{id}/pipeline/feature-extraction``, mean-pools
+token-level outputs, L2-normalises (as sentence-transformers does, so vectors
+match the packaged local model), and keeps every vector in an
+:class:`~integrations.embedding_cache.EmbeddingCache`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+from llama_index.core.base.embeddings.base import Embedding
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.embeddings.huggingface_api import HuggingFaceInferenceAPIEmbedding
+from llama_index.embeddings.huggingface_api.pooling import Pooling
+from llama_index.utils.huggingface import format_query, format_text
+from pydantic import SecretStr
+
+from integrations.backend_errors import BackendUnavailableError, current_deadline
+from integrations.embedding_cache import EmbeddingCache
+from integrations.hf_http import DEFAULT_HF_BASE_URL, feature_extraction_url, hf_headers, post_json, secret_value, with_retries
+
+logger = logging.getLogger(__name__)
+
+
+class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
+    """Sentence embeddings from the HF Inference API (default sentence-transformers/all-MiniLM-L6-v2)."""
+
+    base_url: str = Field(default=DEFAULT_HF_BASE_URL, description="Router base URL; the feature-extraction route is built from it.")
+    embed_batch_size: int = Field(default=32, gt=0, le=2048, description="Texts per API request.")
+    pooling: Pooling | None = Field(default=Pooling.MEAN, description="Pooling of token-level outputs (sentence-transformers models use mean).")
+    normalize: bool = Field(default=True, description="L2-normalise vectors so inner product equals cosine.")
+    truncate: bool = Field(default=True, description="Ask the server to truncate texts longer than the model's limit.")
+    max_retries: int = Field(default=2, ge=0, description="Retries after a 429 or 503-loading reply, each only if its wait fits the deadline.")
+    deadline_s: float = Field(default=120.0, gt=0, description="Time budget of one batch (retries included) outside a question deadline.")
+    cache_path: str | None = Field(default=None, description="SQLite file of the embedding cache; None disables caching.")
+
+    _token: SecretStr | None = PrivateAttr(default=None)
+    _cache: EmbeddingCache | None = PrivateAttr(default=None)
+    _stats_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _stats: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, *, model_name: str, token: SecretStr | str | None, timeout: float = 30.0, **kwargs: Any) -> None:
+        if timeout is None or timeout <= 0:
+            raise ValueError("HFEmbedding needs a positive timeout in seconds (the stock default None waits forever)")
+        # token=None in the stock field: the real token stays private and is only put in request headers.
+        super().__init__(model_name=model_name, token=None, timeout=timeout, **kwargs)
+        value = secret_value(token)
+        self._token = SecretStr(value) if value else None
+        self._cache = EmbeddingCache(self.cache_path) if self.cache_path else None
+        self._stats = {"requests": 0, "texts_sent": 0, "cache_hits": 0}
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "HFEmbedding"
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Requests sent, texts sent and texts served from the cache since construction."""
+        with self._stats_lock:
+            return dict(self._stats)
+
+    def _count(self, **deltas: int) -> None:
+        with self._stats_lock:
+            for key, value in deltas.items():
+                self._stats[key] += value
+
+    def _vector(self, item: Any) -> list[float]:
+        array = np.asarray(item, dtype=np.float32)
+        if array.ndim == 2:  # token-level output [tokens, dim]
+            if self.pooling is None:
+                raise ValueError(f"{self.model_name} returned token-level vectors: set pooling (mean for sentence-transformers models)")
+            array = self.pooling(array)
+        if array.ndim != 1 or array.size == 0:
+            raise BackendUnavailableError(f"{self.model_name} returned vectors of unexpected shape {array.shape}")
+        if self.normalize:
+            array = array / max(float(np.linalg.norm(array)), 1e-12)
+        return array.tolist()
+
+    def _request(self, texts: list[str]) -> list[list[float]]:
+        url = feature_extraction_url(self.base_url, self.model_name)
+        body = {"inputs": texts, "truncate": self.truncate}
+        headers = hf_headers(self._token)
+
+        def attempt(timeout: float) -> Any:
+            self._count(requests=1, texts_sent=len(texts))
+            return post_json(url, body, headers=headers, timeout=timeout)
+
+        out = with_retries(attempt, what=f"embeddings {self.model_name}", deadline=current_deadline(self.deadline_s), timeout_s=self.timeout, max_retries=self.max_retries)
+        if not isinstance(out, list) or len(out) != len(texts):
+            raise BackendUnavailableError(f"{self.model_name} returned {type(out).__name__} for {len(texts)} texts; expected one vector per text")
+        return [self._vector(item) for item in out]
+
+    def _embed(self, texts: list[str]) -> list[Embedding]:
+        if not texts:
+            return []
+        cached = self._cache.get_many(self.model_name, texts) if self._cache else [None] * len(texts)
+        missing = sorted({t for t, v in zip(texts, cached, strict=True) if v is None})
+        self._count(cache_hits=len(texts) - sum(v is None for v in cached))
+        fresh: dict[str, list[float]] = {}
+        if missing:
+            vectors = self._request(missing)
+            fresh = dict(zip(missing, vectors, strict=True))
+            if self._cache:
+                self._cache.put_many(self.model_name, missing, vectors)
+        return [v if v is not None else fresh[t] for t, v in zip(texts, cached, strict=True)]
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._embed([format_query(query, self.model_name, self.query_instruction)])[0]
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._embed([format_text(text, self.model_name, self.text_instruction)])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return self._embed([format_text(t, self.model_name, self.text_instruction) for t in texts])
+
+    # The stock async paths open event loops per call and break on keep-alive servers: use threads.
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)

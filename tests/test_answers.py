@@ -1,0 +1,98 @@
+"""Cited answers end to end on the embedded default: numbering, snippets, refusals, filters, CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from app.answers import to_answer
+from app.composition import build_query_engine
+from tests.conftest import REPO
+from tests.test_ingestion import GUIDE, _cli, write
+
+CACHE = """# Cache
+
+## Location
+
+The widget cache lives in `~/.cache/widget`. Delete that folder to clear the cache.
+
+## Size limit
+
+The cache never grows beyond 500 MB; the oldest entries are evicted first.
+"""
+
+
+def _ingest(ingestor, tmp_path: Path) -> Path:
+    docs = tmp_path / "docs"
+    write(docs / "guide.md", GUIDE)
+    write(docs / "cache.md", CACHE)
+    ingestor.ingest(docs)
+    return docs
+
+
+def test_citation_numbers_point_to_the_sources_that_contain_the_quoted_text(ingestor, runtime, tmp_path: Path) -> None:
+    _ingest(ingestor, tmp_path)
+    question = "What is the default timeout of the widget?"
+    answer = to_answer(question, build_query_engine(runtime=runtime).query(question))
+
+    markers = [int(n) for n in re.findall(r"\[(\d+)\]", answer.answer)]
+    assert markers, answer.answer
+    assert [s.n for s in answer.sources] == list(range(1, len(answer.sources) + 1))
+    for claim in re.split(r"(?<=\])\s+(?!\[)", answer.answer):
+        for number in map(int, re.findall(r"\[(\d+)\]", claim)):
+            quoted = re.sub(r"\[\d+\]", "", claim).strip()
+            assert quoted in " ".join(answer.sources[number - 1].text.split()), (number, quoted)
+    assert "30 seconds" in answer.answer
+    timeout_source = next(s for s in answer.sources if "timeout" in s.snippet)
+    assert timeout_source.file_name == "guide.md" and timeout_source.section == "Widget guide > Configuring the timeout"
+    assert answer.answered_by == "extractive" and any("No LLM is configured" in n for n in answer.notices)
+    assert set(answer.timings_ms) == {"retrieve", "rerank", "generate", "total"}
+
+
+def test_question_the_docs_do_not_cover_is_refused_instead_of_quoting_noise(ingestor, runtime, tmp_path: Path) -> None:
+    _ingest(ingestor, tmp_path)
+    question = "Which football team won the 1998 world cup?"
+    answer = to_answer(question, build_query_engine(runtime=runtime).query(question))
+    assert answer.weak_evidence and answer.sources == []
+    assert "does not seem to cover" in answer.answer
+
+
+def test_source_filter_restricts_retrieval_to_chosen_files(ingestor, runtime, tmp_path: Path) -> None:
+    _ingest(ingestor, tmp_path)
+    question = "How do I install and where is the cache?"
+    response = build_query_engine(runtime=runtime, sources=["cache.md"]).query(question)
+    assert response.source_nodes and {n.node.metadata["source"] for n in response.source_nodes} == {"cache.md"}
+
+
+def test_streaming_answer_matches_the_sources(ingestor, runtime, tmp_path: Path) -> None:
+    _ingest(ingestor, tmp_path)
+    question = "Where does the widget cache live?"
+    response = build_query_engine(runtime=runtime, streaming=True).query(question)
+    text = "".join(response.response_gen)
+    answer = to_answer(question, response, answer_text=text)
+    assert "~/.cache/widget" in text
+    assert response.metadata["answered_by"] == "extractive"
+    assert any(s.cited and s.file_name == "cache.md" for s in answer.sources)
+
+
+def test_cli_ask_json_gives_answer_sources_and_timings(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    write(docs / "guide.md", GUIDE)
+    index = str(tmp_path / "index")
+    assert _cli("ingest", str(docs), "--index", index, "-q").returncode == 0
+    out = _cli("ask", "How do I install the widget?", "--index", index, "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert "pip install widget" in data["answer"]
+    assert data["sources"][0]["file_name"] == "guide.md" and data["sources"][0]["label"].startswith("guide.md")
+    text = _cli("ask", "How do I install the widget?", "--index", index)
+    assert "Sources:\n  [1] guide.md, Widget guide" in text.stdout and "Answered by: extractive" in text.stdout
+
+
+def test_bundled_docs_answer_how_to_ingest_a_folder(ingestor, runtime) -> None:
+    ingestor.ingest(REPO / "docs")
+    question = "How do I ingest a folder?"
+    answer = to_answer(question, build_query_engine(runtime=runtime).query(question))
+    assert "python -m app ingest" in answer.answer
+    assert any(s.cited and s.file_name == "getting-started.md" for s in answer.sources)
