@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
+ADDRESS ?= localhost
 DOCS ?= docs
 
 .PHONY: install run ingest test lint clean
@@ -19,7 +20,7 @@ ingest: install
 	$(BIN)/python -m app ingest $(DOCS)
 
 run: ingest
-	$(BIN)/streamlit run streamlit_app.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false
+	$(BIN)/streamlit run streamlit_app.py --server.headless true --server.address $(ADDRESS) --server.port $(PORT) --browser.gatherUsageStats false
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,54 +1,54 @@
-"""docsrag web page: ask questions about your documentation and see the cited sources."""
+"""docsrag web page: ask questions about your documentation and see the cited sources.
+
+A thin shell over the composition root; the pieces live in app/ui/ and app/chat.py.
+Run with ``make run`` or ``streamlit run streamlit_app.py``.
+"""
 
 from __future__ import annotations
 
+import logging
+
 import streamlit as st
 
-from app.answers import Answer, to_answer
-from app.composition import Runtime, build_query_engine, open_runtime
+from app.ui.conversation import Turn, ask, show_turn
+from app.ui.render import escape
+from app.ui.runtime import page_runtime
+from app.ui.sidebar import render_sidebar
 from settings import load_settings
 
 st.set_page_config(page_title="docsrag", page_icon="📚", layout="wide")
+for noisy in ("pymilvus", "milvus_lite", "httpx", "httpx2"):
+    logging.getLogger(noisy).setLevel(logging.ERROR)
 
+EMPTY_STATE = (
+    "**No documents are indexed yet.** Add files with **Upload files** in the sidebar "
+    "(PDF, Markdown, HTML, reST, text or code) and press **Add to index**. "
+    "To index a whole folder, stop this page and run `python -m app ingest <folder>`, then start the page again "
+    "(Milvus Lite lets one process at a time use an index)."
+)
 
-@st.cache_resource(show_spinner="Opening the index…")
-def runtime() -> Runtime:
-    return open_runtime(load_settings())
+try:
+    settings = load_settings()
+    runtime = page_runtime(settings)
+except (ValueError, RuntimeError) as exc:
+    st.error(f"docsrag could not start: {escape(str(exc))}")
+    st.stop()
 
+choices = render_sidebar(runtime)
+st.title("Ask your documentation")
+st.caption("Answers quote your documents and cite them with numbered sources.")
+if not choices.has_documents:
+    st.info(EMPTY_STATE, icon="📂")
 
-def show_answer(answer: Answer) -> None:
-    st.markdown(answer.answer)
-    for notice in answer.notices:
-        st.caption(notice)
-    if answer.sources:
-        st.markdown("**Sources**")
-        for source in answer.sources:
-            with st.expander(f"[{source.n}] {source.label}"):
-                st.markdown(f"> {source.snippet}")
-                st.code(source.text, language=None, wrap_lines=True)
-    if answer.answered_by:
-        st.caption(f"Answered by {answer.answered_by}")
+turns: list[Turn] = st.session_state.setdefault("turns", [])
+for turn in turns:
+    show_turn(turn)
 
+retry = None
+if turns and turns[-1].answer is None and st.button("Ask again", icon="🔁"):
+    retry = turns[-1].question
 
-st.title("docsrag")
-st.caption("Answers from your documentation, with numbered sources.")
-
-rt = runtime()
-if "history" not in st.session_state:
-    st.session_state.history = []
-
-for past in st.session_state.history:
-    with st.chat_message("user"):
-        st.markdown(past.question)
-    with st.chat_message("assistant"):
-        show_answer(past)
-
-question = st.chat_input("Ask about the documentation")
+placeholder = "Ask about the documentation" if choices.has_documents else "Add documents first (sidebar)"
+question = st.chat_input(placeholder, disabled=not choices.has_documents) or retry
 if question:
-    with st.chat_message("user"):
-        st.markdown(question)
-    with st.chat_message("assistant"), st.spinner("Searching the documentation…"):
-        response = build_query_engine(runtime=rt).query(question)
-        answer = to_answer(question, response)
-        show_answer(answer)
-    st.session_state.history.append(answer)
+    ask(runtime, turns, question, choices.sources, choices.streaming)

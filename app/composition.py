@@ -20,22 +20,137 @@ logger = logging.getLogger(__name__)
 EMBEDDING_DIM = 384
 
 
+HF_TOKEN_HINT = "set HF_TOKEN (or HUGGINGFACE_API_TOKEN) to a Hugging Face token, or choose a profile without hf_api (e.g. --profile local)"
+
+
+def _hf_token(settings: Settings, what: str):
+    """The HF token for a component that uses the HF API; fails at start-up, naming the variable, without one."""
+    token = settings.hf_token
+    if token is None or not token.get_secret_value().strip():
+        raise ValueError(f"{what} uses the Hugging Face API (profile {settings.profile!r}) but no token is set: {HF_TOKEN_HINT}")
+    return token
+
+
 def build_embed_model(settings: Settings) -> BaseEmbedding:
     emb = settings.embedding
     if emb.backend == "local":
         from integrations.local_embedding import LocalMiniLMEmbedding
 
         return LocalMiniLMEmbedding(onnx_batch_size=emb.batch_size, threads=emb.threads, max_tokens=emb.max_tokens)
-    raise ValueError(f"embedding.backend={emb.backend!r} is not available in this build; use 'local'")
+    if emb.backend == "hf_api":
+        from integrations.hf_embedding import HFEmbedding
+
+        cache_path = None
+        if emb.cache:
+            cache_path = emb.cache_path or str(settings.storage.index_dir / "hf_embedding_cache.sqlite")
+        return HFEmbedding(
+            model_name=emb.model,
+            token=_hf_token(settings, "embedding.backend=hf_api"),
+            base_url=settings.hf_base_url,
+            timeout=emb.timeout_s,
+            embed_batch_size=emb.batch_size,
+            cache_path=cache_path,
+        )
+    raise ValueError(f"embedding.backend={emb.backend!r} is not supported; use 'local' or 'hf_api'")
+
+
+def _chain_members(settings: Settings) -> list[LLM]:
+    llm = settings.llm
+    members: list[LLM] = []
+    for backend in llm.chain:
+        if backend == "hf_api":
+            from integrations.hf_chat_llm import HFChatLLM
+
+            token = _hf_token(settings, "llm.chain with hf_api")
+            for model in llm.hf_models:
+                members.append(
+                    HFChatLLM(
+                        model_name=model,
+                        token=token,
+                        base_url=settings.hf_base_url,
+                        timeout=llm.timeout_s,
+                        temperature=llm.temperature,
+                        num_output=llm.max_tokens,
+                        context_window=llm.context_window,
+                        deadline_s=llm.deadline_s,
+                    )
+                )
+        elif backend == "ollama":
+            from llama_index.llms.ollama import Ollama
+
+            # base_url and context_window explicit: the class ignores OLLAMA_HOST and would call /api/show on every
+            # metadata access without a context window.
+            members.append(
+                Ollama(
+                    model=llm.ollama_model,
+                    base_url=llm.ollama_base_url,
+                    context_window=llm.context_window,
+                    request_timeout=llm.timeout_s,
+                    temperature=llm.temperature,
+                    additional_kwargs={"num_predict": llm.max_tokens},
+                    is_function_calling_model=False,
+                )
+            )
+        elif backend == "local":
+            from integrations.local_llm import EXTRA_HINT, LocalGGUFLLM, llama_cpp_available, resolve_gguf
+
+            if not llama_cpp_available():
+                raise ValueError(f"llm.chain includes 'local' but llama-cpp-python is not installed: {EXTRA_HINT}")
+            members.append(
+                LocalGGUFLLM(
+                    model_path=str(resolve_gguf(llm.gguf_path)),
+                    n_threads=llm.n_threads,
+                    context_window=llm.context_window,
+                    max_tokens=llm.max_tokens,
+                    temperature=llm.temperature,
+                )
+            )
+        else:
+            raise ValueError(f"llm.chain entry {backend!r} is not supported; use hf_api, ollama or local")
+    return members
 
 
 def build_llm(settings: Settings, embed_model: BaseEmbedding) -> LLM:
-    """The answer backend. With an empty llm.chain it is the extractive answerer."""
+    """The answer backend: the configured chain with the extractive answerer last, or the extractive answerer alone."""
     from integrations.extractive_llm import ExtractiveLLM
 
-    if not settings.llm.chain:
-        return ExtractiveLLM(embed_model=embed_model)
-    raise ValueError(f"llm.chain={settings.llm.chain!r} is not available in this build; leave it empty")
+    if embed_model.class_name() != "LocalMiniLMEmbedding":
+        # The last resort must not depend on a remote API: quote with the packaged embedder (loaded only if used).
+        from integrations.local_embedding import LocalMiniLMEmbedding
+
+        emb = settings.embedding
+        embed_model = LocalMiniLMEmbedding(onnx_batch_size=emb.batch_size, threads=emb.threads, max_tokens=emb.max_tokens)
+    extractive = ExtractiveLLM(embed_model=embed_model)
+    members = _chain_members(settings)
+    if not members:
+        return extractive
+    from integrations.fallback_llm import FallbackLLM
+
+    return FallbackLLM(
+        members=[*members, extractive],
+        deadline_s=settings.llm.deadline_s,
+        context_window=settings.llm.context_window,
+        num_output=settings.llm.max_tokens,
+    )
+
+
+def build_reranker(settings: Settings):
+    """The cross-encoder reranker, or None when rerank.backend is 'none'."""
+    rr = settings.rerank
+    if rr.backend == "none":
+        return None
+    if rr.backend == "hf_api":
+        from integrations.hf_rerank import HFCrossEncoderRerank
+
+        return HFCrossEncoderRerank(
+            model=rr.model,
+            token=_hf_token(settings, "rerank.backend=hf_api"),
+            base_url=settings.hf_base_url,
+            top_n=rr.top_n,
+            max_candidates=rr.max_candidates,
+            timeout_s=rr.timeout_s,
+        )
+    raise ValueError(f"rerank.backend={rr.backend!r} is not supported; use 'none' or 'hf_api'")
 
 
 @dataclass
@@ -92,7 +207,14 @@ def build_query_engine(
     synthesizer = CitationSynthesizer(
         llm=runtime.llm, min_dense_score=runtime.settings.retrieval.min_dense_score, streaming=streaming
     )
-    return DocsQueryEngine(retriever=build_retriever(runtime, sources), response_synthesizer=synthesizer)
+    reranker = build_reranker(runtime.settings)
+    if reranker is None:
+        return DocsQueryEngine(retriever=build_retriever(runtime, sources), response_synthesizer=synthesizer)
+    # The reranker picks top_n out of up to max_candidates fused candidates.
+    candidates = max(runtime.settings.rerank.max_candidates, runtime.settings.retrieval.top_k)
+    return DocsQueryEngine(
+        retriever=build_retriever(runtime, sources, top_k=candidates), response_synthesizer=synthesizer, node_postprocessors=[reranker]
+    )
 
 
 def build_ingestor(runtime: Runtime):

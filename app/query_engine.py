@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from llama_index.core.base.response.schema import RESPONSE_TYPE
+from llama_index.core.base.response.schema import RESPONSE_TYPE, StreamingResponse
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import QueryBundle
 
@@ -18,6 +18,8 @@ class DocsQueryEngine(RetrieverQueryEngine):
         retrieved = time.perf_counter()
         nodes = self._apply_node_postprocessors(nodes, query_bundle=query_bundle)
         reranked = time.perf_counter()
+        # Postprocessors that degrade instead of failing (e.g. the HF reranker keeping the fused order) say so here.
+        notices = [n for p in self._node_postprocessors if (n := getattr(p, "last_notice", None))]
         response = self._response_synthesizer.synthesize(query=query_bundle, nodes=nodes)
         done = time.perf_counter()
         response.metadata = response.metadata or {}
@@ -27,4 +29,27 @@ class DocsQueryEngine(RetrieverQueryEngine):
             "generate": (done - reranked) * 1000,
             "total": (done - started) * 1000,
         }
+        if notices:
+            _add_notices(response, notices)
         return response
+
+
+def _add_notices(response: RESPONSE_TYPE, notices: list[str]) -> None:
+    def merge() -> None:
+        current = list(response.metadata.get("notices") or [])
+        response.metadata["notices"] = current + [n for n in notices if n not in current]
+
+    merge()
+    if isinstance(response, StreamingResponse) and response.response_gen is not None:
+        inner = response.response_gen
+
+        def tokens():
+            merged = False
+            for token in inner:
+                if not merged:  # the synthesizer fills the metadata when the first token arrives
+                    merge()
+                    merged = True
+                yield token
+            merge()
+
+        response.response_gen = tokens()

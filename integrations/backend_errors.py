@@ -56,3 +56,74 @@ def current_deadline(default_budget_s: float) -> float:
 
 def remaining(deadline: float) -> float:
     return deadline - time.monotonic()
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions after which the next backend should be tried (GUIDE §3), imported lazily."""
+    import json
+
+    errors: list[type[BaseException]] = [BackendUnavailableError, ConnectionError, TimeoutError, json.JSONDecodeError]
+    try:
+        import httpx2
+        from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, TextGenerationError
+
+        errors += [HfHubHTTPError, InferenceTimeoutError, TextGenerationError, httpx2.HTTPError]
+    except ImportError:  # pragma: no cover - huggingface_hub is a core requirement
+        pass
+    try:
+        import httpx
+        import ollama
+
+        errors += [ollama.ResponseError, httpx.HTTPError]
+    except ImportError:  # pragma: no cover - ollama is a core requirement
+        pass
+    return tuple(errors)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short, token-free reason for a failed backend call, chosen by exception type and status code."""
+    import json
+
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    kind = type(exc).__name__
+    if isinstance(exc, BackendUnavailableError):
+        return str(exc)
+    try:
+        from huggingface_hub.errors import HfHubHTTPError, TextGenerationError
+
+        if isinstance(exc, HfHubHTTPError) and status is not None:
+            detail = (exc.server_message or "").strip().splitlines()
+            return f"HTTP {status}" + (f": {detail[0][:160]}" if detail else "")
+        if isinstance(exc, TextGenerationError):
+            return f"error inside the answer stream ({kind}: {str(exc)[:160]})"
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import ollama
+
+        if isinstance(exc, ollama.ResponseError):
+            return f"Ollama HTTP {exc.status_code}: {exc.error[:160]}"
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(exc, json.JSONDecodeError):
+        return "malformed JSON in the reply"
+    timeouts, connects = _transport_errors()
+    if isinstance(exc, (TimeoutError, *timeouts)):
+        return f"timed out ({kind})"
+    if isinstance(exc, (ConnectionError, *connects)):
+        return f"could not connect ({kind})"
+    return f"{kind}: {str(exc)[:160]}"
+
+
+def _transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    timeouts: list[type[BaseException]] = []
+    connects: list[type[BaseException]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            module = __import__(name)
+        except ImportError:  # pragma: no cover - both are core requirements
+            continue
+        timeouts.append(module.TimeoutException)
+        connects.append(module.ConnectError)
+    return tuple(timeouts), tuple(connects)

@@ -9,6 +9,7 @@ the last resort behind every LLM chain.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -24,6 +25,7 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
 from integrations.citation_prompt import parse_prompt
+from integrations.keyword_text import keyword_text
 
 EXTRACTIVE_NAME = "extractive"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(\[])")
@@ -75,9 +77,13 @@ def split_sentences(text: str) -> list[str]:
 class ExtractiveLLM(CustomLLM):
     """Answers with the source sentences most similar to the question."""
 
-    embed_model: BaseEmbedding = Field(description="Embedder used to compare sentences with the question.")
+    embed_model: BaseEmbedding | None = Field(
+        default=None,
+        description="Embedder comparing sentences with the question; None scores by shared keywords (no model, no API calls).",
+    )
     max_sentences: int = Field(default=3, ge=1, description="Sentences quoted in an answer.")
     max_candidates: int = Field(default=60, ge=1, description="Most sentences scored per question.")
+    keep_margin: float = Field(default=0.15, ge=0.0, description="Sentences scoring this far below the best one are left out.")
     rank_bonus: float = Field(default=0.03, ge=0.0, description="Score bonus per rank for sentences of better-ranked sources.")
 
     @classmethod
@@ -97,11 +103,24 @@ class ExtractiveLLM(CustomLLM):
         candidates = candidates[: self.max_candidates]
         if not question or not candidates:
             return "The documentation provided does not contain an answer to this question."
-        vectors = np.asarray(self.embed_model.get_text_embedding_batch([c[2] for c in candidates]))
-        query = np.asarray(self.embed_model.get_query_embedding(question))
-        scores = vectors @ query - self.rank_bonus * np.asarray([c[0] - 1 for c in candidates])
-        best = sorted(np.argsort(-scores)[: self.max_sentences], key=lambda i: (candidates[i][0], candidates[i][1]))
+        scores = self._similarities(question, [c[2] for c in candidates]) - self.rank_bonus * np.asarray([c[0] - 1 for c in candidates])
+        top = float(scores.max())
+        floor = top - self.keep_margin if self.embed_model is not None else top * 0.5
+        chosen = [i for i in np.argsort(-scores)[: self.max_sentences] if scores[i] >= floor and scores[i] > 0]
+        best = sorted(chosen or [int(np.argmax(scores))], key=lambda i: (candidates[i][0], candidates[i][1]))
         return " ".join(f"{candidates[i][2]} [{candidates[i][0]}]" for i in best)
+
+    def _similarities(self, question: str, sentences: list[str]) -> np.ndarray:
+        if self.embed_model is not None:
+            vectors = np.asarray(self.embed_model.get_text_embedding_batch(sentences))
+            return vectors @ np.asarray(self.embed_model.get_query_embedding(question))
+        # Keyword overlap weighted by rarity among the candidates, normalised like a cosine.
+        bags = [set(keyword_text(s).split()) for s in sentences]
+        query = set(keyword_text(question).split())
+        df = {term: sum(term in bag for bag in bags) for term in query}
+        weight = {term: math.log(1 + len(bags) / df[term]) for term in query if df[term]}
+        norm = math.sqrt(sum(w * w for w in weight.values())) or 1.0
+        return np.asarray([sum(weight.get(t, 0.0) for t in bag & query) / (norm * math.sqrt(len(bag) or 1)) for bag in bags])
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:

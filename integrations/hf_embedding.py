@@ -103,14 +103,14 @@ class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
     def _embed(self, texts: list[str]) -> list[Embedding]:
         if not texts:
             return []
-        cached = self._cache.get_many(self.model_name, texts) if self._cache else [None] * len(texts)
+        cached = self._cache.get_many(self.model_name, texts) if self._cache is not None else [None] * len(texts)
         missing = sorted({t for t, v in zip(texts, cached, strict=True) if v is None})
         self._count(cache_hits=len(texts) - sum(v is None for v in cached))
         fresh: dict[str, list[float]] = {}
         if missing:
             vectors = self._request(missing)
             fresh = dict(zip(missing, vectors, strict=True))
-            if self._cache:
+            if self._cache is not None:
                 self._cache.put_many(self.model_name, missing, vectors)
         return [v if v is not None else fresh[t] for t, v in zip(texts, cached, strict=True)]
 

@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 PROFILES_DIR = Path(__file__).resolve().parent
 DEFAULT_PROFILE = "local"
+SPACE_PROFILE = "hf_spaces"
+SPACE_VARIABLES = ("SPACE_ID", "SPACE_HOST")
+SPACE_DATA_DIR = Path("/data")
 
 
 class EmbeddingSettings(BaseModel):
@@ -33,6 +36,9 @@ class EmbeddingSettings(BaseModel):
     batch_size: int = Field(8, ge=1, description="Texts per embedding call (8 is fastest for the local ONNX model on 2 cores).")
     threads: int = Field(2, ge=1, description="onnxruntime intra-op threads for the local embedder.")
     max_tokens: int = Field(256, ge=16, le=512, description="Word pieces per text; all-MiniLM-L6-v2 was trained on 256.")
+    timeout_s: float = Field(30.0, gt=0, description="Timeout of one HF API embedding request (hf_api backend).")
+    cache: bool = Field(True, description="Keep HF API embeddings in a SQLite cache keyed by (model, text hash), so no text is paid twice.")
+    cache_path: str = Field("", description="Embedding cache file; empty: hf_embedding_cache.sqlite inside storage.index_dir.")
 
 
 LLMBackend = Literal["hf_api", "ollama", "local"]
@@ -65,6 +71,9 @@ class RerankSettings(BaseModel):
     model: str = Field("cross-encoder/ms-marco-MiniLM-L6-v2", description="Cross-encoder model id.")
     top_n: int = Field(5, ge=1, description="Nodes kept after reranking.")
     max_candidates: int = Field(20, ge=1, description="Most candidates sent to the reranker per question.")
+    timeout_s: float = Field(
+        10.0, gt=0, description="Timeout of the one reranking request per question; on failure the fused order is kept."
+    )
 
 
 class RetrievalSettings(BaseModel):
@@ -88,6 +97,45 @@ class IngestionSettings(BaseModel):
     )
 
 
+class ModelPrice(BaseModel):
+    input_per_m: float = Field(0.0, ge=0, description="USD per million input tokens.")
+    output_per_m: float = Field(0.0, ge=0, description="USD per million output tokens.")
+    per_k_calls: float = Field(0.0, ge=0, description="USD per thousand calls (embeddings, rerank).")
+
+
+def _default_prices() -> dict[str, ModelPrice]:
+    # Estimates for Hugging Face Inference Providers (USD); update from your provider's billing page.
+    return {
+        "Qwen/Qwen2.5-7B-Instruct": ModelPrice(input_per_m=0.30, output_per_m=0.30),
+        "meta-llama/Llama-3.2-3B-Instruct": ModelPrice(input_per_m=0.06, output_per_m=0.06),
+        "google/gemma-2-2b-it": ModelPrice(input_per_m=0.10, output_per_m=0.10),
+        "sentence-transformers/all-MiniLM-L6-v2": ModelPrice(per_k_calls=0.02),
+        "cross-encoder/ms-marco-MiniLM-L6-v2": ModelPrice(per_k_calls=0.05),
+    }
+
+
+class BudgetSettings(BaseModel):
+    monthly_cap_usd: float = Field(
+        25.0, ge=0, description="Hard monthly cap on estimated API spend; at the cap only local backends answer."
+    )
+    degrade_fraction: float = Field(
+        0.8, gt=0, le=1, description="Past this fraction of the cap, use the cheapest model and fewer rerank candidates."
+    )
+    alert_spend_usd: float = Field(20.0, ge=0, description="Alert once when this month's spend passes this.")
+    alert_latency_s: float = Field(15.0, gt=0, description="Alert when an answer takes longer than this.")
+    alert_error_rate: float = Field(
+        0.05, ge=0, le=1, description="Alert when the API error rate over the last alert_window calls passes this."
+    )
+    alert_window: int = Field(50, ge=1, description="Calls considered for the error-rate alert.")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=_default_prices, description="Price per model id (suffixes like :fastest ignored)."
+    )
+    default_price: ModelPrice = Field(
+        default_factory=lambda: ModelPrice(input_per_m=0.5, output_per_m=0.5, per_k_calls=0.1),
+        description="Price assumed for models missing from the table (deliberately high).",
+    )
+
+
 class StorageSettings(BaseModel):
     index_dir: Path = Field(Path(".docsrag/index"), description="Directory holding the index (Milvus Lite data, docstore, uploads).")
     uri: str = Field("", description="Milvus URI. Empty: Milvus Lite inside index_dir. http://host:19530 for a Milvus server or cluster.")
@@ -104,6 +152,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DOCSRAG_", env_nested_delimiter="__", env_file=".env", extra="ignore")
 
     profile: str = Field(DEFAULT_PROFILE, description="Name of the YAML profile under settings/ that was loaded.")
+    profile_reason: str = Field("the default", description="Why this profile was chosen (shown in the page).")
     hf_token: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("DOCSRAG_HF_TOKEN", "HF_TOKEN", "HUGGINGFACE_API_TOKEN", "hf_token"),
@@ -118,6 +167,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -156,14 +206,30 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def choose_profile(profile: str | None = None) -> tuple[str, str]:
+    """The profile to load and why: explicit argument, DOCSRAG_PROFILE, a detected HF Space, or the default."""
+    if profile:
+        return profile, "chosen explicitly"
+    if os.environ.get("DOCSRAG_PROFILE"):
+        return os.environ["DOCSRAG_PROFILE"], "from DOCSRAG_PROFILE"
+    for variable in SPACE_VARIABLES:
+        if os.environ.get(variable):
+            return SPACE_PROFILE, f"running on a Hugging Face Space ({variable} is set)"
+    return DEFAULT_PROFILE, "the default"
+
+
 def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
     """Load a YAML profile, apply the environment, then ``overrides`` (nested dicts allowed)."""
-    name = profile or os.environ.get("DOCSRAG_PROFILE") or DEFAULT_PROFILE
+    name, reason = choose_profile(profile)
     path = PROFILES_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(f"Unknown settings profile {name!r}: expected {path}. Available: {', '.join(available_profiles())}")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     data["profile"] = name
+    data["profile_reason"] = reason
+    if name == SPACE_PROFILE and SPACE_DATA_DIR.is_dir() and os.access(SPACE_DATA_DIR, os.W_OK):
+        # Spaces' persistent storage survives restarts; the environment can still override it.
+        data.setdefault("storage", {}).setdefault("index_dir", str(SPACE_DATA_DIR / "docsrag-index"))
     settings = Settings(**data)
     if overrides:
         merged = _deep_merge(settings.model_dump(), overrides)

@@ -10,6 +10,8 @@ import pytest
 
 from settings import Settings, load_settings
 
+pytest_plugins = ["tests.conftest_hf"]
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_EVAL = REPO.parent / "shared" / "eval"
 

@@ -1,0 +1,255 @@
+"""Chat over the documentation: follow-up questions are condensed with the chat history before retrieval.
+
+:class:`DocsChatEngine` is LlamaIndex's ``CondenseQuestionChatEngine`` over our
+query engine. How a follow-up becomes a standalone question depends on the
+answer backend:
+
+- **With an LLM** (``runtime.llm`` is an LLM or a fallback chain), the LLM
+  rewrites the follow-up with LlamaIndex's condense prompt, exactly like
+  ``CondenseQuestionChatEngine``. If the chain had to fall back to the
+  extractive answerer for that call, the rule below is used instead (quoting
+  sentences is no way to rewrite a question).
+- **Without an LLM** (the offline extractive answerer), a fixed rule:
+
+  1. The first question of a chat is used as it is.
+  2. A later question is a *follow-up* when it opens with a continuation
+     ("and …", "what about …", "how about …", "also …", "or …", "but …",
+     "then …", "what else …"), refers back with a pronoun ("it", "its",
+     "this", "that", "they", "them", "those", …) and has at most six key
+     terms, or is a fragment: at most three key terms and no opening question
+     word such as "what", "how", "does" ("timeout?", "on Windows?").
+  3. A follow-up gets the key terms of the previous *standalone* question
+     appended in parentheses: up to six words, in their original order, that
+     are not stop words, question words or already in the follow-up.
+     "How do I configure the widget daemon?" then "and what about its timeout?"
+     becomes "and what about its timeout? (configure widget daemon)".
+     Because the previous standalone question already carries its own
+     context, a chain of follow-ups keeps the topic.
+  4. Any other question is standalone and used as it is.
+
+The standalone question of each user turn is kept in the chat history
+(``ChatMessage.additional_kwargs["standalone_question"]``) so a page that
+rebuilds the engine from its own history condenses the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Generator, Sequence
+from typing import Any
+
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.llms.generic_utils import messages_to_history_str
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
+from llama_index.core.base.response.schema import RESPONSE_TYPE, Response, StreamingResponse
+from llama_index.core.chat_engine import CondenseQuestionChatEngine
+from llama_index.core.chat_engine.condense_question import DEFAULT_PROMPT
+from llama_index.core.chat_engine.types import AgentChatResponse, StreamingAgentChatResponse
+from llama_index.core.llms import LLM
+from llama_index.core.memory import Memory
+from llama_index.core.prompts.base import BasePromptTemplate
+from llama_index.core.tools import ToolOutput
+
+from integrations.extractive_llm import EXTRACTIVE_NAME, ExtractiveLLM
+from integrations.keyword_text import STOPWORDS, keyword_text
+
+logger = logging.getLogger(__name__)
+
+STANDALONE_KEY = "standalone_question"
+MAX_CARRIED_TERMS = 6
+SHORT_QUESTION_TERMS = 3
+MEMORY_TOKEN_LIMIT = 3000
+MAX_TERMS_OF_A_REFERRING_FOLLOW_UP = 6
+FOLLOW_UP_OPENERS = ("and", "also", "or", "but", "then", "what about", "how about", "what else", "same for")
+REFERENCES = frozenset({"it", "its", "it's", "this", "that", "these", "those", "they", "them", "their", "theirs", "one", "ones"})
+# Words that say how something is asked, not what about: never carried into a follow-up.
+QUESTION_WORDS = frozenset(
+    {
+        "about", "also", "any", "anything", "could", "did", "else", "explain", "get", "give", "know", "me", "mean", "means",
+        "more", "my", "need", "other", "please", "should", "show", "tell", "use", "using", "want", "we", "would", "not", "no",
+        "there", "here", "whats", "what's", "much", "many", "way", "ways", "possible", "happens", "happen", *REFERENCES,
+    }
+)  # fmt: skip
+_OPENER = re.compile(r"\s*(?:" + "|".join(re.escape(o) for o in FOLLOW_UP_OPENERS) + r")\b", re.IGNORECASE)
+_ASKING = re.compile(
+    r"\s*(?:what|how|why|where|when|which|who|whom|whose|can|could|does|do|did|is|are|was|were|should|will|would|"
+    r"explain|list|show|tell|describe|give|compare|find|is there|are there)\b",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/:']*[A-Za-z0-9]|[A-Za-z0-9]|--?[A-Za-z0-9][\w\-]*")
+
+
+def _stems(text: str) -> set[str]:
+    return set(keyword_text(text).split())
+
+
+def key_terms(text: str) -> list[str]:
+    """The words of a question that say what it is about, in order, without repeats."""
+    terms: list[str] = []
+    seen: set[str] = set()
+    for word in _WORD.findall(text):
+        lower = word.lower()
+        if lower in STOPWORDS or lower in QUESTION_WORDS or lower in seen or not _stems(word):
+            continue
+        seen.add(lower)
+        terms.append(word)
+    return terms
+
+
+def is_follow_up(question: str) -> bool:
+    """Rule 2 of the module docstring."""
+    if _OPENER.match(question):
+        return True
+    count = len(key_terms(question))
+    refers_back = bool({w.lower() for w in _WORD.findall(question)} & REFERENCES)
+    fragment = not _ASKING.match(question) and count <= SHORT_QUESTION_TERMS
+    return fragment or (refers_back and count <= MAX_TERMS_OF_A_REFERRING_FOLLOW_UP)
+
+
+def previous_standalone(history: Sequence[ChatMessage]) -> str | None:
+    """The standalone form of the latest user question in the history."""
+    for message in reversed(history):
+        if message.role == MessageRole.USER:
+            return str(message.additional_kwargs.get(STANDALONE_KEY) or message.content or "")
+    return None
+
+
+def condense_without_llm(history: Sequence[ChatMessage], question: str) -> str:
+    """Rules 1-4 of the module docstring: carry the previous question's key terms into a follow-up."""
+    previous = previous_standalone(history)
+    if not previous or not is_follow_up(question):
+        return question
+    own = _stems(question)
+    carried = [term for term in key_terms(previous) if not _stems(term) <= own][:MAX_CARRIED_TERMS]
+    if not carried:
+        return question
+    return f"{question.strip()} ({' '.join(carried)})"
+
+
+def _extractive_labels(llm: LLM) -> set[str]:
+    """The ``answered_by`` values meaning the extractive answerer replied (alone or last in a chain)."""
+    labels = {EXTRACTIVE_NAME, ExtractiveLLM.class_name()}
+    members = getattr(llm, "members", None) or []
+    if members:
+        from integrations.fallback_llm import backend_label
+
+        labels |= {backend_label(m) for m in members if isinstance(m, ExtractiveLLM)}
+    return labels
+
+
+class DocsChatEngine(CondenseQuestionChatEngine):
+    """CondenseQuestionChatEngine whose condensation works without an LLM, and whose streams need no thread.
+
+    Each reply's ``sources[0]`` is a ``ToolOutput`` whose ``raw_input["query"]`` is the
+    standalone question and ``raw_output`` the query engine's response; that response's
+    metadata gets ``standalone_question`` and ``timings_ms["condense"]``.
+    """
+
+    def __init__(
+        self,
+        query_engine: BaseQueryEngine,
+        condense_question_prompt: BasePromptTemplate,
+        memory: Memory,
+        llm: LLM,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(query_engine, condense_question_prompt, memory, llm, **kwargs)
+        self._condense_ms = 0.0
+
+    @classmethod
+    def from_runtime(
+        cls,
+        runtime: Any,
+        *,
+        sources: list[str] | None = None,
+        chat_history: list[ChatMessage] | None = None,
+    ) -> DocsChatEngine:
+        """A chat engine over ``build_query_engine(runtime=..., sources=...)`` that answers with ``runtime.llm``."""
+        from app.composition import build_query_engine
+
+        memory = Memory.from_defaults(chat_history=list(chat_history or []), token_limit=MEMORY_TOKEN_LIMIT)
+        return cls(build_query_engine(runtime=runtime, sources=sources), DEFAULT_PROMPT, memory, runtime.llm)
+
+    # -- condensation -------------------------------------------------------------------------------------------
+    def _condense_question(self, chat_history: list[ChatMessage], last_message: str) -> str:
+        started = time.perf_counter()
+        try:
+            return self._condense(chat_history, last_message)
+        finally:
+            self._condense_ms = (time.perf_counter() - started) * 1000
+
+    def _condense(self, chat_history: list[ChatMessage], last_message: str) -> str:
+        if not chat_history:
+            return last_message
+        if isinstance(self._llm, ExtractiveLLM):
+            return condense_without_llm(chat_history, last_message)
+        prompt = self._condense_question_prompt.format(question=last_message, chat_history=messages_to_history_str(chat_history))
+        reply = self._llm.chat([ChatMessage(role=MessageRole.USER, content=prompt)])
+        text = (reply.message.content or "").strip()
+        if not text or reply.additional_kwargs.get("answered_by") in _extractive_labels(self._llm):
+            logger.info("no LLM rewrote the follow-up; condensing it with the keyword rule")
+            return condense_without_llm(chat_history, last_message)
+        return text
+
+    async def _acondense_question(self, chat_history: list[ChatMessage], last_message: str) -> str:
+        return self._condense_question(chat_history, last_message)
+
+    # -- querying -----------------------------------------------------------------------------------------------
+    def _get_tool_output_from_response(self, query: str, response: RESPONSE_TYPE) -> ToolOutput:
+        response.metadata = response.metadata or {}
+        response.metadata[STANDALONE_KEY] = query
+        response.metadata.setdefault("timings_ms", {})["condense"] = self._condense_ms
+        return super()._get_tool_output_from_response(query, response)
+
+    def _query(self, message: str, chat_history: list[ChatMessage] | None, streaming: bool) -> tuple[str, RESPONSE_TYPE]:
+        history = chat_history or self._memory.get(input=message)
+        standalone = self._condense_question(history, message)
+        logger.info("querying with: %s", standalone)
+        synthesizer = getattr(self._query_engine, "_response_synthesizer", None)
+        was_streaming = getattr(synthesizer, "_streaming", None)
+        if synthesizer is not None:
+            synthesizer._streaming = streaming
+        try:
+            return standalone, self._query_engine.query(standalone)
+        finally:
+            if synthesizer is not None:
+                synthesizer._streaming = was_streaming
+
+    def _remember(self, message: str, standalone: str, answer: str) -> None:
+        self._memory.put(ChatMessage(role=MessageRole.USER, content=message, additional_kwargs={STANDALONE_KEY: standalone}))
+        self._memory.put(ChatMessage(role=MessageRole.ASSISTANT, content=answer))
+
+    def chat(self, message: str, chat_history: list[ChatMessage] | None = None) -> AgentChatResponse:
+        standalone, response = self._query(message, chat_history, streaming=False)
+        tool_output = self._get_tool_output_from_response(standalone, response)
+        self._remember(message, standalone, str(response))
+        return AgentChatResponse(response=str(response), sources=[tool_output], source_nodes=list(response.source_nodes))
+
+    def stream_chat(self, message: str, chat_history: list[ChatMessage] | None = None) -> StreamingAgentChatResponse:
+        """Stream the answer in the caller's thread; a refusal (weak evidence) arrives as a single chunk."""
+        standalone, response = self._query(message, chat_history, streaming=True)
+        tool_output = self._get_tool_output_from_response(standalone, response)
+
+        def chunks() -> Generator[ChatResponse, None, None]:
+            text = ""
+            deltas = response.response_gen if isinstance(response, StreamingResponse) else iter([str(response)])
+            for delta in deltas:
+                text += delta
+                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
+            if isinstance(response, StreamingResponse):
+                response.response_txt = text
+            self._remember(message, standalone, text)
+
+        return StreamingAgentChatResponse(
+            chat_stream=chunks(), sources=[tool_output], source_nodes=list(response.source_nodes), is_writing_to_memory=False
+        )
+
+
+def query_response(reply: AgentChatResponse | StreamingAgentChatResponse) -> Response | StreamingResponse:
+    """The query engine's response behind a chat reply (source nodes, answered_by, notices, timings)."""
+    return reply.sources[0].raw_output
+
+
+__all__ = ["STANDALONE_KEY", "DocsChatEngine", "condense_without_llm", "is_follow_up", "key_terms", "query_response"]

@@ -1,0 +1,90 @@
+"""The document library (what the index holds, from the manifest) and ingestion from the page.
+
+Ingestion reuses the page's runtime (``build_ingestor(runtime)``): Milvus Lite
+allows one client per index directory, so a second one must not be opened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from app.composition import Runtime, build_ingestor
+from app.ingestion import IngestReport
+from app.manifest import FileRecord, Manifest
+from app.ui.uploads import uploads_dir
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int, str], None]
+
+
+def documents(settings: Settings) -> list[FileRecord]:
+    """Files fully ingested into the index, by source path."""
+    path = settings.storage.index_dir / "state.sqlite"
+    if not path.is_file():
+        return []
+    manifest = Manifest(path)
+    try:
+        return [record for record in manifest.all() if record.state == "done"]
+    finally:
+        manifest.close()
+
+
+def library_rows(records: list[FileRecord]) -> list[dict[str, object]]:
+    """Rows of the library table."""
+    return [
+        {
+            "file": record.source,
+            "chunks": record.chunks,
+            "last ingested": datetime.fromtimestamp(record.ingested_at).strftime("%Y-%m-%d %H:%M"),
+        }
+        for record in records
+    ]
+
+
+def known_folders(settings: Settings, records: list[FileRecord]) -> list[Path]:
+    """Folders ingested before (from the manifest) plus the uploads folder, each once."""
+    folders = sorted({Path(record.root) for record in records})
+    uploads = uploads_dir(settings).resolve()
+    if uploads.is_dir() and uploads not in folders:
+        folders.append(uploads)
+    return folders
+
+
+@dataclass
+class IngestOutcome:
+    """What one ingestion from the page did, kept in the session to show after reruns."""
+
+    summaries: list[str] = field(default_factory=list)
+    ingested: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, folder: Path, report: IngestReport) -> None:
+        self.summaries.append(f"{folder}: {report.summary()}")
+        self.ingested.extend(report.ingested)
+        self.skipped.extend(report.skipped)
+
+
+def ingest_folders(runtime: Runtime, folders: list[Path], progress: Progress, outcome: IngestOutcome) -> IngestOutcome:
+    """Bring the index up to date with each folder; a missing folder is reported, not fatal."""
+    ingestor = build_ingestor(runtime)
+    try:
+        for folder in folders:
+            if not folder.exists():
+                outcome.errors.append(f"{folder} no longer exists; its documents stay in the index")
+                continue
+
+            def step(done: int, total: int, current: str, folder: Path = folder) -> None:
+                progress(str(folder), done, total, current)
+
+            outcome.add(folder, ingestor.ingest(folder, progress=step))
+    finally:
+        ingestor.close()
+    return outcome

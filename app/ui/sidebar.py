@@ -1,0 +1,138 @@
+"""The sidebar: active profile and backends, document library and filter, uploads and re-indexing."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from app.composition import Runtime
+from app.store import is_lite_uri
+from app.ui.library import IngestOutcome, documents, ingest_folders, known_folders, library_rows
+from app.ui.render import escape
+from app.ui.runtime import ingest_lock
+from app.ui.uploads import UploadRejected, allowed_types, store_upload, uploads_dir
+from settings import Settings
+
+NO_RERANK = (
+    "Offline reranking is not available: no cross-encoder model ships with docsrag, so passages keep the hybrid "
+    "(dense + BM25) order. Set rerank.backend to hf_api to rerank with the Hugging Face API."
+)
+
+
+@dataclass
+class Choices:
+    sources: list[str] | None
+    streaming: bool
+    has_documents: bool
+
+
+def backend_lines(settings: Settings) -> list[str]:
+    """The active profile and backends, one '**what:** value' line each."""
+    chain = [f"{b} ({settings.llm.hf_models[0]}…)" if b == "hf_api" and settings.llm.hf_models else b for b in settings.llm.chain]
+    answers = " → ".join([*chain, "extractive quotes"]) if chain else "extractive quotes (no LLM configured)"
+    uri = settings.storage.milvus_uri()
+    index = f"Milvus Lite in {settings.storage.index_dir}" if is_lite_uri(uri) else f"Milvus server {uri}"
+    lines = [
+        f"**Profile:** {settings.profile}",
+        f"**Answers:** {answers}",
+        f"**Embeddings:** {settings.embedding.backend} · {settings.embedding.model}",
+        f"**Reranking:** {'none' if settings.rerank.backend == 'none' else f'{settings.rerank.backend} · {settings.rerank.model}'}",
+        f"**Index:** {index}",
+    ]
+    return [line.split(":** ", 1)[0] + ":** " + escape(line.split(":** ", 1)[1]) for line in lines]
+
+
+def _backends(settings: Settings) -> None:
+    st.subheader("Backends")
+    st.markdown("  \n".join(backend_lines(settings)))
+    if settings.rerank.backend == "none":
+        st.caption(NO_RERANK)
+
+
+def _show_outcome(outcome: IngestOutcome) -> None:
+    for summary in outcome.summaries:
+        st.success(escape(summary))
+    for source, reason in outcome.skipped:
+        st.warning(f"Skipped {escape(source)}: {escape(reason)}")
+    for message in outcome.rejected + outcome.errors:
+        st.error(escape(message))
+
+
+def _ingest(runtime: Runtime, folders: list[Path], outcome: IngestOutcome) -> None:
+    lock = ingest_lock(runtime.settings.storage.milvus_uri())
+    if not lock.acquire(blocking=False):
+        outcome.errors.append("Another ingestion of this index is running; try again when it has finished.")
+        return
+    try:
+        bar = st.progress(0.0, text="Reading files…")
+
+        def progress(folder: str, done: int, total: int, current: str) -> None:
+            bar.progress(done / total if total else 1.0, text=f"{Path(folder).name}: {done}/{total} files · {current}")
+
+        ingest_folders(runtime, folders, progress, outcome)
+        bar.progress(1.0, text="Index up to date")
+    finally:
+        lock.release()
+
+
+def _add_documents(runtime: Runtime, folders: list[Path]) -> None:
+    settings = runtime.settings
+    st.subheader("Add documents")
+    round_ = st.session_state.setdefault("upload_round", 0)
+    files = st.file_uploader(
+        "Upload files",
+        type=allowed_types(),
+        accept_multiple_files=True,
+        key=f"uploads-{round_}",
+        max_upload_size=max(1, math.ceil(settings.ingestion.max_file_mb)),
+        help=f"PDF, Markdown, HTML, reST, text or code, up to {settings.ingestion.max_file_mb:g} MB each; "
+        f"stored in {uploads_dir(settings)}",
+    )
+    add = st.button("Add to index", type="primary", disabled=not files)
+    reindex = st.button(
+        "Re-index folders", disabled=not folders, help="Ingest every folder of the library again; only changed files are read."
+    )
+    if add:
+        outcome = IngestOutcome()
+        stored = 0
+        for upload in files or []:
+            try:
+                store_upload(settings, upload.name, upload.getvalue())
+                stored += 1
+            except UploadRejected as exc:
+                outcome.rejected.append(str(exc))
+        if stored:
+            _ingest(runtime, [uploads_dir(settings).resolve()], outcome)
+        st.session_state.ingest_outcome = outcome
+        st.session_state.upload_round = round_ + 1  # a fresh uploader: the files were handled
+    elif reindex:
+        outcome = IngestOutcome()
+        _ingest(runtime, folders, outcome)
+        st.session_state.ingest_outcome = outcome
+    if "ingest_outcome" in st.session_state:
+        _show_outcome(st.session_state.ingest_outcome)
+
+
+def render_sidebar(runtime: Runtime) -> Choices:
+    settings = runtime.settings
+    with st.sidebar:
+        st.title("docsrag")
+        _backends(settings)
+        library = st.container()
+        _add_documents(runtime, known_folders(settings, documents(settings)))
+        records = documents(settings)  # after any ingestion above
+        with library:
+            st.subheader("Documents")
+            if records:
+                st.dataframe(library_rows(records), hide_index=True)
+                st.caption(f"{len(records)} files · {sum(r.chunks for r in records)} chunks")
+                selected = st.multiselect("Search only in", [r.source for r in records], placeholder="all documents")
+            else:
+                st.caption("No documents yet.")
+                selected = []
+        st.subheader("Options")
+        streaming = st.toggle("Stream answers", value=True)
+    return Choices(sources=selected or None, streaming=streaming, has_documents=bool(records))

@@ -1,0 +1,71 @@
+"""Uploaded files: checked, given a safe name, and stored under ``<index_dir>/uploads/``.
+
+A name that tries to leave the uploads folder (``../x.md``, ``/etc/x.md``,
+``dir\\x.md``) is rejected, not rewritten: the user sees why. Other names keep
+letters, digits, ``.``, ``-``, ``_`` and spaces; anything else becomes ``_``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+
+from app.readers import SUPPORTED_SUFFIXES
+from settings import Settings
+
+MAX_NAME_CHARS = 120
+_UNSAFE = re.compile(r"[^\w.\- ]+")
+
+
+class UploadRejected(ValueError):
+    """An upload that is not stored; the message says why, for the user."""
+
+
+def uploads_dir(settings: Settings) -> Path:
+    return settings.storage.index_dir / "uploads"
+
+
+def allowed_types() -> list[str]:
+    """Extensions for ``st.file_uploader(type=...)``."""
+    return sorted(suffix.lstrip(".") for suffix in SUPPORTED_SUFFIXES)
+
+
+def safe_name(name: str) -> str:
+    """The name an upload is stored under, or UploadRejected."""
+    if any(sep in name for sep in ("/", "\\")) or name.strip() in {".", ".."} or ".." in Path(name).parts:
+        raise UploadRejected(f"{name!r} rejected: a file name must not contain a path (/, \\ or ..)")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise UploadRejected(f"{name!r} rejected: the file name contains control characters")
+    cleaned = _UNSAFE.sub("_", unicodedata.normalize("NFKC", name)).strip(" .")
+    stem, suffix = os.path.splitext(cleaned)
+    suffix = suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise UploadRejected(f"{name!r} rejected: {suffix or 'no extension'} is not a supported type ({', '.join(allowed_types())})")
+    stem = stem.strip(" .")[: MAX_NAME_CHARS - len(suffix)] or "upload"
+    return stem + suffix
+
+
+def store_upload(settings: Settings, name: str, data: bytes) -> Path:
+    """Write one upload into the uploads folder (replacing a file of the same name) and return its path."""
+    limit_mb = settings.ingestion.max_file_mb
+    if len(data) > limit_mb * 1024 * 1024:
+        raise UploadRejected(f"{name!r} rejected: {len(data) / 1e6:.1f} MB is over the {limit_mb:g} MB limit (ingestion.max_file_mb)")
+    if not data:
+        raise UploadRejected(f"{name!r} rejected: the file is empty")
+    folder = uploads_dir(settings).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    target = (folder / safe_name(name)).resolve()
+    if target.parent != folder:  # defence in depth: safe_name already refuses paths
+        raise UploadRejected(f"{name!r} rejected: it would be stored outside the uploads folder")
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".upload-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, target)
+    except OSError:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target

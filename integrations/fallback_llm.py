@@ -1,0 +1,233 @@
+"""An ordered chain of answer backends: the first that answers wins, the others say why they were skipped.
+
+Each member is tried in turn; a transient failure (HTTP errors, timeouts,
+refused connections, malformed replies, retries that would pass the deadline:
+:func:`integrations.backend_errors.transient_errors`) moves on to the next.
+Streams are committed to a member only after its first non-empty token; after
+that a failure raises :class:`StreamInterruptedError` naming the backend — never
+a silent truncation. The deadline (``deadline_s``) covers the whole question:
+members started after it are skipped, and HTTP members cap their timeouts and
+retry waits by it. The last member (the extractive answerer in the app) is
+always tried, so a question always gets an answer.
+
+Responses carry ``additional_kwargs["answered_by"]`` (e.g. ``hf_api:Qwen/Qwen2.5-7B-Instruct``)
+and ``additional_kwargs["fallbacks"]`` (one human-readable reason per skipped member).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.bridge.pydantic import Field, field_validator
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.llms import LLM
+
+from integrations.backend_errors import (
+    AllBackendsFailedError,
+    BackendUnavailableError,
+    StreamInterruptedError,
+    describe_failure,
+    question_deadline,
+    transient_errors,
+)
+from integrations.hf_chat_llm import _aiter_in_thread
+
+logger = logging.getLogger(__name__)
+dispatcher = get_dispatcher(__name__)
+
+
+class BackendSkippedEvent(BaseEvent):
+    """A chain member failed or was skipped; the next one is tried."""
+
+    backend: str
+    reason: str
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "BackendSkippedEvent"
+
+
+class BackendAnsweredEvent(BaseEvent):
+    """The chain committed to this member's answer."""
+
+    backend: str
+    skipped: list[str]
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "BackendAnsweredEvent"
+
+
+def backend_label(llm: LLM) -> str:
+    """``hf_api:<model>``, ``ollama:<model>``, ``local:<file>``, ``extractive``, or the model name."""
+    label = getattr(llm, "backend_label", None)
+    if isinstance(label, str) and label:
+        return label
+    from llama_index.llms.ollama import Ollama
+
+    if isinstance(llm, Ollama):  # before .metadata, which may call /api/show
+        return f"ollama:{llm.model}"
+    return str(llm.metadata.model_name or llm.class_name())
+
+
+class FallbackLLM(LLM):
+    """Try ``members`` in order until one answers; record who answered and why the others did not."""
+
+    members: list[LLM] = Field(description="Backends in order of preference; the last one is always tried.")
+    deadline_s: float = Field(default=60.0, gt=0, description="Time budget of one question across members, retries and waits.")
+    context_window: int = Field(default=4096, ge=512, description="Context window reported to LlamaIndex (the smallest of the members').")
+    num_output: int = Field(default=512, ge=1, description="Answer tokens reported to LlamaIndex.")
+
+    @field_validator("members")
+    @classmethod
+    def _not_empty(cls, members: list[LLM]) -> list[LLM]:
+        if not members:
+            raise ValueError("FallbackLLM needs at least one member")
+        return members
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "FallbackLLM"
+
+    @property
+    def labels(self) -> list[str]:
+        return [backend_label(m) for m in self.members]
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(
+            context_window=self.context_window,
+            num_output=self.num_output,
+            is_chat_model=True,
+            model_name="fallback(" + ", ".join(self.labels) + ")",
+        )
+
+    def _skip(self, label: str, reason: str, fallbacks: list[str]) -> None:
+        fallbacks.append(f"{label}: {reason}")
+        logger.warning("answer backend %s skipped: %s", label, reason)
+        dispatcher.event(BackendSkippedEvent(backend=label, reason=reason))
+
+    def _annotate(self, response: ChatResponse, label: str, fallbacks: list[str]) -> ChatResponse:
+        response.additional_kwargs = {**response.additional_kwargs, "answered_by": label, "fallbacks": list(fallbacks)}
+        return response
+
+    def _out_of_time(self, index: int, deadline: float) -> bool:
+        return index < len(self.members) - 1 and time.monotonic() >= deadline
+
+    def _all_failed(self, fallbacks: list[str], exc: BaseException) -> AllBackendsFailedError:
+        return AllBackendsFailedError("No answer backend could answer: " + "; ".join(fallbacks))
+
+    @dispatcher.span
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        deadline = time.monotonic() + self.deadline_s
+        fallbacks: list[str] = []
+        errors = transient_errors()
+        for index, member in enumerate(self.members):
+            label = backend_label(member)
+            if self._out_of_time(index, deadline):
+                self._skip(label, f"not tried: the {self.deadline_s:g} s deadline for this question had passed", fallbacks)
+                continue
+            try:
+                with question_deadline(deadline):
+                    response = member.chat(messages, **kwargs)
+                if not (response.message.content or "").strip():
+                    raise BackendUnavailableError("the reply had no answer text")
+            except errors as exc:
+                self._skip(label, describe_failure(exc), fallbacks)
+                if index == len(self.members) - 1:
+                    raise self._all_failed(fallbacks, exc) from exc
+                continue
+            dispatcher.event(BackendAnsweredEvent(backend=label, skipped=list(fallbacks)))
+            return self._annotate(response, label, fallbacks)
+        raise AssertionError("unreachable: the last member either answers or raises")
+
+    @dispatcher.span
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        errors = transient_errors()
+
+        def gen() -> ChatResponseGen:
+            deadline = time.monotonic() + self.deadline_s
+            fallbacks: list[str] = []
+            for index, member in enumerate(self.members):
+                label = backend_label(member)
+                if self._out_of_time(index, deadline):
+                    self._skip(label, f"not tried: the {self.deadline_s:g} s deadline for this question had passed", fallbacks)
+                    continue
+                pending: list[ChatResponse] = []
+                stream: Any = None
+                try:
+                    with question_deadline(deadline):
+                        stream = iter(member.stream_chat(messages, **kwargs))
+                        for chunk in stream:  # pull up to the first real token before committing
+                            pending.append(chunk)
+                            if chunk.delta:
+                                break
+                        else:
+                            raise BackendUnavailableError("the stream ended without any answer text")
+                except errors as exc:
+                    if stream is not None and hasattr(stream, "close"):
+                        stream.close()
+                    self._skip(label, describe_failure(exc), fallbacks)
+                    if index == len(self.members) - 1:
+                        raise self._all_failed(fallbacks, exc) from exc
+                    continue
+                dispatcher.event(BackendAnsweredEvent(backend=label, skipped=list(fallbacks)))
+                delivered = 0
+                for chunk in pending:
+                    delivered += len(chunk.delta or "")
+                    yield self._annotate(chunk, label, fallbacks)
+                try:
+                    for chunk in stream:
+                        delivered += len(chunk.delta or "")
+                        yield self._annotate(chunk, label, fallbacks)
+                except errors as exc:
+                    raise StreamInterruptedError(
+                        f"{label} failed after {delivered} characters of the answer had been streamed "
+                        f"({describe_failure(exc)}); the answer is incomplete. Ask again."
+                    ) from exc
+                return
+
+        return gen()
+
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        response = self.chat([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs)
+        return CompletionResponse(text=response.message.content or "", raw=response.raw, additional_kwargs=response.additional_kwargs)
+
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        stream = self.stream_chat([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs)
+
+        def gen() -> CompletionResponseGen:
+            for chunk in stream:
+                yield CompletionResponse(
+                    text=chunk.message.content or "", delta=chunk.delta, raw=chunk.raw, additional_kwargs=chunk.additional_kwargs
+                )
+
+        return gen()
+
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return await asyncio.to_thread(self.chat, messages, **kwargs)
+
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return await asyncio.to_thread(self.complete, prompt, formatted, **kwargs)
+
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        return _aiter_in_thread(self.stream_chat(messages, **kwargs))
+
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+        return _aiter_in_thread(self.stream_complete(prompt, formatted, **kwargs))

@@ -1,0 +1,226 @@
+"""Metering and budget control for paid API calls (chat, embeddings, rerank).
+
+Every call is recorded in SQLite (model, provider, tokens, latency, success)
+and priced with the settings' price table. Before a call, its worst-case cost
+is *reserved*: a reservation fails when committed spend plus open reservations
+would pass the monthly cap, so concurrent questions can never overspend. After
+the call the reservation is settled with the real usage.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from settings.model import ModelPrice
+
+logger = logging.getLogger(__name__)
+
+# A reservation older than this belongs to a process that died mid-call; it no longer holds budget.
+RESERVATION_TTL_S = 3600
+
+
+class BudgetExceeded(RuntimeError):
+    """The monthly API budget would be passed by this call; use a local backend."""
+
+
+@dataclass
+class Reservation:
+    id: int
+    amount: float
+
+
+@dataclass
+class Alert:
+    name: str
+    message: str
+
+
+def month_start(now: float | None = None) -> float:
+    moment = datetime.fromtimestamp(now if now is not None else time.time(), tz=UTC)
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+class UsageMeter:
+    """Persistent usage records, spend per month, a hard cap and alerts that fire once per crossing."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        prices: dict[str, ModelPrice],
+        default_price: ModelPrice,
+        monthly_cap_usd: float,
+        degrade_fraction: float = 0.8,
+        alert_spend_usd: float | None = None,
+        alert_latency_s: float = 15.0,
+        alert_error_rate: float = 0.05,
+        alert_window: int = 50,
+        on_alert: Callable[[Alert], None] | None = None,
+    ) -> None:
+        self.prices = prices
+        self.default_price = default_price
+        self.monthly_cap_usd = monthly_cap_usd
+        self.degrade_fraction = degrade_fraction
+        self.alert_spend_usd = alert_spend_usd
+        self.alert_latency_s = alert_latency_s
+        self.alert_error_rate = alert_error_rate
+        self.alert_window = alert_window
+        self.on_alert = on_alert
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS usage (
+                ts REAL NOT NULL, kind TEXT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL,
+                tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL, requests INTEGER NOT NULL,
+                latency_ms REAL NOT NULL, ok INTEGER NOT NULL, estimated INTEGER NOT NULL, cost_usd REAL NOT NULL);
+            CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
+            CREATE TABLE IF NOT EXISTS reservations (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, amount REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS alerts (name TEXT PRIMARY KEY, active INTEGER NOT NULL, since REAL NOT NULL);
+            """
+        )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # --- prices -------------------------------------------------------------------------------
+    def price(self, model: str) -> ModelPrice:
+        return self.prices.get(model) or self.prices.get(model.split(":")[0]) or self.default_price
+
+    def cost(self, model: str, tokens_in: int = 0, tokens_out: int = 0, calls: int = 0) -> float:
+        p = self.price(model)
+        return tokens_in * p.input_per_m / 1e6 + tokens_out * p.output_per_m / 1e6 + calls * p.per_k_calls / 1e3
+
+    def cheapest(self, models: list[str], tokens_in: int = 1000, tokens_out: int = 300) -> str:
+        return min(models, key=lambda m: (self.cost(m, tokens_in, tokens_out, 1), models.index(m)))
+
+    # --- budget -------------------------------------------------------------------------------
+    def month_spend(self, now: float | None = None) -> float:
+        with self._lock:
+            row = self._conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE ts >= ?", (month_start(now),)).fetchone()
+        return float(row[0])
+
+    def state(self) -> str:
+        """'ok', 'degraded' (past degrade_fraction of the cap) or 'capped'."""
+        spent = self.month_spend()
+        if spent >= self.monthly_cap_usd:
+            return "capped"
+        return "degraded" if spent >= self.degrade_fraction * self.monthly_cap_usd else "ok"
+
+    def reserve(self, model: str, tokens_in: int = 0, tokens_out: int = 0, calls: int = 0) -> Reservation:
+        """Reserve the worst-case cost of a call, or raise BudgetExceeded."""
+        amount = self.cost(model, tokens_in, tokens_out, calls)
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")  # serialises reservations across threads and processes
+            try:
+                spent = self._conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE ts >= ?", (month_start(),)).fetchone()[0]
+                held = self._conn.execute(
+                    "SELECT COALESCE(SUM(amount), 0) FROM reservations WHERE ts > ?", (time.time() - RESERVATION_TTL_S,)
+                ).fetchone()[0]
+                if spent + held + amount > self.monthly_cap_usd + 1e-12:
+                    self._conn.execute("ROLLBACK")
+                    raise BudgetExceeded(
+                        f"monthly API budget of ${self.monthly_cap_usd:.2f} reached (${spent:.4f} spent, ${held:.4f} in flight): "
+                        "answering with local backends; raise budget.monthly_cap_usd to continue"
+                    )
+                cursor = self._conn.execute("INSERT INTO reservations (ts, amount) VALUES (?, ?)", (time.time(), amount))
+                self._conn.execute("COMMIT")
+            except sqlite3.Error:
+                self._conn.execute("ROLLBACK")
+                raise
+        return Reservation(id=int(cursor.lastrowid), amount=amount)
+
+    def release(self, reservation: Reservation) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
+
+    # --- recording ----------------------------------------------------------------------------
+    def record(
+        self,
+        kind: str,
+        model: str,
+        provider: str,
+        tokens_in: int,
+        tokens_out: int,
+        latency_ms: float,
+        ok: bool,
+        requests: int = 1,
+        estimated: bool = False,
+        reservation: Reservation | None = None,
+    ) -> float:
+        """Store one API call (settling its reservation) and return its cost."""
+        calls = requests if kind in ("embedding", "rerank") else 0
+        cost = self.cost(model, tokens_in, tokens_out, calls) if ok else 0.0
+        if reservation is not None:
+            cost = min(cost, reservation.amount)  # a reservation is the worst case the call was allowed
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute(
+                "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), kind, model, provider, tokens_in, tokens_out, requests, latency_ms, int(ok), int(estimated), cost),
+            )
+            if reservation is not None:
+                self._conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
+            self._conn.execute("COMMIT")
+        self._check_alerts()
+        return cost
+
+    # --- reports and alerts -------------------------------------------------------------------
+    def by_day_and_model(self, since: float | None = None) -> list[tuple[str, str, int, int, int, float]]:
+        """Rows (day, model, requests, tokens_in, tokens_out, cost) since a time (default: this month)."""
+        with self._lock:
+            rows = self._conn.execute(
+                """SELECT date(ts, 'unixepoch') AS day, model, SUM(requests), SUM(tokens_in), SUM(tokens_out), SUM(cost_usd)
+                   FROM usage WHERE ts >= ? GROUP BY day, model ORDER BY day, model""",
+                (since if since is not None else month_start(),),
+            ).fetchall()
+        return [(d, m, int(r), int(i), int(o), float(c)) for d, m, r, i, o, c in rows]
+
+    def error_rate(self) -> float:
+        with self._lock:
+            rows = self._conn.execute("SELECT ok FROM usage ORDER BY ts DESC LIMIT ?", (self.alert_window,)).fetchall()
+        return 0.0 if not rows else sum(1 for (ok,) in rows if not ok) / len(rows)
+
+    def active_alerts(self) -> list[str]:
+        with self._lock:
+            return [name for (name,) in self._conn.execute("SELECT name FROM alerts WHERE active = 1 ORDER BY name")]
+
+    def observe_answer(self, latency_ms: float) -> None:
+        """Feed one question's end-to-end latency to the latency alert."""
+        limit = self.alert_latency_s
+        self._set_alert("latency", latency_ms > limit * 1000, f"an answer took {latency_ms / 1000:.1f} s (> {limit:g} s)")
+
+    def _check_alerts(self) -> None:
+        spend = self.month_spend()
+        conditions = {
+            "error_rate": (
+                (rate := self.error_rate()) > self.alert_error_rate,
+                f"API error rate {rate:.0%} over the last {self.alert_window} calls (> {self.alert_error_rate:.0%})",
+            ),
+            "spend": (
+                self.alert_spend_usd is not None and spend > self.alert_spend_usd,
+                f"this month's API spend ${spend:.2f} passed the alert threshold ${self.alert_spend_usd or math.inf:.2f}",
+            ),
+        }
+        for name, (crossed, message) in conditions.items():
+            self._set_alert(name, crossed, message)
+
+    def _set_alert(self, name: str, crossed: bool, message: str) -> None:
+        with self._lock:
+            row = self._conn.execute("SELECT active FROM alerts WHERE name = ?", (name,)).fetchone()
+            was_active = bool(row and row[0])
+            if crossed == was_active:
+                return
+            self._conn.execute("INSERT OR REPLACE INTO alerts VALUES (?, ?, ?)", (name, int(crossed), time.time()))
+        if crossed:  # once per crossing: only on the transition into the alert state
+            logger.warning("alert: %s", message)
+            if self.on_alert:
+                self.on_alert(Alert(name=name, message=message))

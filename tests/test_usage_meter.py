@@ -1,0 +1,84 @@
+"""The usage meter's own guarantees: persistence, a cap that holds under concurrency, alerts once per crossing."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from integrations.usage_meter import Alert, BudgetExceeded, UsageMeter
+from settings.model import BudgetSettings
+
+
+def meter(path: Path, cap: float = 1.0, alerts: list[Alert] | None = None, **kwargs) -> UsageMeter:
+    b = BudgetSettings(monthly_cap_usd=cap, **kwargs)
+    return UsageMeter(
+        path, b.prices, b.default_price, b.monthly_cap_usd, b.degrade_fraction, b.alert_spend_usd,
+        b.alert_latency_s, b.alert_error_rate, b.alert_window, on_alert=(alerts.append if alerts is not None else None),
+    )  # fmt: skip
+
+
+def test_spend_survives_a_restart(tmp_path: Path) -> None:
+    m = meter(tmp_path / "usage.sqlite")
+    cost = m.record("chat", "Qwen/Qwen2.5-7B-Instruct", "hf-inference", tokens_in=1_000_000, tokens_out=0, latency_ms=800, ok=True)
+    assert cost == pytest.approx(0.30)
+    m.close()
+    again = meter(tmp_path / "usage.sqlite")
+    assert again.month_spend() == pytest.approx(0.30)
+    [(day, model, requests, tokens_in, tokens_out, spent)] = again.by_day_and_model()
+    assert (model, requests, tokens_in, spent) == ("Qwen/Qwen2.5-7B-Instruct", 1, 1_000_000, pytest.approx(0.30))
+
+
+def test_provider_suffix_uses_the_base_model_price_and_unknown_models_the_default(tmp_path: Path) -> None:
+    m = meter(tmp_path / "u.sqlite")
+    assert m.cost("google/gemma-2-2b-it:fastest", 1_000_000, 0) == pytest.approx(0.10)
+    assert m.cost("someone/unknown-model", 1_000_000, 0) == pytest.approx(0.5)
+    assert m.cheapest(["Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.2-3B-Instruct", "google/gemma-2-2b-it"]) == (
+        "meta-llama/Llama-3.2-3B-Instruct"
+    )
+
+
+def test_concurrent_reservations_never_pass_the_cap(tmp_path: Path) -> None:
+    m = meter(tmp_path / "u.sqlite", cap=1.0)
+    granted: list[float] = []
+    refused: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def question() -> None:
+        barrier.wait()
+        for _ in range(10):
+            try:
+                r = m.reserve("Qwen/Qwen2.5-7B-Instruct", tokens_in=200_000)  # $0.06 worst case each
+            except BudgetExceeded as exc:
+                refused.append(str(exc))
+                continue
+            granted.append(m.record("chat", "Qwen/Qwen2.5-7B-Instruct", "x", 150_000, 0, 10, True, reservation=r))
+
+    threads = [threading.Thread(target=question) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert m.month_spend() <= 1.0
+    assert refused and "monthly API budget" in refused[0]
+    assert m.state() in {"degraded", "capped"}
+
+
+def test_alerts_fire_once_per_crossing(tmp_path: Path) -> None:
+    fired: list[Alert] = []
+    m = meter(tmp_path / "u.sqlite", cap=100.0, alerts=fired, alert_spend_usd=0.5, alert_error_rate=0.05, alert_window=10)
+    for _ in range(3):
+        m.observe_answer(20_000)
+    assert [a.name for a in fired] == ["latency"]
+    m.observe_answer(1_000)
+    m.observe_answer(16_000)
+    assert [a.name for a in fired] == ["latency", "latency"], "a second crossing after recovery alerts again"
+
+    m.record("chat", "m", "p", 0, 0, 10, ok=False)
+    m.record("chat", "m", "p", 0, 0, 10, ok=False)
+    assert [a.name for a in fired].count("error_rate") == 1
+    m.record("chat", "Qwen/Qwen2.5-7B-Instruct", "p", 2_000_000, 0, 10, ok=True)
+    m.record("chat", "Qwen/Qwen2.5-7B-Instruct", "p", 1_000_000, 0, 10, ok=True)
+    assert [a.name for a in fired].count("spend") == 1
+    assert set(m.active_alerts()) == {"error_rate", "latency", "spend"}
