@@ -26,7 +26,7 @@ def test_spend_survives_a_restart(tmp_path: Path) -> None:
     m.close()
     again = meter(tmp_path / "usage.sqlite")
     assert again.month_spend() == pytest.approx(0.30)
-    [(day, model, requests, tokens_in, tokens_out, spent)] = again.by_day_and_model()
+    [(_day, model, requests, tokens_in, _tokens_out, spent)] = again.by_day_and_model()
     assert (model, requests, tokens_in, spent) == ("Qwen/Qwen2.5-7B-Instruct", 1, 1_000_000, pytest.approx(0.30))
 
 
