@@ -84,6 +84,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    from app.composition import open_meter
+
+    settings = _settings(args)
+    meter = open_meter(settings)
+    try:
+        rows = meter.by_day_and_model()
+        print(f"{'day':<10}  {'model':<44} {'requests':>8} {'tokens in':>10} {'tokens out':>10} {'spend $':>9}")
+        for day, model, requests, tokens_in, tokens_out, cost in rows:
+            print(f"{day:<10}  {model[:44]:<44} {requests:>8} {tokens_in:>10} {tokens_out:>10} {cost:>9.4f}")
+        spent, cap = meter.month_spend(), settings.budget.monthly_cap_usd
+        share = f" ({spent / cap:.0%})" if cap else ""
+        print(f"this month: ${spent:.4f} of ${cap:.2f} cap{share}, state: {meter.state()}")
+        for alert in meter.active_alerts():
+            print(f"active alert: {alert}")
+    finally:
+        meter.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="docsrag: cited answers from your technical documentation")
     parser.add_argument("--profile", help="settings profile under settings/ (default: $DOCSRAG_PROFILE or local)")
@@ -118,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_eval)
+    usage = sub.add_parser("usage", help="API usage and estimated spend by day and model (this month)")
+    usage.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
+    usage.set_defaults(func=cmd_usage)
     return parser
 
 
