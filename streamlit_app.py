@@ -10,7 +10,7 @@ import logging
 
 import streamlit as st
 
-from app.ui.conversation import Turn, ask, show_turn
+from app.ui.conversation import Turn, ask, retry_question, show_turn
 from app.ui.render import escape
 from app.ui.runtime import page_runtime
 from app.ui.sidebar import render_sidebar
@@ -27,6 +27,8 @@ EMPTY_STATE = (
     "(Milvus Lite lets one process at a time use an index)."
 )
 
+st.title("Ask your documentation")
+st.caption("Answers quote your documents and cite them with numbered sources.")
 try:
     settings = load_settings()
     runtime = page_runtime(settings)
@@ -35,20 +37,14 @@ except (ValueError, RuntimeError) as exc:
     st.stop()
 
 choices = render_sidebar(runtime)
-st.title("Ask your documentation")
-st.caption("Answers quote your documents and cite them with numbered sources.")
 if not choices.has_documents:
     st.info(EMPTY_STATE, icon="📂")
 
 turns: list[Turn] = st.session_state.setdefault("turns", [])
-for turn in turns:
-    show_turn(turn)
-
-retry = None
-if turns and turns[-1].answer is None and st.button("Ask again", icon="🔁"):
-    retry = turns[-1].question
+for number, turn in enumerate(turns, start=1):
+    show_turn(turn, retry_key=f"retry-{number}" if number == len(turns) else None)
 
 placeholder = "Ask about the documentation" if choices.has_documents else "Add documents first (sidebar)"
-question = st.chat_input(placeholder, disabled=not choices.has_documents) or retry
+question = st.chat_input(placeholder, disabled=not choices.has_documents) or retry_question()
 if question:
     ask(runtime, turns, question, choices.sources, choices.streaming)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m app {config,ingest,ask,eval}``."""
+"""Command line: ``python -m app {config,ingest,ask,eval,usage,serve-store}``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from app.composition import build_ingestor, open_runtime
 
+    if args.address and args.engine != "ray":
+        raise ValueError("--address names a Ray cluster: use it with --engine ray")
     runtime = open_runtime(_settings(args))
     ingestor = build_ingestor(runtime)
     bar = tqdm(total=0, unit="file", desc="ingesting", disable=args.quiet, file=sys.stderr)
@@ -40,7 +42,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         bar.set_postfix_str(current[-40:], refresh=True)
 
     try:
-        report = ingestor.ingest(Path(args.path), progress=progress)
+        if args.engine == "ray":
+            from app.ray_ingest import ray_ingest
+
+            report = ray_ingest(ingestor, Path(args.path), address=args.address, progress=progress)
+        else:
+            report = ingestor.ingest(Path(args.path), progress=progress)
     finally:
         bar.close()
         ingestor.close()
@@ -52,6 +59,40 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"removed: {source}")
     print(report.summary())
     return 0
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_serve_store(args: argparse.Namespace) -> int:
+    import signal
+
+    from app.store_server import StoreServer, data_dir_for
+
+    settings = _settings(args)
+    if settings.storage.uri:
+        raise ValueError(
+            f"storage.uri is set to {settings.storage.uri!r}: serve-store serves the embedded index in storage.index_dir; "
+            "unset DOCSRAG_STORAGE__URI (or storage.uri in the profile) for this command"
+        )
+    server = StoreServer(data_dir_for(settings), host=args.host, port=args.port)
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop closes the index as cleanly as Ctrl-C
+    server.start()
+    try:
+        print(f"serving {server.data_dir} on {server.uri}")
+        print("point every docsrag process (page, ingest, ask) at it with:")
+        print(f"  export DOCSRAG_STORAGE__URI={server.uri}")
+        print(f"  export DOCSRAG_STORAGE__INDEX_DIR={settings.storage.index_dir.resolve()}")
+        print("Ctrl-C stops the server (it closes the index cleanly).", flush=True)
+        code = server.wait()
+        print(f"error: the store server exited by itself with code {code}:\n{server.output()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping the store server…", file=sys.stderr)
+        return 0
+    finally:
+        server.stop()
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -118,7 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("path", type=Path)
     ingest.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
     ingest.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ingest.add_argument(
+        "--engine",
+        choices=["default", "ray"],
+        default="default",
+        help="default: one process; ray: parse and embed on Ray workers (needs requirements-scale.txt; pays off for large ingests)",
+    )
+    ingest.add_argument(
+        "--address", help="with --engine ray: an existing Ray cluster (ray://host:10001 or auto); default: start a local Ray"
+    )
     ingest.set_defaults(func=cmd_ingest)
+
+    serve = sub.add_parser("serve-store", help="serve the index over a local Milvus server so several processes can share it")
+    serve.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (loopback only; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=19530, help="TCP port (default 19530; 0 picks a free one)")
+    serve.set_defaults(func=cmd_serve_store)
 
     ask = sub.add_parser("ask", help="answer a question with cited sources")
     ask.add_argument("question")

@@ -31,7 +31,11 @@ def _hf_token(settings: Settings, what: str):
     return token
 
 
-def build_embed_model(settings: Settings) -> BaseEmbedding:
+def uses_hf_api(settings: Settings) -> bool:
+    return "hf_api" in (settings.embedding.backend, settings.rerank.backend, *settings.llm.chain)
+
+
+def build_embed_model(settings: Settings, meter=None) -> BaseEmbedding:
     emb = settings.embedding
     if emb.backend == "local":
         from integrations.local_embedding import LocalMiniLMEmbedding
@@ -50,11 +54,12 @@ def build_embed_model(settings: Settings) -> BaseEmbedding:
             timeout=emb.timeout_s,
             embed_batch_size=emb.batch_size,
             cache_path=cache_path,
+            meter=meter,
         )
     raise ValueError(f"embedding.backend={emb.backend!r} is not supported; use 'local' or 'hf_api'")
 
 
-def _chain_members(settings: Settings) -> list[LLM]:
+def _chain_members(settings: Settings, meter=None) -> list[LLM]:
     llm = settings.llm
     members: list[LLM] = []
     for backend in llm.chain:
@@ -62,6 +67,7 @@ def _chain_members(settings: Settings) -> list[LLM]:
             from integrations.hf_chat_llm import HFChatLLM
 
             token = _hf_token(settings, "llm.chain with hf_api")
+            cheapest = meter.cheapest(llm.hf_models) if meter is not None and llm.hf_models else None
             for model in llm.hf_models:
                 members.append(
                     HFChatLLM(
@@ -73,6 +79,8 @@ def _chain_members(settings: Settings) -> list[LLM]:
                         num_output=llm.max_tokens,
                         context_window=llm.context_window,
                         deadline_s=llm.deadline_s,
+                        meter=meter,
+                        cheapest_model=cheapest,
                     )
                 )
         elif backend == "ollama":
@@ -110,18 +118,14 @@ def _chain_members(settings: Settings) -> list[LLM]:
     return members
 
 
-def build_llm(settings: Settings, embed_model: BaseEmbedding) -> LLM:
+def build_llm(settings: Settings, embed_model: BaseEmbedding, meter=None) -> LLM:
     """The answer backend: the configured chain with the extractive answerer last, or the extractive answerer alone."""
     from integrations.extractive_llm import ExtractiveLLM
 
-    if embed_model.class_name() != "LocalMiniLMEmbedding":
-        # The last resort must not depend on a remote API: quote with the packaged embedder (loaded only if used).
-        from integrations.local_embedding import LocalMiniLMEmbedding
-
-        emb = settings.embedding
-        embed_model = LocalMiniLMEmbedding(onnx_batch_size=emb.batch_size, threads=emb.threads, max_tokens=emb.max_tokens)
-    extractive = ExtractiveLLM(embed_model=embed_model)
-    members = _chain_members(settings)
+    # The last resort must not depend on a remote API: with an API embedder it scores sentences by keywords.
+    local = embed_model.class_name() == "LocalMiniLMEmbedding"
+    extractive = ExtractiveLLM(embed_model=embed_model if local else None)
+    members = _chain_members(settings, meter)
     if not members:
         return extractive
     from integrations.fallback_llm import FallbackLLM
@@ -134,7 +138,7 @@ def build_llm(settings: Settings, embed_model: BaseEmbedding) -> LLM:
     )
 
 
-def build_reranker(settings: Settings):
+def build_reranker(settings: Settings, meter=None):
     """The cross-encoder reranker, or None when rerank.backend is 'none'."""
     rr = settings.rerank
     if rr.backend == "none":
@@ -149,27 +153,40 @@ def build_reranker(settings: Settings):
             top_n=rr.top_n,
             max_candidates=rr.max_candidates,
             timeout_s=rr.timeout_s,
+            meter=meter,
         )
     raise ValueError(f"rerank.backend={rr.backend!r} is not supported; use 'none' or 'hf_api'")
 
 
 @dataclass
 class Runtime:
-    """What a process opens once and shares between questions: settings, embedder, store."""
+    """What a process opens once and shares between questions: settings, models, store, usage meter."""
 
     settings: Settings
     embed_model: BaseEmbedding
     vector_store: object
     llm: LLM
+    reranker: object | None = None
+    meter: object | None = None  # a UsageMeter when any backend is a paid API
 
 
 def open_runtime(settings: Settings | None = None) -> Runtime:
     from app.store import open_vector_store
 
     settings = settings or load_settings()
-    embed_model = build_embed_model(settings)
-    store = open_vector_store(settings, EMBEDDING_DIM)
-    return Runtime(settings=settings, embed_model=embed_model, vector_store=store, llm=build_llm(settings, embed_model))
+    meter = None
+    if uses_hf_api(settings):
+        _hf_token(settings, "this profile")  # fail before creating anything on disk
+        meter = open_meter(settings)
+    embed_model = build_embed_model(settings, meter)
+    return Runtime(
+        settings=settings,
+        embed_model=embed_model,
+        vector_store=open_vector_store(settings, EMBEDDING_DIM),
+        llm=build_llm(settings, embed_model, meter),
+        reranker=build_reranker(settings, meter),
+        meter=meter,
+    )
 
 
 def build_retriever(runtime: Runtime, sources: list[str] | None = None, top_k: int | None = None):
@@ -207,13 +224,15 @@ def build_query_engine(
     synthesizer = CitationSynthesizer(
         llm=runtime.llm, min_dense_score=runtime.settings.retrieval.min_dense_score, streaming=streaming
     )
-    reranker = build_reranker(runtime.settings)
-    if reranker is None:
-        return DocsQueryEngine(retriever=build_retriever(runtime, sources), response_synthesizer=synthesizer)
+    if runtime.reranker is None:
+        return DocsQueryEngine(retriever=build_retriever(runtime, sources), response_synthesizer=synthesizer, meter=runtime.meter)
     # The reranker picks top_n out of up to max_candidates fused candidates.
     candidates = max(runtime.settings.rerank.max_candidates, runtime.settings.retrieval.top_k)
     return DocsQueryEngine(
-        retriever=build_retriever(runtime, sources, top_k=candidates), response_synthesizer=synthesizer, node_postprocessors=[reranker]
+        retriever=build_retriever(runtime, sources, top_k=candidates),
+        response_synthesizer=synthesizer,
+        node_postprocessors=[runtime.reranker],
+        meter=runtime.meter,
     )
 
 

@@ -14,12 +14,14 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.ingestion import DocstoreStrategy, IngestionPipeline
-from llama_index.core.schema import Document
+from llama_index.core.schema import BaseNode, Document, TransformComponent
 from llama_index.core.storage.docstore.keyval_docstore import KVDocumentStore
 
 from app.chunking import DocumentChunker
@@ -117,20 +119,81 @@ def piece_documents(source: str, fmt: str, pieces: list[Piece]) -> list[Document
     return documents
 
 
+@dataclass
+class IngestPlan:
+    """What bringing the index up to date with ``root`` takes, decided from the manifest before any file is read."""
+
+    root: Path
+    base: Path
+    todo: list[tuple[Path, FileRecord]]  # new or changed files, each with its new record
+    removed: list[FileRecord]  # files the manifest holds under ``root`` that are gone
+
+
+@dataclass
+class FileOutcome:
+    """One file read into piece documents, or the reason it was not."""
+
+    record: FileRecord
+    documents: list[Document] = field(default_factory=list)
+    pieces: int = 0
+    skip_reason: str | None = None
+    unreadable: bool = False  # its old chunks are dropped even if it was never ingested
+
+
+def read_file(path: Path, record: FileRecord) -> FileOutcome:
+    """Read a file into piece documents; runs anywhere (the Ray engine calls it on workers)."""
+    try:
+        pieces = read_pieces(path)
+    except SkipFile as exc:
+        return FileOutcome(record, skip_reason=str(exc))
+    except (OSError, MemoryError, RecursionError, ValueError) as exc:
+        return FileOutcome(record, skip_reason=f"unreadable: {type(exc).__name__}: {exc}", unreadable=True)
+    return FileOutcome(record, piece_documents(record.source, record.fmt, pieces), len(pieces))
+
+
+def chunking_failed(exc: Exception) -> str:
+    return f"cannot be chunked and embedded: {type(exc).__name__}: {exc}"
+
+
+class PrecomputedChunks(TransformComponent):
+    """A pipeline step handing over chunks made elsewhere (chunked and embedded on Ray workers) for the documents let through."""
+
+    _by_document: dict[str, list[BaseNode]] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, chunks: Sequence[BaseNode]) -> None:
+        super().__init__()
+        for chunk in chunks:
+            self._by_document.setdefault(chunk.ref_doc_id or "", []).append(chunk)
+
+    def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[BaseNode]:
+        return [chunk for node in nodes for chunk in self._by_document.get(node.id_, [])]
+
+
 class Ingestor:
-    """Brings an index up to date with a folder."""
+    """Brings an index up to date with a folder.
+
+    :meth:`ingest` runs three steps that other engines (app.ray_ingest) reuse:
+    :meth:`plan` (which files are new, changed or removed), :meth:`apply_removals`,
+    and per batch :meth:`begin_batch` + :meth:`write_batch` (pipeline docstore
+    upserts, vector store writes, vanished pieces, manifest).
+    """
 
     def __init__(self, settings: Settings, embed_model, vector_store) -> None:
         self.settings = settings
         self.vector_store = vector_store
         self.state = IndexState(settings.storage.index_dir)
-        self.pipeline = IngestionPipeline(
-            transformations=[
+        self.pipeline = self._pipeline(
+            [
                 DocumentChunker(chunk_size=settings.ingestion.chunk_size, chunk_overlap=settings.ingestion.chunk_overlap),
                 embed_model,
-            ],
+            ]
+        )
+
+    def _pipeline(self, transformations: list[TransformComponent]) -> IngestionPipeline:
+        return IngestionPipeline(
+            transformations=transformations,
             docstore=self.state.docstore,
-            vector_store=vector_store,
+            vector_store=self.vector_store,
             docstore_strategy=DocstoreStrategy.UPSERTS,
             disable_cache=True,
         )
@@ -141,6 +204,21 @@ class Ingestor:
     def ingest(self, root: Path, progress: Progress | None = None) -> IngestReport:
         started = time.perf_counter()
         report = IngestReport()
+        plan = self.plan(root, report)
+        self.apply_removals(plan, report)
+        todo = plan.todo
+        batch_size = self.settings.ingestion.batch_files
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            previous = self.begin_batch([record for _, record in batch])
+            self.write_batch([read_file(path, record) for path, record in batch], previous, report)
+            if progress:
+                progress(min(start + batch_size, len(todo)), len(todo), batch[-1][1].source)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def plan(self, root: Path, report: IngestReport) -> IngestPlan:
+        """Repair an interrupted run, then compare ``root`` with the manifest; reads only changed files' bytes (to hash them)."""
         root = root.resolve()
         if not root.exists():
             raise FileNotFoundError(f"{root} does not exist: give a folder or file to ingest")
@@ -174,49 +252,58 @@ class Ingestor:
                 continue
             todo.append((path, record))
 
-        for record in manifest.under_root(str(base)):
-            if record.source not in seen and (root.is_dir() or record.source == root.name):
-                self._forget(record)
-                report.removed.append(record.source)
+        removed = [
+            record
+            for record in manifest.under_root(str(base))
+            if record.source not in seen and (root.is_dir() or record.source == root.name)
+        ]
+        return IngestPlan(root=root, base=base, todo=todo, removed=removed)
 
-        batch_size = self.settings.ingestion.batch_files
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            self._ingest_batch(batch, report)
-            if progress:
-                progress(min(start + batch_size, len(todo)), len(todo), batch[-1][1].source)
-        report.seconds = time.perf_counter() - started
-        return report
+    def apply_removals(self, plan: IngestPlan, report: IngestReport) -> None:
+        for record in plan.removed:
+            self._forget(record)
+            report.removed.append(record.source)
 
-    def _ingest_batch(self, batch: list[tuple[Path, FileRecord]], report: IngestReport) -> None:
+    def begin_batch(self, records: list[FileRecord]) -> dict[str, FileRecord | None]:
+        """Mark these files pending (a killed run is repaired from that mark); returns their previous manifest records."""
         manifest = self.state.manifest
-        previous = {record.source: manifest.get(record.source) for _, record in batch}
-        manifest.mark_pending([record for _, record in batch])
-        documents: list[Document] = []
-        readable: list[tuple[FileRecord, int]] = []
-        for path, record in batch:
-            try:
-                pieces = read_pieces(path)
-            except SkipFile as exc:
-                report.skipped.append((record.source, str(exc)))
-                logger.warning("skipped %s: %s", record.source, exc)
-                if previous[record.source]:
-                    self._forget(record)  # the file turned bad: its old chunks no longer match it
-                else:
-                    manifest.remove(record.source)
-                continue
-            except (OSError, MemoryError, RecursionError, ValueError) as exc:
-                report.skipped.append((record.source, f"unreadable: {type(exc).__name__}: {exc}"))
-                logger.warning("skipped %s: %s", record.source, exc)
-                self._forget(record)
-                continue
-            documents.extend(piece_documents(record.source, record.fmt, pieces))
-            readable.append((record, len(pieces)))
+        previous = {record.source: manifest.get(record.source) for record in records}
+        manifest.mark_pending(records)
+        return previous
 
-        nodes = self.pipeline.run(documents=documents, store_doc_text=False) if documents else []
+    def write_batch(
+        self,
+        outcomes: list[FileOutcome],
+        previous: dict[str, FileRecord | None],
+        report: IngestReport,
+        chunks: Sequence[BaseNode] | None = None,
+    ) -> None:
+        """Commit a batch begun with :meth:`begin_batch`.
+
+        Without ``chunks`` the pipeline chunks and embeds the changed pieces; with
+        them (chunked and embedded elsewhere, for the changed pieces at least) it
+        only writes. Either way the docstore decides which pieces changed.
+        """
+        manifest = self.state.manifest
+        readable: list[FileOutcome] = []
+        for outcome in outcomes:
+            record = outcome.record
+            if outcome.skip_reason is None:
+                readable.append(outcome)
+                continue
+            report.skipped.append((record.source, outcome.skip_reason))
+            logger.warning("skipped %s: %s", record.source, outcome.skip_reason)
+            if outcome.unreadable or previous[record.source]:
+                self._forget(record)  # the file turned bad: its old chunks no longer match it
+            else:
+                manifest.remove(record.source)
+
+        pipeline = self.pipeline if chunks is None else self._pipeline([PrecomputedChunks(chunks)])
+        nodes, readable = self._run_pipeline(pipeline, readable, report)
         report.chunks_written += len(nodes)
 
-        for record, piece_count in readable:
+        for outcome in readable:
+            record, piece_count = outcome.record, outcome.pieces
             old = previous[record.source]
             if old and old.pieces > piece_count:  # pieces that disappeared from a shorter file
                 stale = [f"{record.source}#{n}" for n in range(piece_count, old.pieces)]
@@ -224,14 +311,44 @@ class Ingestor:
                 for ref in stale:
                     self.state.docstore.delete_ref_doc(ref, raise_error=False)
                     self.state.docstore.delete_document(ref, raise_error=False)
-        counts = chunk_counts_by_source(self.vector_store, [record.source for record, _ in readable])
-        for record, piece_count in readable:
-            record.pieces = piece_count
-            record.chunks = counts.get(record.source, 0)
+        # A new file's chunks are all written now; only files that had chunks before are counted in the store
+        # (a filtered count scans every row on Milvus Lite, too slow to run per file in a large ingest).
+        written: dict[str, int] = {}
+        for node in nodes:
+            written[node.metadata.get("source", "")] = written.get(node.metadata.get("source", ""), 0) + 1
+        counts = chunk_counts_by_source(self.vector_store, [o.record.source for o in readable if previous[o.record.source]])
+        for outcome in readable:
+            record = outcome.record
+            record.pieces = outcome.pieces
+            record.chunks = counts.get(record.source, written.get(record.source, 0))
             record.state = "done"
             record.ingested_at = time.time()
             manifest.put(record)
             report.ingested.append(record.source)
+
+    def _run_pipeline(
+        self, pipeline: IngestionPipeline, readable: list[FileOutcome], report: IngestReport
+    ) -> tuple[list[BaseNode], list[FileOutcome]]:
+        """Run the pipeline over the files' documents; a file that cannot be chunked (ValueError) is skipped, not the batch."""
+        documents = [document for outcome in readable for document in outcome.documents]
+        if not documents:
+            return [], readable
+        try:
+            return pipeline.run(documents=documents, store_doc_text=False), readable
+        except ValueError as exc:
+            if len(readable) > 1:  # find the file at fault; what failed was not written, so running again is safe
+                nodes: list[BaseNode] = []
+                kept: list[FileOutcome] = []
+                for outcome in readable:
+                    more, ok = self._run_pipeline(pipeline, [outcome], report)
+                    nodes.extend(more)
+                    kept.extend(ok)
+                return nodes, kept
+            record = readable[0].record
+            report.skipped.append((record.source, chunking_failed(exc)))
+            logger.warning("skipped %s: %s", record.source, chunking_failed(exc))
+            self._forget(record)
+            return [], []
 
     def _repair_interrupted(self, report: IngestReport) -> None:
         """Files left pending by a killed run: drop their chunks so they are ingested whole again."""

@@ -10,7 +10,14 @@ from llama_index.core.schema import QueryBundle
 
 
 class DocsQueryEngine(RetrieverQueryEngine):
-    """RetrieverQueryEngine that records ``timings_ms`` (retrieve, rerank, generate, total) in the response metadata."""
+    """RetrieverQueryEngine that records ``timings_ms`` (retrieve, rerank, generate, total) in the response metadata.
+
+    With a usage meter, each answer's total time feeds its latency alert.
+    """
+
+    def __init__(self, *args, meter=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._meter = meter
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         started = time.perf_counter()
@@ -31,6 +38,8 @@ class DocsQueryEngine(RetrieverQueryEngine):
         }
         if notices:
             _add_notices(response, notices)
+        if self._meter is not None:
+            _observe_latency(response, self._meter, started)
         return response
 
 
@@ -53,3 +62,17 @@ def _add_notices(response: RESPONSE_TYPE, notices: list[str]) -> None:
             merge()
 
         response.response_gen = tokens()
+
+
+def _observe_latency(response: RESPONSE_TYPE, meter, started: float) -> None:
+    """Report the answer's end-to-end time to the meter (for a stream: when its last token is out)."""
+    if isinstance(response, StreamingResponse) and response.response_gen is not None:
+        inner = response.response_gen
+
+        def tokens():
+            yield from inner
+            meter.observe_answer((time.perf_counter() - started) * 1000)
+
+        response.response_gen = tokens()
+    else:
+        meter.observe_answer(response.metadata["timings_ms"]["total"])

@@ -58,7 +58,28 @@ def open_vector_store(settings: Settings, dim: int):
     # The integration leaves an existing collection released; searches would fail.
     store.client.load_collection(settings.storage.collection)
     logger.debug("opened %s in %.2fs", uri, time.perf_counter() - started)
+    if is_lite_uri(uri):
+        warn_if_lite_too_large(store, settings)
     return store
+
+
+def warn_if_lite_too_large(store, settings: Settings) -> int:
+    """Warn when an embedded index holds more chunks than Milvus Lite serves within the latency target; returns the count."""
+    limit = settings.storage.lite_max_chunks
+    if not limit:
+        return 0
+    chunks = count_chunks(store)
+    if chunks > limit:
+        logger.warning(
+            "the embedded index at %s holds %d chunks, over the %d that Milvus Lite serves within the latency target "
+            "(storage.lite_max_chunks); queries get slower as it grows. Move it to a Milvus server: "
+            "`python -m app serve-store` on this machine, or Milvus Standalone/Distributed or Zilliz Cloud with "
+            "storage.uri/storage.token (docs/scaling.md).",
+            settings.storage.milvus_uri(),
+            chunks,
+            limit,
+        )
+    return chunks
 
 
 def quote(value: str) -> str:

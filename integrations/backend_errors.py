@@ -9,10 +9,12 @@ that retries deep inside a backend respect it without new call parameters.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
+from typing import Any
 
 _DEADLINE: ContextVar[float | None] = ContextVar("docsrag_question_deadline", default=None)
 
@@ -56,6 +58,16 @@ def current_deadline(default_budget_s: float) -> float:
 
 def remaining(deadline: float) -> float:
     return deadline - time.monotonic()
+
+
+async def aiter_in_thread(stream: Iterator[Any]) -> AsyncIterator[Any]:
+    """Consume a blocking iterator (a sync answer stream) from async code, one item per worker-thread hop."""
+    done = object()
+    while True:
+        item = await asyncio.to_thread(next, stream, done)
+        if item is done:
+            return
+        yield item
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:

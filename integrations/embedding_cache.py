@@ -31,7 +31,8 @@ class EmbeddingCache:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, sha256 TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, sha256))"
+            "CREATE TABLE IF NOT EXISTS embeddings"
+            " (model TEXT NOT NULL, sha256 TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, sha256))"
         )
 
     def close(self) -> None:
@@ -47,7 +48,9 @@ class EmbeddingCache:
             for start in range(0, len(unique), 500):  # stay under SQLite's bound-parameter limit
                 part = unique[start : start + 500]
                 marks = ",".join("?" * len(part))
-                rows = self._conn.execute(f"SELECT sha256, vector FROM embeddings WHERE model = ? AND sha256 IN ({marks})", (model, *part)).fetchall()
+                rows = self._conn.execute(
+                    f"SELECT sha256, vector FROM embeddings WHERE model = ? AND sha256 IN ({marks})", (model, *part)
+                ).fetchall()
                 found.update(rows)
         return [np.frombuffer(found[k], dtype=np.float32).tolist() if k in found else None for k in keys]
 

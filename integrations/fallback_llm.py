@@ -42,11 +42,11 @@ from integrations.backend_errors import (
     AllBackendsFailedError,
     BackendUnavailableError,
     StreamInterruptedError,
+    aiter_in_thread,
     describe_failure,
     question_deadline,
     transient_errors,
 )
-from integrations.hf_chat_llm import _aiter_in_thread
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
@@ -120,7 +120,7 @@ class FallbackLLM(LLM):
 
     def _skip(self, label: str, reason: str, fallbacks: list[str]) -> None:
         fallbacks.append(f"{label}: {reason}")
-        logger.warning("answer backend %s skipped: %s", label, reason)
+        logger.info("answer backend %s skipped: %s", label, reason)  # also in the response metadata
         dispatcher.event(BackendSkippedEvent(backend=label, reason=reason))
 
     def _annotate(self, response: ChatResponse, label: str, fallbacks: list[str]) -> ChatResponse:
@@ -130,7 +130,7 @@ class FallbackLLM(LLM):
     def _out_of_time(self, index: int, deadline: float) -> bool:
         return index < len(self.members) - 1 and time.monotonic() >= deadline
 
-    def _all_failed(self, fallbacks: list[str], exc: BaseException) -> AllBackendsFailedError:
+    def _all_failed(self, fallbacks: list[str]) -> AllBackendsFailedError:
         return AllBackendsFailedError("No answer backend could answer: " + "; ".join(fallbacks))
 
     @dispatcher.span
@@ -151,7 +151,7 @@ class FallbackLLM(LLM):
             except errors as exc:
                 self._skip(label, describe_failure(exc), fallbacks)
                 if index == len(self.members) - 1:
-                    raise self._all_failed(fallbacks, exc) from exc
+                    raise self._all_failed(fallbacks) from exc
                 continue
             dispatcher.event(BackendAnsweredEvent(backend=label, skipped=list(fallbacks)))
             return self._annotate(response, label, fallbacks)
@@ -185,7 +185,7 @@ class FallbackLLM(LLM):
                         stream.close()
                     self._skip(label, describe_failure(exc), fallbacks)
                     if index == len(self.members) - 1:
-                        raise self._all_failed(fallbacks, exc) from exc
+                        raise self._all_failed(fallbacks) from exc
                     continue
                 dispatcher.event(BackendAnsweredEvent(backend=label, skipped=list(fallbacks)))
                 delivered = 0
@@ -227,7 +227,7 @@ class FallbackLLM(LLM):
         return await asyncio.to_thread(self.complete, prompt, formatted, **kwargs)
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        return _aiter_in_thread(self.stream_chat(messages, **kwargs))
+        return aiter_in_thread(self.stream_chat(messages, **kwargs))
 
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
-        return _aiter_in_thread(self.stream_complete(prompt, formatted, **kwargs))
+        return aiter_in_thread(self.stream_complete(prompt, formatted, **kwargs))

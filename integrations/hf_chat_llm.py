@@ -40,8 +40,9 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.llms.huggingface_api import HuggingFaceInferenceAPI
 from pydantic import SecretStr
 
-from integrations.backend_errors import BackendUnavailableError, current_deadline
+from integrations.backend_errors import BackendUnavailableError, aiter_in_thread, current_deadline
 from integrations.hf_http import DEFAULT_HF_BASE_URL, chat_url, secret_value, with_retries
+from integrations.usage_meter import BudgetDegraded, Metering, UsageMeter, estimate_tokens, metered
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,24 @@ class HFChatLLM(HuggingFaceInferenceAPI):
     """One chat model of the Hugging Face Inference Providers router (OpenAI-compatible route)."""
 
     base_url: str = Field(default=DEFAULT_HF_BASE_URL, description="Router base URL; requests go to {base_url}/v1/chat/completions.")
-    max_retries: int = Field(default=2, ge=0, description="Retries after a 429 or 503-loading reply, each only if its wait fits the deadline.")
-    deadline_s: float = Field(default=60.0, gt=0, description="Time budget of one call (retries included) when no question deadline is active.")
+    max_retries: int = Field(
+        default=2, ge=0, description="Retries after a 429 or 503-loading reply, each only if its wait fits the deadline."
+    )
+    max_wait_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="Longest single wait honoured; a longer Retry-After or loading estimate moves on to the next model at once.",
+    )
+    deadline_s: float = Field(
+        default=60.0, gt=0, description="Time budget of one call (retries included) when no question deadline is active."
+    )
+
+    cheapest_model: str | None = Field(
+        default=None, description="Model kept when spend passes the budget's degrade threshold; the others step aside."
+    )
 
     _token: SecretStr = PrivateAttr()
+    _meter: UsageMeter | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -69,6 +84,7 @@ class HFChatLLM(HuggingFaceInferenceAPI):
         token: SecretStr | str | None,
         base_url: str = DEFAULT_HF_BASE_URL,
         timeout: float = 30.0,
+        meter: UsageMeter | None = None,
         **kwargs: Any,
     ) -> None:
         value = secret_value(token)
@@ -93,6 +109,7 @@ class HFChatLLM(HuggingFaceInferenceAPI):
             **kwargs,
         )
         self._token = SecretStr(value)
+        self._meter = meter
         self._sync_client = self._client(timeout)
         self._async_client = None
 
@@ -139,53 +156,89 @@ class HFChatLLM(HuggingFaceInferenceAPI):
             return client.chat_completion(messages=hf_messages, stream=stream, **model_kwargs)
 
         try:
-            output = with_retries(attempt, what=self.backend_label, deadline=deadline, timeout_s=self.timeout, max_retries=self.max_retries)
+            output = with_retries(
+                attempt,
+                what=self.backend_label,
+                deadline=deadline,
+                timeout_s=self.timeout,
+                max_retries=self.max_retries,
+                max_wait_s=self.max_wait_s,
+            )
         except json.JSONDecodeError as exc:
+            _close(clients)
             raise BackendUnavailableError(f"malformed JSON in the reply from {self.model}") from exc
-        finally:
-            for client in clients[:-1]:
-                client.close()
+        except BaseException:
+            _close(clients)
+            raise
+        _close(clients[:-1])  # failed attempts; the last one may still be streaming
         return output, clients[-1]
+
+    @property
+    def provider_name(self) -> str:
+        """The provider asked for with a model suffix (``:fastest``, ``:together``…), else the router's choice."""
+        return self.model_name.split(":", 1)[1] if ":" in self.model_name else "auto"
+
+    def _metered(self, messages: Sequence[ChatMessage]):
+        """Budget checks before a call, then metering of the call (a no-op without a meter)."""
+        meter = self._meter
+        if meter is not None and self.cheapest_model not in (None, self.model_name) and meter.state() == "degraded":
+            share = f"{meter.degrade_fraction:.0%}"
+            raise BudgetDegraded(f"this month's API spend passed {share} of the cap: only {self.cheapest_model} is used")
+        prompt_tokens = sum(estimate_tokens(str(m.content or "")) for m in messages) if self._meter is not None else 0
+        # Worst case: the prompt counted with a margin for another tokenizer, and a full-length answer.
+        return metered(
+            self._meter, "chat", self.model_name, self.provider_name,
+            max_tokens_in=int(prompt_tokens * 1.25) + 32, max_tokens_out=self.num_output,
+        ), prompt_tokens  # fmt: skip
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        output, client = self._open(messages, stream=False, **kwargs)
-        client.close()
-        if not output.choices:
-            raise BackendUnavailableError(f"{self.backend_label}: the reply has no choices")
-        usage = _usage(output)
+        meter_block, prompt_tokens = self._metered(messages)
+        with meter_block as usage:
+            output, client = self._open(messages, stream=False, **kwargs)
+            client.close()
+            if not output.choices:
+                raise BackendUnavailableError(f"{self.backend_label}: the reply has no choices")
+            text = output.choices[0].message.content or ""
+            reported = _usage(output)
+            _fill_usage(usage, reported, prompt_tokens, text, self._meter is not None)
         return ChatResponse(
-            message=ChatMessage(role=MessageRole.ASSISTANT, content=output.choices[0].message.content or ""),
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
             raw=dict(output),
-            additional_kwargs={"answered_by": self.backend_label, **usage},
+            additional_kwargs={"answered_by": self.backend_label, **reported},
         )
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         def gen() -> ChatResponseGen:
-            chunks, client = self._open(messages, stream=True, **kwargs)
-            text = ""
-            try:
-                iterator = iter(chunks)
-                while True:
-                    try:
-                        chunk = next(iterator)
-                    except StopIteration:
-                        break
-                    except json.JSONDecodeError as exc:
-                        raise BackendUnavailableError(f"malformed JSON in the answer stream from {self.model}") from exc
-                    delta = ""
-                    if chunk.choices:  # usage-only chunks have choices: []
-                        delta = chunk.choices[0].delta.content or ""
-                    text += delta
-                    yield ChatResponse(
-                        message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-                        delta=delta,
-                        raw=dict(chunk),
-                        additional_kwargs={"answered_by": self.backend_label, **_usage(chunk)},
-                    )
-            finally:
-                client.close()  # releases the streamed HTTP response
+            meter_block, prompt_tokens = self._metered(messages)
+            with meter_block as usage:
+                chunks, client = self._open(messages, stream=True, **kwargs)
+                text = ""
+                reported: dict[str, int] = {}
+                try:
+                    iterator = iter(chunks)
+                    while True:
+                        try:
+                            chunk = next(iterator)
+                        except StopIteration:
+                            break
+                        except json.JSONDecodeError as exc:
+                            raise BackendUnavailableError(f"malformed JSON in the answer stream from {self.model}") from exc
+                        delta = ""
+                        if chunk.choices:  # usage-only chunks have choices: []
+                            delta = chunk.choices[0].delta.content or ""
+                        text += delta
+                        reported = _usage(chunk) or reported
+                        yield ChatResponse(
+                            message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+                            delta=delta,
+                            raw=dict(chunk),
+                            additional_kwargs={"answered_by": self.backend_label, **_usage(chunk)},
+                        )
+                finally:
+                    client.close()  # releases the streamed HTTP response
+                    _fill_usage(usage, reported, prompt_tokens, text, self._meter is not None)
 
         return gen()
 
@@ -200,7 +253,9 @@ class HFChatLLM(HuggingFaceInferenceAPI):
 
         def gen() -> CompletionResponseGen:
             for chunk in stream:
-                yield CompletionResponse(text=chunk.message.content or "", delta=chunk.delta, raw=chunk.raw, additional_kwargs=chunk.additional_kwargs)
+                yield CompletionResponse(
+                    text=chunk.message.content or "", delta=chunk.delta, raw=chunk.raw, additional_kwargs=chunk.additional_kwargs
+                )
 
         return gen()
 
@@ -213,17 +268,21 @@ class HFChatLLM(HuggingFaceInferenceAPI):
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         stream = await asyncio.to_thread(self.stream_chat, messages, **kwargs)
-        return _aiter_in_thread(stream)
+        return aiter_in_thread(stream)
 
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
         stream = await asyncio.to_thread(self.stream_complete, prompt, formatted, **kwargs)
-        return _aiter_in_thread(stream)
+        return aiter_in_thread(stream)
 
 
-async def _aiter_in_thread(stream: Any) -> Any:
-    done = object()
-    while True:
-        item = await asyncio.to_thread(next, stream, done)
-        if item is done:
-            return
-        yield item
+def _fill_usage(usage: Metering, reported: dict[str, int], prompt_tokens: int, text: str, metering: bool) -> None:
+    """Token counts from the API's ``usage``; estimated with the bundled tokenizer when it sent none."""
+    if "prompt_tokens" in reported and "completion_tokens" in reported:
+        usage.tokens_in, usage.tokens_out = reported["prompt_tokens"], reported["completion_tokens"]
+    elif metering:
+        usage.tokens_in, usage.tokens_out, usage.estimated = prompt_tokens, estimate_tokens(text), True
+
+
+def _close(clients: list[Any]) -> None:
+    for client in clients:
+        client.close()

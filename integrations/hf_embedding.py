@@ -28,6 +28,7 @@ from pydantic import SecretStr
 from integrations.backend_errors import BackendUnavailableError, current_deadline
 from integrations.embedding_cache import EmbeddingCache
 from integrations.hf_http import DEFAULT_HF_BASE_URL, feature_extraction_url, hf_headers, post_json, secret_value, with_retries
+from integrations.usage_meter import UsageMeter, estimate_tokens, metered
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,14 @@ class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
 
     base_url: str = Field(default=DEFAULT_HF_BASE_URL, description="Router base URL; the feature-extraction route is built from it.")
     embed_batch_size: int = Field(default=32, gt=0, le=2048, description="Texts per API request.")
-    pooling: Pooling | None = Field(default=Pooling.MEAN, description="Pooling of token-level outputs (sentence-transformers models use mean).")
+    pooling: Pooling | None = Field(
+        default=Pooling.MEAN, description="Pooling of token-level outputs (sentence-transformers models use mean)."
+    )
     normalize: bool = Field(default=True, description="L2-normalise vectors so inner product equals cosine.")
     truncate: bool = Field(default=True, description="Ask the server to truncate texts longer than the model's limit.")
-    max_retries: int = Field(default=2, ge=0, description="Retries after a 429 or 503-loading reply, each only if its wait fits the deadline.")
+    max_retries: int = Field(
+        default=2, ge=0, description="Retries after a 429 or 503-loading reply, each only if its wait fits the deadline."
+    )
     deadline_s: float = Field(default=120.0, gt=0, description="Time budget of one batch (retries included) outside a question deadline.")
     cache_path: str | None = Field(default=None, description="SQLite file of the embedding cache; None disables caching.")
 
@@ -48,8 +53,11 @@ class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
     _cache: EmbeddingCache | None = PrivateAttr(default=None)
     _stats_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _stats: dict[str, int] = PrivateAttr(default_factory=dict)
+    _meter: UsageMeter | None = PrivateAttr(default=None)
 
-    def __init__(self, *, model_name: str, token: SecretStr | str | None, timeout: float = 30.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *, model_name: str, token: SecretStr | str | None, timeout: float = 30.0, meter: UsageMeter | None = None, **kwargs: Any
+    ) -> None:
         if timeout is None or timeout <= 0:
             raise ValueError("HFEmbedding needs a positive timeout in seconds (the stock default None waits forever)")
         # token=None in the stock field: the real token stays private and is only put in request headers.
@@ -57,7 +65,8 @@ class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
         value = secret_value(token)
         self._token = SecretStr(value) if value else None
         self._cache = EmbeddingCache(self.cache_path) if self.cache_path else None
-        self._stats = {"requests": 0, "texts_sent": 0, "cache_hits": 0}
+        self._stats = {"requests": 0, "texts_sent": 0, "cache_hits": 0, "duplicates": 0}
+        self._meter = meter
 
     @classmethod
     def class_name(cls) -> str:
@@ -65,7 +74,7 @@ class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
 
     @property
     def stats(self) -> dict[str, int]:
-        """Requests sent, texts sent and texts served from the cache since construction."""
+        """Requests sent, texts sent, texts served from the cache and repeated texts sent once, since construction."""
         with self._stats_lock:
             return dict(self._stats)
 
@@ -95,9 +104,20 @@ class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
             self._count(requests=1, texts_sent=len(texts))
             return post_json(url, body, headers=headers, timeout=timeout)
 
-        out = with_retries(attempt, what=f"embeddings {self.model_name}", deadline=current_deadline(self.deadline_s), timeout_s=self.timeout, max_retries=self.max_retries)
+        with metered(self._meter, "embedding", self.model_name, "hf-inference", calls=1) as usage:
+            out = with_retries(
+                attempt,
+                what=f"embeddings {self.model_name}",
+                deadline=current_deadline(self.deadline_s),
+                timeout_s=self.timeout,
+                max_retries=self.max_retries,
+            )
+            if self._meter is not None:
+                usage.tokens_in, usage.estimated = sum(estimate_tokens(t) for t in texts), True
         if not isinstance(out, list) or len(out) != len(texts):
-            raise BackendUnavailableError(f"{self.model_name} returned {type(out).__name__} for {len(texts)} texts; expected one vector per text")
+            raise BackendUnavailableError(
+                f"{self.model_name} returned {type(out).__name__} for {len(texts)} texts; expected one vector per text"
+            )
         return [self._vector(item) for item in out]
 
     def _embed(self, texts: list[str]) -> list[Embedding]:
@@ -105,7 +125,8 @@ class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
             return []
         cached = self._cache.get_many(self.model_name, texts) if self._cache is not None else [None] * len(texts)
         missing = sorted({t for t, v in zip(texts, cached, strict=True) if v is None})
-        self._count(cache_hits=len(texts) - sum(v is None for v in cached))
+        misses = sum(v is None for v in cached)
+        self._count(cache_hits=len(texts) - misses, duplicates=misses - len(missing))
         fresh: dict[str, list[float]] = {}
         if missing:
             vectors = self._request(missing)

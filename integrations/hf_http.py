@@ -103,13 +103,14 @@ def with_retries(
     deadline: float,
     timeout_s: float,
     max_retries: int,
+    max_wait_s: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Run ``call(timeout)``; on 429/503 wait as the server asks and retry, while that fits before ``deadline``.
 
     ``timeout`` given to each attempt is ``timeout_s`` capped by the time left. Raises
-    :class:`RetryExhaustedError` when a wait would pass the deadline or the retry budget is spent;
-    any other error propagates unchanged.
+    :class:`RetryExhaustedError` when a wait would pass the deadline, exceeds ``max_wait_s`` (when
+    an alternative is cheaper than waiting) or the retry budget is spent; other errors propagate unchanged.
     """
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -130,6 +131,8 @@ def with_retries(
             status = exc.response.status_code
             if wait >= left:
                 raise RetryExhaustedError(f"{reason} > {max(left, 0):.1f} s left before the deadline", status=status, wait_s=wait) from exc
+            if max_wait_s is not None and wait > max_wait_s:
+                raise RetryExhaustedError(f"{reason} > {max_wait_s:g} s longest wait", status=status, wait_s=wait) from exc
             if attempt >= max_retries:
                 raise RetryExhaustedError(f"{reason}, still failing after {attempt + 1} attempts", status=status, wait_s=wait) from exc
             attempt += 1

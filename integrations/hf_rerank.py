@@ -30,6 +30,7 @@ from pydantic import SecretStr
 
 from integrations.backend_errors import BackendUnavailableError
 from integrations.hf_http import DEFAULT_HF_BASE_URL, hf_headers, model_url, post_json, secret_value
+from integrations.usage_meter import UsageMeter, estimate_tokens, metered
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
@@ -50,12 +51,16 @@ class HFCrossEncoderRerank(BaseNodePostprocessor):
     """Rerank retrieved nodes with a cross-encoder served by the HF Inference API."""
 
     model: str = Field(default="cross-encoder/ms-marco-MiniLM-L6-v2", description="Cross-encoder model id.")
-    base_url: str = Field(default=DEFAULT_HF_BASE_URL, description="Router base URL; requests go to {base_url}/hf-inference/models/{model}.")
+    base_url: str = Field(
+        default=DEFAULT_HF_BASE_URL, description="Router base URL; requests go to {base_url}/hf-inference/models/{model}."
+    )
     top_n: int = Field(default=5, ge=1, description="Nodes returned after reranking.")
     max_candidates: int = Field(default=20, ge=1, description="Most nodes scored per question (the rest are dropped).")
     timeout_s: float = Field(default=10.0, gt=0, description="Timeout of the one scoring request per question.")
     max_chars: int = Field(default=2000, ge=100, description="Passage characters sent per pair (the model truncates at 512 tokens anyway).")
-    function_to_apply: str = Field(default="sigmoid", description="Score function requested from the server; logits are squashed client-side too.")
+    function_to_apply: str = Field(
+        default="sigmoid", description="Score function requested from the server; logits are squashed client-side too."
+    )
     positive_label: str = Field(default="LABEL_1", description="Label scored when the model returns several labels per pair.")
     cache_size: int = Field(default=10_000, ge=0, description="Cached (model, question, node) scores kept in memory; 0 disables the cache.")
 
@@ -64,11 +69,13 @@ class HFCrossEncoderRerank(BaseNodePostprocessor):
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _local: threading.local = PrivateAttr(default_factory=threading.local)
     _requests: int = PrivateAttr(default=0)
+    _meter: UsageMeter | None = PrivateAttr(default=None)
 
-    def __init__(self, *, token: SecretStr | str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, token: SecretStr | str | None = None, meter: UsageMeter | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         value = secret_value(token)
         self._token = SecretStr(value) if value else None
+        self._meter = meter
 
     @classmethod
     def class_name(cls) -> str:
@@ -105,7 +112,10 @@ class HFCrossEncoderRerank(BaseNodePostprocessor):
         }
         with self._lock:
             self._requests += 1
-        out = post_json(model_url(self.base_url, self.model), body, headers=hf_headers(self._token), timeout=self.timeout_s)
+        with metered(self._meter, "rerank", self.model, "hf-inference", calls=1) as usage:
+            out = post_json(model_url(self.base_url, self.model), body, headers=hf_headers(self._token), timeout=self.timeout_s)
+            if self._meter is not None:
+                usage.tokens_in, usage.estimated = sum(estimate_tokens(query) + estimate_tokens(t) for t in texts), True
         if not isinstance(out, list) or len(out) != len(texts):
             raise BackendUnavailableError(f"{self.model} returned {type(out).__name__} for {len(texts)} pairs; expected one score per pair")
         scores = [self._score_of(item) for item in out]
@@ -120,7 +130,10 @@ class HFCrossEncoderRerank(BaseNodePostprocessor):
         if len(nodes) <= self.top_n:
             return [NodeWithScore(node=n.node, score=n.score) for n in nodes]
         query = query_bundle.query_str
-        candidates = nodes[: self.max_candidates]
+        limit = self.max_candidates
+        if self._meter is not None and self._meter.state() == "degraded":  # spend near the cap: score fewer pairs
+            limit = max(self.top_n, self.max_candidates // 2)
+        candidates = nodes[:limit]
         dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=candidates, top_n=self.top_n, model_name=self.model))
         keys = [self._key(query, n.node.hash) for n in candidates]
         with self._lock:
@@ -132,7 +145,7 @@ class HFCrossEncoderRerank(BaseNodePostprocessor):
                 fresh = self._score(query, texts)
             except _rerank_errors() as exc:
                 self._local.notice = f"Reranking with {self.model} failed ({_describe(exc)}); the fused retrieval order was kept."
-                logger.warning("%s", self._local.notice)
+                logger.info("%s", self._local.notice)  # also in the response notices
                 kept = [NodeWithScore(node=n.node, score=n.score) for n in candidates[: self.top_n]]
                 dispatcher.event(ReRankEndEvent(nodes=kept))
                 return kept

@@ -86,7 +86,9 @@ class LocalGGUFLLM(CustomLLM):
 
     @property
     def metadata(self) -> LLMMetadata:
-        return LLMMetadata(context_window=self.context_window, num_output=self.max_tokens, is_chat_model=True, model_name=self.backend_label)
+        return LLMMetadata(
+            context_window=self.context_window, num_output=self.max_tokens, is_chat_model=True, model_name=self.backend_label
+        )
 
     def _load(self) -> Any:
         if self._llama is not None:

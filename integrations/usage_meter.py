@@ -14,11 +14,13 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from integrations.backend_errors import BackendUnavailableError
 from settings.model import ModelPrice
 
 logger = logging.getLogger(__name__)
@@ -27,8 +29,12 @@ logger = logging.getLogger(__name__)
 RESERVATION_TTL_S = 3600
 
 
-class BudgetExceeded(RuntimeError):
-    """The monthly API budget would be passed by this call; use a local backend."""
+class BudgetExceeded(BackendUnavailableError):
+    """The monthly API budget would be passed by this call; the chain moves on to local backends."""
+
+
+class BudgetDegraded(BackendUnavailableError):
+    """Spend is past the degrade threshold and this model is not the cheapest one; the chain moves on."""
 
 
 @dataclass
@@ -224,3 +230,55 @@ class UsageMeter:
             logger.warning("alert: %s", message)
             if self.on_alert:
                 self.on_alert(Alert(name=name, message=message))
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens of a text by the tokenizer bundled with LlamaIndex (used when an API reports no usage)."""
+    from llama_index.core.utils import get_tokenizer
+
+    return len(get_tokenizer()(text))
+
+
+@dataclass
+class Metering:
+    """What the metered call learned about itself; the caller fills it before the block ends."""
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    estimated: bool = False
+
+
+@contextmanager
+def metered(
+    meter: UsageMeter | None,
+    kind: str,
+    model: str,
+    provider: str,
+    *,
+    max_tokens_in: int = 0,
+    max_tokens_out: int = 0,
+    calls: int = 0,
+) -> Iterator[Metering]:
+    """Reserve a call's worst-case cost, run the block, then record what it used (or that it failed).
+
+    Raises :class:`BudgetExceeded` before the call when the reservation would pass the cap.
+    """
+    usage = Metering()
+    if meter is None:
+        yield usage
+        return
+    reservation = meter.reserve(model, tokens_in=max_tokens_in, tokens_out=max_tokens_out, calls=calls)
+    started = time.perf_counter()
+    try:
+        yield usage
+    except GeneratorExit:  # the reader stopped a stream early: the tokens it got were still paid for
+        meter.record(kind, model, provider, usage.tokens_in, usage.tokens_out, (time.perf_counter() - started) * 1000,
+                     ok=True, requests=max(calls, 1), estimated=usage.estimated, reservation=reservation)  # fmt: skip
+        raise
+    except BaseException:
+        meter.record(kind, model, provider, 0, 0, (time.perf_counter() - started) * 1000, ok=False, reservation=reservation)
+        raise
+    meter.record(
+        kind, model, provider, usage.tokens_in, usage.tokens_out, (time.perf_counter() - started) * 1000,
+        ok=True, requests=max(calls, 1), estimated=usage.estimated, reservation=reservation,
+    )  # fmt: skip

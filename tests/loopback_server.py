@@ -14,7 +14,7 @@ Routes:
 - ``POST /api/chat`` (JSON or NDJSON stream) and ``POST /api/show`` (Ollama).
 
 Every request is recorded (path, lower-cased headers, JSON body). Faults are injected per route
-and model with :meth:`LoopbackServer.add_fault`.
+and model with :meth:`LoopbackServer.add_fault`; ``no_usage`` answers a chat without its ``usage`` field.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 CHAT, EMBED, RERANK, OLLAMA_CHAT, OLLAMA_SHOW = "chat", "embed", "rerank", "ollama_chat", "ollama_show"
-FAULT_KINDS = ("429", "503", "slow", "malformed", "stream_error", "stream_error_after_token", "500")
+FAULT_KINDS = ("429", "503", "slow", "malformed", "stream_error", "stream_error_after_token", "500", "no_usage")
 _WORD = re.compile(r"\w+")
-_SOURCE = re.compile(r'<source id="(\d+)"[^>]*>\n(.*?)\n</source>', re.DOTALL)
+_SOURCE = re.compile(r'<source id="(\d+)"[^\n]*>\n(.*?)\n</source>', re.DOTALL)
 _QUESTION = re.compile(r"<question>\n(.*?)\n</question>", re.DOTALL)
 
 
@@ -94,6 +94,7 @@ def overlap_logit(query: str, doc: str) -> float:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stalls
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # silence stderr access log
@@ -158,7 +159,13 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if fault and self._apply_fault(fault, route, model, body):
                 return
-            handler = {CHAT: self._chat, EMBED: self._embed, RERANK: self._rerank, OLLAMA_CHAT: self._ollama_chat, OLLAMA_SHOW: self._ollama_show}.get(route)
+            handler = {
+                CHAT: self._chat,
+                EMBED: self._embed,
+                RERANK: self._rerank,
+                OLLAMA_CHAT: self._ollama_chat,
+                OLLAMA_SHOW: self._ollama_show,
+            }.get(route)
             if handler is None:
                 self._send(404, {"error": f"no route {self.path}"})
                 return
@@ -206,11 +213,17 @@ class _Handler(BaseHTTPRequestHandler):
         messages = body.get("messages") or []
         answer = canned_answer(model, messages)
         prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(answer.split()), "total_tokens": prompt_tokens + len(answer.split())}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(answer.split()),
+            "total_tokens": prompt_tokens + len(answer.split()),
+        }
         base = {"id": "cmpl-loopback", "created": int(time.time()), "model": model, "system_fingerprint": "loopback"}
+        kind = fault.kind if fault else None
         if not body.get("stream"):
             choice = {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop", "logprobs": None}
-            self._send(200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+            reply = {**base, "object": "chat.completion", "choices": [choice]}
+            self._send(200, reply if kind == "no_usage" else {**reply, "usage": usage})
             return
         self._start_chunked("text/event-stream")
 
@@ -218,7 +231,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk("data: " + json.dumps({**base, "object": "chat.completion.chunk", "choices": choices, **extra}) + "\n\n")
 
         event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None, "logprobs": None}])
-        kind = fault.kind if fault else None
         if kind == "stream_error":
             self._chunk('data: {"error": "model overloaded", "error_type": "overloaded"}\n\n')
             self._end_chunked()
@@ -230,7 +242,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._end_chunked()
                 return
         event([{"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}])
-        event([], usage=usage)  # the usage-only chunk that breaks the stock class
+        if kind != "no_usage":
+            event([], usage=usage)  # the usage-only chunk that breaks the stock class
         self._chunk("data: [DONE]\n\n")
         self._end_chunked()
 
@@ -265,7 +278,17 @@ class _Handler(BaseHTTPRequestHandler):
         counts = {"prompt_eval_count": sum(len(str(m.get("content") or "").split()) for m in messages), "eval_count": len(answer.split())}
         created = "2026-01-01T00:00:00Z"
         if body.get("stream") is False:
-            self._send(200, {"model": model, "created_at": created, "message": {"role": "assistant", "content": answer}, "done": True, "done_reason": "stop", **counts})
+            self._send(
+                200,
+                {
+                    "model": model,
+                    "created_at": created,
+                    "message": {"role": "assistant", "content": answer},
+                    "done": True,
+                    "done_reason": "stop",
+                    **counts,
+                },
+            )
             return
         self._start_chunked("application/x-ndjson")
         kind = fault.kind if fault else None
@@ -274,17 +297,36 @@ class _Handler(BaseHTTPRequestHandler):
             self._end_chunked()
             return
         for i, word in enumerate(re.findall(r"\S+\s*", answer)):
-            self._chunk(json.dumps({"model": model, "created_at": created, "message": {"role": "assistant", "content": word}, "done": False}) + "\n")
+            self._chunk(
+                json.dumps({"model": model, "created_at": created, "message": {"role": "assistant", "content": word}, "done": False}) + "\n"
+            )
             if kind == "stream_error_after_token" and i == 1:
                 self._chunk(json.dumps({"error": "model runner stopped"}) + "\n")
                 self._end_chunked()
                 return
-        last = {"model": model, "created_at": created, "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop", **counts}
+        last = {
+            "model": model,
+            "created_at": created,
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "stop",
+            **counts,
+        }
         self._chunk(json.dumps(last) + "\n")
         self._end_chunked()
 
     def _ollama_show(self, model: str | None, body: dict[str, Any], fault: Fault | None) -> None:
-        self._send(200, {"modelfile": "", "parameters": "", "template": "", "details": {"format": "gguf", "family": "llama"}, "model_info": {"llama.context_length": 8192}, "capabilities": ["completion"]})
+        self._send(
+            200,
+            {
+                "modelfile": "",
+                "parameters": "",
+                "template": "",
+                "details": {"format": "gguf", "family": "llama"},
+                "model_info": {"llama.context_length": 8192},
+                "capabilities": ["completion"],
+            },
+        )
 
 
 def token_states(embedder: Any, text: str) -> np.ndarray:
@@ -302,6 +344,13 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     state: LoopbackState
     embedder: Any
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client that timed out closed its keep-alive connection: expected in fault tests
+        super().handle_error(request, client_address)
 
 
 class LoopbackServer:

@@ -32,7 +32,9 @@ TIMEOUT_S = 0.5
 FAULTS = ["429", "503", "slow", "refused", "malformed", "500", "stream_error"]
 
 
-def chain(loopback, local_embedder, refused: str | None = None, failing: int = 0, deadline_s: float = DEADLINE_S, timeout_s: float = TIMEOUT_S):
+def chain(
+    loopback, local_embedder, refused: str | None = None, failing: int = 0, deadline_s: float = DEADLINE_S, timeout_s: float = TIMEOUT_S
+):
     """A, B (HF models), Ollama, extractive; the first ``failing`` members point at ``refused`` if given."""
     urls = [refused if refused and i < failing else loopback.url for i in range(3)]
     members = [
@@ -61,7 +63,9 @@ def run(llm: FallbackLLM, mode: str) -> tuple[str, dict]:
 
 
 @pytest.mark.parametrize("failing", [1, 2, 3], ids=["A fails", "A+B fail", "A+B+ollama fail"])
-@pytest.mark.parametrize(("fault", "mode"), [(f, m) for f in FAULTS for m in ("chat", "stream") if m == "stream" or not f.startswith("stream")])
+@pytest.mark.parametrize(
+    ("fault", "mode"), [(f, m) for f in FAULTS for m in ("chat", "stream") if m == "stream" or not f.startswith("stream")]
+)
 def test_every_fault_ends_in_the_next_backends_answer(loopback, local_embedder, refused, fault, mode, failing) -> None:
     llm = chain(loopback, local_embedder, refused if fault == "refused" else None, failing)
     if fault != "refused":
@@ -154,3 +158,19 @@ def test_skips_are_instrumentation_events_and_completion_api_works(loopback, loc
         root.event_handlers.remove(handler)
     assert completion.additional_kwargs["answered_by"] == f"hf_api:{B}" and completion.text
     assert [(e.backend, e.reason) for e in events] == [(f"hf_api:{A}", "HTTP 500: internal error")]
+
+
+def test_async_chat_and_stream_fall_back_across_event_loops(loopback, local_embedder) -> None:
+    import asyncio
+
+    loopback.add_fault("chat", "503", model=A, estimated_time=20)
+    llm = chain(loopback, local_embedder)
+
+    async def stream() -> tuple[str, dict]:
+        chunks = [c async for c in await llm.astream_chat(MESSAGES)]
+        return "".join(c.delta or "" for c in chunks), chunks[-1].additional_kwargs
+
+    for _ in range(2):
+        assert asyncio.run(llm.achat(MESSAGES)).additional_kwargs["answered_by"] == f"hf_api:{B}"
+        text, extra = asyncio.run(stream())
+        assert extra["answered_by"] == f"hf_api:{B}" and "[1]" in text

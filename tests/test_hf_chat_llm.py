@@ -83,7 +83,10 @@ def test_short_waits_are_honoured_and_retried(loopback, fault) -> None:
 
 @pytest.mark.parametrize(
     ("fault", "reason"),
-    [({"kind": "429", "retry_after": 30}, "HTTP 429 rate limited (Retry-After 30 s)"), ({"kind": "503", "estimated_time": 20}, "HTTP 503 model loading (estimated 20 s)")],
+    [
+        ({"kind": "429", "retry_after": 30}, "HTTP 429 rate limited (Retry-After 30 s)"),
+        ({"kind": "503", "estimated_time": 20}, "HTTP 503 model loading (estimated 20 s)"),
+    ],
 )
 def test_waits_longer_than_the_deadline_give_up_at_once(loopback, fault, reason) -> None:
     loopback.add_fault("chat", **fault)
@@ -144,3 +147,11 @@ def test_keep_alive_connection_serves_many_calls(loopback) -> None:
     for i in range(6):
         llm.chat([ChatMessage(role="user", content=f"question {i}")]) if i % 2 else list(llm.stream_chat(ASK))
     assert len(loopback.requests("chat")) == 6
+
+
+def test_a_wait_longer_than_max_wait_moves_on_even_within_the_deadline(loopback) -> None:
+    loopback.add_fault("chat", kind="503", estimated_time=20)
+    started = time.monotonic()
+    with question_deadline(time.monotonic() + 60), pytest.raises(RetryExhaustedError, match=r"estimated 20 s\) > 10 s longest wait"):
+        make(loopback.url).chat(ASK)
+    assert time.monotonic() - started < 1.0

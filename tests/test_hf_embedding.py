@@ -26,7 +26,14 @@ DOCS = {
 
 def make(url: str, tmp_path: Path | None = None, **kwargs) -> HFEmbedding:
     cache = str(tmp_path / "cache.sqlite") if tmp_path else None
-    return HFEmbedding(model_name=kwargs.pop("model_name", MODEL), token=kwargs.pop("token", FAKE_TOKEN), base_url=url, timeout=2.0, cache_path=cache, **kwargs)
+    return HFEmbedding(
+        model_name=kwargs.pop("model_name", MODEL),
+        token=kwargs.pop("token", FAKE_TOKEN),
+        base_url=url,
+        timeout=2.0,
+        cache_path=cache,
+        **kwargs,
+    )
 
 
 def test_one_post_per_batch_with_unit_vectors(loopback) -> None:

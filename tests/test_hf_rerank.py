@@ -14,7 +14,10 @@ QUESTION = "how long does the widget wait for a reply"
 
 def candidates(count: int = 8) -> list[NodeWithScore]:
     """Fused order puts the best passage last."""
-    nodes = [NodeWithScore(node=TextNode(id_=f"n{i}", text=f"Unrelated passage number {i} about colours."), score=1.0 - i / 100) for i in range(count - 1)]
+    nodes = [
+        NodeWithScore(node=TextNode(id_=f"n{i}", text=f"Unrelated passage number {i} about colours."), score=1.0 - i / 100)
+        for i in range(count - 1)
+    ]
     best = TextNode(id_="best", text="The widget waits for a reply for 30 seconds; how long is set by --timeout.")
     return [*nodes, NodeWithScore(node=best, score=0.1)]
 
@@ -32,7 +35,7 @@ def test_all_pairs_in_one_request_and_new_nodes_returned(loopback) -> None:
     assert len(request.body["inputs"]) == 8 and request.body["inputs"][0]["text"] == QUESTION
     assert request.body["inputs"][-1]["text_pair"].startswith("The widget waits")
     assert request.headers["authorization"] == f"Bearer {FAKE_TOKEN}"
-    assert [n.node.node_id for n in out][0] == "best" and len(out) == 3
+    assert out[0].node.node_id == "best" and len(out) == 3
     assert all(0.0 <= n.score <= 1.0 for n in out)
     assert [(n.node.node_id, n.score) for n in given] == before  # the caller's list and scores are untouched
     assert not any(o is g for o in out for g in given)

@@ -24,6 +24,7 @@ from integrations.citation_prompt import clean_citations
 logger = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 600
+RETRY_KEY = "retry_question"
 
 
 @dataclass
@@ -51,14 +52,25 @@ def readable_error(exc: BaseException) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "…"
 
 
-def render_error(turn: Turn) -> None:
+def _ask_again(question: str) -> None:
+    st.session_state[RETRY_KEY] = question
+
+
+def retry_question() -> str | None:
+    """The question whose "Ask again" button was pressed, once."""
+    return st.session_state.pop(RETRY_KEY, None)
+
+
+def render_error(turn: Turn, retry_key: str | None) -> None:
     if turn.partial:
         st.markdown(answer_markdown(turn.partial))
     st.error(f"This question could not be answered: {escape(turn.error or '')}\n\nYour question is kept; ask it again below.")
+    if retry_key:
+        st.button("Ask again", icon="🔁", key=retry_key, on_click=_ask_again, args=(turn.question,))
 
 
-def show_turn(turn: Turn) -> None:
-    """Replay a finished turn."""
+def show_turn(turn: Turn, retry_key: str | None = None) -> None:
+    """Replay a finished turn (with an "Ask again" button when ``retry_key`` is given and it has no answer)."""
     with st.chat_message("user"):
         st.markdown(escape(turn.question))
     with st.chat_message("assistant"):
@@ -69,8 +81,10 @@ def show_turn(turn: Turn) -> None:
             if turn.partial:
                 st.markdown(answer_markdown(turn.partial))
             st.warning("This answer was interrupted before it finished; ask again to get it whole.")
+            if retry_key:
+                st.button("Ask again", icon="🔁", key=retry_key, on_click=_ask_again, args=(turn.question,))
         else:
-            render_error(turn)
+            render_error(turn, retry_key)
 
 
 def _timed(tokens: Iterator[str], started: float, timings: dict[str, float]) -> Iterator[str]:
@@ -112,7 +126,7 @@ def ask(runtime: Runtime, turns: list[Turn], question: str, sources: list[str] |
             logger.exception("question failed: %s", question)
             turn.error = readable_error(exc)
             slot.empty()
-            render_error(turn)
+            render_error(turn, f"retry-{len(turns)}")
             return turn
         answer.timings_ms.update(timings)
         turn.answer, turn.searched_for, turn.partial = answer, response.metadata.get(STANDALONE_KEY), ""

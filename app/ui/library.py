@@ -67,7 +67,7 @@ class IngestOutcome:
     errors: list[str] = field(default_factory=list)
 
     def add(self, folder: Path, report: IngestReport) -> None:
-        self.summaries.append(f"{folder}: {report.summary()}")
+        self.summaries.append(f"{folder.name}: {report.summary()}")
         self.ingested.extend(report.ingested)
         self.skipped.extend(report.skipped)
 

@@ -11,6 +11,7 @@ from integrations.keyword_text import keyword_text
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")
 _TOKEN = re.compile(r"[A-Za-z0-9][\w.\-/]*[A-Za-z0-9]|\w+")
+_HEADING_MARK = re.compile(r"(?:^|\s)#{1,6}(?=\s)")  # Markdown heading marks left in a flattened chunk opening
 _CODE_SPAN = re.compile(r"(```.*?```|`[^`\n]*`)", re.DOTALL)
 HIGHLIGHT = ":orange-background[{}]"
 STAGES = {
@@ -18,7 +19,7 @@ STAGES = {
     "retrieve": "retrieve (dense + BM25)",
     "rerank": "rerank",
     "generate": "generate answer",
-    "first_token": "first streamed token",
+    "first_token": "first streamed token (from asking)",
     "total": "total (retrieve to answer)",
 }
 
@@ -39,7 +40,7 @@ def highlight(snippet: str, question: str) -> str:
     wanted = set(keyword_text(question).split())
     out: list[str] = []
     position = 0
-    flat = " ".join(snippet.split())
+    flat = _HEADING_MARK.sub(" ", " ".join(snippet.split())).strip()
     for match in _TOKEN.finditer(flat):
         out.append(escape(flat[position : match.start()]))
         word = match.group(0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.composition import Runtime
+from app.composition import Runtime, open_meter
 from app.store import is_lite_uri
 from app.ui.library import IngestOutcome, documents, ingest_folders, known_folders, library_rows
 from app.ui.render import escape
@@ -30,19 +30,35 @@ class Choices:
 
 
 def backend_lines(settings: Settings) -> list[str]:
-    """The active profile and backends, one '**what:** value' line each."""
+    """The active profile and backends, one '**what:** value' Markdown line each."""
     chain = [f"{b} ({settings.llm.hf_models[0]}…)" if b == "hf_api" and settings.llm.hf_models else b for b in settings.llm.chain]
-    answers = " → ".join([*chain, "extractive quotes"]) if chain else "extractive quotes (no LLM configured)"
     uri = settings.storage.milvus_uri()
-    index = f"Milvus Lite in {settings.storage.index_dir}" if is_lite_uri(uri) else f"Milvus server {uri}"
-    lines = [
-        f"**Profile:** {settings.profile}",
-        f"**Answers:** {answers}",
-        f"**Embeddings:** {settings.embedding.backend} · {settings.embedding.model}",
-        f"**Reranking:** {'none' if settings.rerank.backend == 'none' else f'{settings.rerank.backend} · {settings.rerank.model}'}",
-        f"**Index:** {index}",
-    ]
-    return [line.split(":** ", 1)[0] + ":** " + escape(line.split(":** ", 1)[1]) for line in lines]
+    rerank = settings.rerank
+    rows = {
+        "Profile": settings.profile,
+        "Answers": " → ".join([*chain, "extractive quotes"]) if chain else "extractive quotes (no LLM configured)",
+        "Embeddings": f"{settings.embedding.backend} · {settings.embedding.model}",
+        "Reranking": "none" if rerank.backend == "none" else f"{rerank.backend} · {rerank.model}",
+        "Index": f"Milvus Lite in {settings.storage.index_dir}" if is_lite_uri(uri) else f"Milvus server {uri}",
+    }
+    return [f"**{label}:** {escape(value)}" for label, value in rows.items()]
+
+
+def uses_paid_api(settings: Settings) -> bool:
+    return "hf_api" in settings.llm.chain or settings.embedding.backend == "hf_api" or settings.rerank.backend == "hf_api"
+
+
+def _usage(settings: Settings) -> None:
+    """This month's metered API spend against the cap (profiles that call the HF API)."""
+    meter = open_meter(settings)
+    try:
+        spent, state, alerts = meter.month_spend(), meter.state(), meter.active_alerts()
+    finally:
+        meter.close()
+    cap = settings.budget.monthly_cap_usd
+    st.progress(min(spent / cap, 1.0) if cap else 1.0, text=escape(f"API usage this month: ${spent:.2f} of ${cap:.2f} ({state})"))
+    for alert in alerts:
+        st.warning(f"Usage alert: {escape(alert)}")
 
 
 def _backends(settings: Settings) -> None:
@@ -50,6 +66,8 @@ def _backends(settings: Settings) -> None:
     st.markdown("  \n".join(backend_lines(settings)))
     if settings.rerank.backend == "none":
         st.caption(NO_RERANK)
+    if uses_paid_api(settings):
+        _usage(settings)
 
 
 def _show_outcome(outcome: IngestOutcome) -> None:

@@ -52,7 +52,8 @@ def store_upload(settings: Settings, name: str, data: bytes) -> Path:
     """Write one upload into the uploads folder (replacing a file of the same name) and return its path."""
     limit_mb = settings.ingestion.max_file_mb
     if len(data) > limit_mb * 1024 * 1024:
-        raise UploadRejected(f"{name!r} rejected: {len(data) / 1e6:.1f} MB is over the {limit_mb:g} MB limit (ingestion.max_file_mb)")
+        size_mb = len(data) / 1024 / 1024
+        raise UploadRejected(f"{name!r} rejected: {size_mb:.3g} MB is over the {limit_mb:g} MB limit (ingestion.max_file_mb)")
     if not data:
         raise UploadRejected(f"{name!r} rejected: the file is empty")
     folder = uploads_dir(settings).resolve()

@@ -1,0 +1,132 @@
+"""The real page in a real browser: `streamlit run` on a free port, driven by headless Debian Chromium through Selenium.
+
+Needs the Debian packages `chromium` and `chromium-driver` (GUIDE §6b) and `selenium` from PyPI.
+The screenshot lands in tests/artifacts/ (not committed).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_ingestion import GUIDE, write
+from tests.test_streamlit_app import PROXY
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+# GUIDE §6b: without the background-networking flags Chromium floods the closed network with refused connections.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1400",
+]
+ARTIFACTS = REPO / "tests" / "artifacts"
+SCREENSHOT = ARTIFACTS / "browser_answer.png"
+CHAT_INPUT = "textarea[data-testid='stChatInputTextArea']"
+STARTUP_TIMEOUT_S = 60
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(url: str, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.fixture
+def small_index(tmp_path: Path) -> Path:
+    """Built by the CLI in its own process: Milvus Lite keeps an index locked until its process exits."""
+    write(tmp_path / "docs" / "widget.md", GUIDE)
+    write(tmp_path / "docs" / "proxy.md", PROXY)
+    index = tmp_path / "index"
+    subprocess.run([sys.executable, "-m", "app", "ingest", str(tmp_path / "docs"), "--index", str(index), "-q"], cwd=REPO, check=True)
+    return index
+
+
+@pytest.fixture
+def page_url(small_index: Path, tmp_path: Path):
+    port = _free_port()
+    env = {**os.environ, "DOCSRAG_STORAGE__INDEX_DIR": str(small_index)}
+    command = [
+        str(Path(sys.executable).parent / "streamlit"), "run", "streamlit_app.py", "--server.headless", "true",
+        "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+    with (tmp_path / "streamlit.log").open("w") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            _wait_http(url, process, STARTUP_TIMEOUT_S)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("needs Debian chromium and chromium-driver: apt-get update && apt-get install -y chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install selenium==4.51.0)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_question_in_the_browser_shows_the_answer_and_its_sources(browser, page_url: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(page_url)
+    box = WebDriverWait(browser, STARTUP_TIMEOUT_S).until(lambda d: d.find_element(By.CSS_SELECTOR, CHAT_INPUT))
+    box.send_keys("How long may a proxy connection stay idle?")
+    box.send_keys(Keys.ENTER)
+    WebDriverWait(browser, 60, poll_frequency=0.1).until(lambda d: "Answered by" in d.find_element(By.TAG_NAME, "body").text)
+
+    messages = browser.find_elements(By.CSS_SELECTOR, "[data-testid='stChatMessage']")
+    assert len(messages) == 2
+    assert "How long may a proxy connection stay idle?" in messages[0].text
+    answer = messages[1].find_element(By.CSS_SELECTOR, "[data-testid='stMarkdownContainer']")
+    assert answer.is_displayed() and "idle timeout of 90 seconds" in answer.text
+    headings = {e.text: e for e in messages[1].find_elements(By.TAG_NAME, "strong") if e.text.startswith("[")}
+    source = next((e for text, e in headings.items() if re.match(r"\[\d+\] proxy\.md — Proxy server", text)), None)
+    assert source is not None and source.is_displayed(), list(headings)
+    assert "Answered by extractive" in messages[1].text
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(SCREENSHOT))

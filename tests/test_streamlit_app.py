@@ -1,0 +1,358 @@
+"""The Streamlit page, driven headlessly with AppTest against real indexes on the embedded default.
+
+Each test reads what a user would see: answer text, numbered sources, captions,
+warnings and the sidebar. Indexes are real Milvus Lite directories built in tmp.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from app.chat import condense_without_llm, is_follow_up
+from app.composition import build_ingestor, open_runtime
+from app.ui.uploads import UploadRejected, safe_name
+from settings import load_settings
+from tests import docfactory
+from tests.conftest import REPO
+from tests.test_ingestion import GUIDE, write
+
+PAGE = str(REPO / "streamlit_app.py")
+PROXY = """# Proxy server
+
+## Idle connections
+
+The proxy server closes idle client connections to free its worker slots. Keep-alive connections are reused while they are busy.
+
+## Idle timeout
+
+The proxy closes a connection after an idle timeout of 90 seconds. Change it with the `idle_timeout` key in proxy.toml.
+"""
+CACHE = """# Cache
+
+## Location
+
+The widget cache lives in `~/.cache/widget`. Delete that folder to clear the cache.
+
+## Size limit
+
+The cache never grows beyond 500 MB; the oldest entries are evicted first.
+"""
+_HEADING = re.compile(r"^\*\*\[(\d+)\] (.+?)\*\*$")
+
+
+# ---- fixtures and helpers -------------------------------------------------------------------------------------------
+def build_index(docs: Path, index: Path) -> list[str]:
+    """Ingest ``docs`` into ``index`` with the CLI's code path; returns the ingested files."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("DOCSRAG_PROFILE", raising=False)
+        runtime = open_runtime(load_settings("local", storage={"index_dir": str(index)}))
+        ingestor = build_ingestor(runtime)
+        report = ingestor.ingest(docs)
+        ingestor.close()
+        runtime.vector_store.client.close()
+    return sorted(report.ingested)
+
+
+@pytest.fixture(scope="module")
+def docs_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A closed index of three small Markdown guides (widget.md, proxy.md, cache.md)."""
+    root = tmp_path_factory.mktemp("page")
+    for name, text in {"widget.md": GUIDE, "proxy.md": PROXY, "cache.md": CACHE}.items():
+        write(root / "docs" / name, text)
+    assert build_index(root / "docs", root / "index") == ["cache.md", "proxy.md", "widget.md"]
+    return root / "index"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_page_cache() -> Iterator[None]:
+    """Each test's page opens its own runtime; closing them (on_release) frees the Milvus Lite directories."""
+    yield
+    st.cache_resource.clear()
+
+
+def unescape(markdown: str) -> str:
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
+def open_page(monkeypatch: pytest.MonkeyPatch, index_dir: Path, **env: str) -> AppTest:
+    monkeypatch.setenv("DOCSRAG_STORAGE__INDEX_DIR", str(index_dir))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    at = AppTest.from_file(PAGE, default_timeout=90)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def copy_index(docs_index: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "index"
+    shutil.copytree(docs_index, target)
+    return target
+
+
+def ask(at: AppTest, question: str):
+    at.chat_input[0].set_value(question).run()
+    assert not at.exception, at.exception
+    return at.chat_message[-1]
+
+
+def answer_text(block) -> str:
+    return block.markdown[0].value
+
+
+def headings(block) -> dict[int, str]:
+    """Source number → 'file — page · section' for every source shown in an assistant message."""
+    found = {}
+    for element in block.markdown:
+        match = _HEADING.match(unescape(element.value))
+        if match:
+            found[int(match.group(1))] = match.group(2)
+    return found
+
+
+def cited_headings(block) -> dict[int, str]:
+    """The sources shown outside the 'retrieved but not cited' expander."""
+    hidden = [e for e in block.expander if "not cited" in e.label]
+    folded = set(headings(hidden[0])) if hidden else set()
+    return {n: h for n, h in headings(block).items() if n not in folded}
+
+
+def captions(block) -> list[str]:
+    return [unescape(c.value) for c in block.caption]
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+# ---- tests --------------------------------------------------------------------------------------------------------
+def test_answer_shows_numbered_sources_matching_its_citations(monkeypatch, docs_index: Path) -> None:
+    at = open_page(monkeypatch, docs_index)
+    sidebar = "\n".join(unescape(m.value) for m in at.sidebar.markdown) + "\n".join(c.value for c in at.sidebar.caption)
+    assert "**Profile:** local" in sidebar and "extractive quotes (no LLM configured)" in sidebar
+    assert "Offline reranking is not available" in sidebar
+    assert not at.sidebar.progress  # no API usage meter without API backends
+    assert sorted(at.sidebar.dataframe[0].value["file"]) == ["cache.md", "proxy.md", "widget.md"]
+
+    at.sidebar.toggle[0].set_value(False).run()  # the non-streaming path
+    reply = ask(at, "What is the default timeout of the widget?")
+
+    assert at.chat_message[-2].markdown[0].value == "What is the default timeout of the widget?"
+    text = answer_text(reply)
+    assert "30 seconds" in text
+    markers = {int(n) for n in re.findall(r"\[(\d+)\]", text)}
+    shown = cited_headings(reply)
+    assert markers and set(shown) == markers, (text, shown)
+    assert sorted(headings(reply)) == list(range(1, len(headings(reply)) + 1))
+    # The passage is the enclosing section of the hit (the retriever grows small chunks to whole sections).
+    timeout_source = next((n for n, h in shown.items() if h.startswith("widget.md — Widget guide")), None)
+    assert timeout_source, (text, headings(reply))
+    snippets = [m.value for m in reply.markdown if m.value.startswith("> ")]
+    assert any(":orange-background[timeout]" in s for s in snippets), snippets
+    assert "Answered by **extractive**" in captions(reply)
+    assert any("No LLM is configured" in c for c in captions(reply))
+    timings = next(e for e in reply.expander if e.label == "Timings").markdown[0].value
+    for stage in ("retrieve", "rerank", "generate"):
+        assert stage in timings
+    full = next(e for e in reply.expander if e.label == f"Full passage [{timeout_source}]")
+    assert "The default timeout is 30 seconds." in full.code[0].value
+
+
+def test_streamed_answer_and_follow_up_condensed_with_the_history(monkeypatch, docs_index: Path) -> None:
+    at = open_page(monkeypatch, docs_index)
+    assert at.sidebar.toggle[0].value is True  # streaming is the default
+    first = ask(at, "How does the proxy server handle idle connections?")
+    assert "closes idle client connections" in answer_text(first)
+    assert "▌" not in answer_text(first)
+    timings = next(e for e in first.expander if e.label == "Timings").markdown[0].value
+    assert "first streamed token" in timings
+
+    follow_up = ask(at, "and what is its default timeout?")
+    assert "Searched for: and what is its default timeout? (proxy server handle idle connections)" in captions(follow_up)
+    assert "90 seconds" in answer_text(follow_up)
+    assert "30 seconds" not in answer_text(follow_up)  # the widget's timeout is what the bare follow-up would find
+    assert all(h.startswith("proxy.md") for h in cited_headings(follow_up).values())
+    assert len(at.chat_message) == 4  # both questions and answers stay in the history
+
+
+def test_sidebar_filter_restricts_retrieval_to_the_selected_documents(monkeypatch, docs_index: Path) -> None:
+    at = open_page(monkeypatch, docs_index)
+    at.sidebar.multiselect[0].set_value(["cache.md"]).run()
+    reply = ask(at, "How large can the cache grow?")
+    assert "500 MB" in answer_text(reply)
+    assert headings(reply) and all(h.startswith("cache.md") for h in headings(reply).values())
+
+
+def test_empty_index_calls_to_ingest_then_an_uploaded_pdf_is_answerable(monkeypatch, tmp_path: Path) -> None:
+    at = open_page(monkeypatch, tmp_path / "index")
+    assert "No documents are indexed yet" in at.info[0].value
+    assert at.chat_input[0].disabled
+    assert "No documents yet." in [c.value for c in at.sidebar.caption]
+
+    pdf = docfactory.make_manual_pdf(tmp_path / "manual.pdf").read_bytes()
+    junk = docfactory.make_junk_pdf(tmp_path / "junk.pdf").read_bytes()
+    at.sidebar.file_uploader[0].set_value([("manual.pdf", pdf, "application/pdf"), ("junk.pdf", junk, "application/pdf")]).run()
+    button(at, "Add to index").click().run()
+    assert not at.exception, at.exception
+
+    [summary] = [unescape(s.value) for s in at.sidebar.success]
+    assert summary.startswith("uploads: 1 ingested, 0 unchanged, 1 skipped, 0 removed"), summary
+    assert [unescape(w.value) for w in at.sidebar.warning] == ["Skipped junk.pdf: not a PDF (no %PDF header)"]
+    assert list(at.sidebar.dataframe[0].value["file"]) == ["manual.pdf"]
+    assert (tmp_path / "index" / "uploads" / "manual.pdf").read_bytes() == pdf
+    assert not at.info and not at.chat_input[0].disabled
+
+    reply = ask(at, "How do I start the widget daemon?")
+    assert "widgetd" in answer_text(reply)
+    assert "manual.pdf — p. 6 (4) · 2 Usage" in cited_headings(reply).values()
+
+
+def test_upload_names_with_a_path_and_oversized_files_are_rejected(monkeypatch, tmp_path: Path) -> None:
+    at = open_page(monkeypatch, tmp_path / "index", DOCSRAG_INGESTION__MAX_FILE_MB="0.01")
+    evil = b"# Evil\n\nThis file tries to escape the uploads folder.\n"
+    at.sidebar.file_uploader[0].set_value([("../../evil.md", evil, "text/markdown"), ("big.txt", b"word " * 4000, "text/plain")]).run()
+    button(at, "Add to index").click().run()
+    assert not at.exception, at.exception
+
+    errors = [unescape(e.value) for e in at.sidebar.error]
+    assert errors == [
+        "'../../evil.md' rejected: a file name must not contain a path (/, \\ or ..)",
+        "'big.txt' rejected: 0.0191 MB is over the 0.01 MB limit (ingestion.max_file_mb)",
+    ]
+    assert not list(tmp_path.rglob("evil.md"))
+    assert not (tmp_path / "index" / "uploads").exists() or not any((tmp_path / "index" / "uploads").iterdir())
+    assert not at.sidebar.success and "No documents yet." in [c.value for c in at.sidebar.caption]
+
+
+def test_reindex_reads_changed_files_with_progress_and_reports_skipped_ones(monkeypatch, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    write(docs / "widget.md", GUIDE)
+    build_index(docs, tmp_path / "index")
+    at = open_page(monkeypatch, tmp_path / "index")
+
+    write(docs / "widget.md", GUIDE + "\n## Retries\n\nThe widget retries a failed request 5 times before it gives up.\n")
+    docfactory.make_junk_pdf(docs / "broken.pdf")
+    button(at, "Re-index folders").click().run()
+    assert not at.exception, at.exception
+
+    assert at.sidebar.progress[0].text == "Index up to date"
+    [summary] = [unescape(s.value) for s in at.sidebar.success]
+    assert summary.startswith("docs: 1 ingested, 0 unchanged, 1 skipped, 0 removed"), summary
+    assert [unescape(w.value) for w in at.sidebar.warning] == ["Skipped broken.pdf: not a PDF (no %PDF header)"]
+    reply = ask(at, "How many times does the widget retry a failed request?")
+    assert "5 times" in answer_text(reply)
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [("guide.md", "guide.md"), ("Release notes (v2)?.PDF", "Release notes _v2_.pdf"), ("..hidden.txt", "hidden.txt")],
+)
+def test_upload_names_are_sanitised(name: str, stored: str) -> None:
+    assert safe_name(name) == stored
+
+
+@pytest.mark.parametrize("name", ["../x.md", "/etc/passwd.txt", "dir\\x.md", "..", "a\x00b.md", "tool.exe"])
+def test_unsafe_upload_names_are_refused(name: str) -> None:
+    with pytest.raises(UploadRejected):
+        safe_name(name)
+
+
+def test_backend_failure_keeps_the_question_and_says_what_failed(monkeypatch, docs_index: Path, tmp_path: Path) -> None:
+    index = copy_index(docs_index, tmp_path)
+    at = open_page(monkeypatch, index)
+    from app.ui.runtime import page_runtime
+
+    page_runtime(load_settings()).vector_store.client.close()  # the vector store goes away under the page
+    reply = ask(at, "Where does the widget cache live?")
+
+    assert at.chat_message[-2].markdown[0].value == "Where does the widget cache live?"
+    error = unescape(reply.error[0].value)
+    assert error.startswith("This question could not be answered: MilvusException") and "Your question is kept" in error
+    at.run()  # a rerun replays the history: the question and its error are still there
+    assert at.chat_message[0].markdown[0].value == "Where does the widget cache live?"
+    assert "could not be answered" in at.chat_message[1].error[0].value
+
+    st.cache_resource.clear()  # the store is back: the page opens it again
+    button(at, "Ask again").click().run()
+    assert not at.exception, at.exception
+    assert [m.markdown[0].value for m in at.chat_message if m.name == "user"] == ["Where does the widget cache live?"] * 2
+    assert "~/.cache/widget" in answer_text(at.chat_message[-1])
+
+
+def test_condensation_rule_without_an_llm() -> None:
+    from llama_index.core.base.llms.types import ChatMessage, MessageRole
+
+    history = [ChatMessage(role=MessageRole.USER, content="How do I configure the widget daemon?")]
+    assert condense_without_llm(history, "and what about its timeout?") == "and what about its timeout? (configure widget daemon)"
+    assert condense_without_llm([], "and what about its timeout?") == "and what about its timeout?"
+    assert not is_follow_up("What is the default timeout of the widget?")
+    assert is_follow_up("timeout?") and is_follow_up("How does it handle --verbose?")
+
+
+@pytest.fixture
+def loopback() -> Iterator:
+    """The loopback Hugging Face router (tests/loopback_server.py)."""
+    from integrations.local_embedding import LocalMiniLMEmbedding
+    from tests.loopback_server import LoopbackServer
+
+    server = LoopbackServer(LocalMiniLMEmbedding()).start()
+    yield server
+    server.stop()
+
+
+def hf_env(server) -> dict[str, str]:
+    return {
+        "DOCSRAG_HF_TOKEN": "hf_loopback_token",
+        "DOCSRAG_HF_BASE_URL": server.url,
+        "DOCSRAG_LLM__CHAIN": '["hf_api"]',
+        "DOCSRAG_LLM__HF_MODELS": '["loopback/chat-model"]',
+        "DOCSRAG_LLM__DEADLINE_S": "5",
+    }
+
+
+def test_hf_answer_streams_and_names_its_model(monkeypatch, docs_index: Path, tmp_path: Path, loopback) -> None:
+    at = open_page(monkeypatch, copy_index(docs_index, tmp_path), **hf_env(loopback))
+    assert "hf_api (loopback/chat-model…) → extractive quotes" in unescape("\n".join(m.value for m in at.sidebar.markdown))
+    assert unescape(at.sidebar.progress[0].text) == "API usage this month: $0.00 of $25.00 (ok)"
+    reply = ask(at, "How large can the cache grow?")
+    assert answer_text(reply).startswith("According to the documentation")
+    assert "Answered by **hf_api:loopback/chat-model**" in captions(reply)
+    assert not reply.warning
+    [request] = loopback.requests("chat")
+    assert request.body["stream"] is True and request.body["model"] == "loopback/chat-model"
+
+
+def test_hf_503_falls_back_with_a_notice(monkeypatch, docs_index: Path, tmp_path: Path, loopback) -> None:
+    loopback.add_fault("chat", "503")
+    at = open_page(monkeypatch, copy_index(docs_index, tmp_path), **hf_env(loopback))
+    reply = ask(at, "How large can the cache grow?")
+    assert "500 MB" in answer_text(reply)
+    warning = unescape(reply.warning[0].value)
+    assert warning.startswith("Answered by a fallback backend. Skipped:") and "hf_api:loopback/chat-model" in warning and "503" in warning
+    assert "Answered by **extractive**" in captions(reply)
+    assert cited_headings(reply) and all(h.startswith("cache.md") for h in cited_headings(reply).values())
+
+
+def test_a_backend_that_cannot_start_is_named_on_the_page(monkeypatch, tmp_path: Path) -> None:
+    at = open_page(monkeypatch, tmp_path / "index", DOCSRAG_PROFILE="hf_api")  # the HF profile without HF_TOKEN
+    [error] = [unescape(e.value) for e in at.error]
+    assert error.startswith("docsrag could not start:") and "HF_TOKEN" in error
+    assert not at.chat_input
+
+
+def test_answer_cut_off_mid_stream_keeps_the_question_and_the_text_so_far(monkeypatch, docs_index: Path, tmp_path: Path, loopback) -> None:
+    loopback.add_fault("chat", "stream_error_after_token")
+    at = open_page(monkeypatch, copy_index(docs_index, tmp_path), **hf_env(loopback))
+    reply = ask(at, "How large can the cache grow?")
+    assert at.chat_message[-2].markdown[0].value == "How large can the cache grow?"
+    assert reply.markdown[0].value.startswith("According to")  # the tokens that arrived stay visible
+    error = unescape(reply.error[0].value)
+    assert error.startswith("This question could not be answered: StreamInterruptedError: hf_api:loopback/chat-model failed after")
+    assert "Your question is kept" in error
