@@ -13,7 +13,7 @@ import streamlit as st
 from app.ui.conversation import Turn, ask, retry_question, show_turn
 from app.ui.render import escape
 from app.ui.runtime import page_runtime
-from app.ui.sidebar import render_sidebar
+from app.ui.sidebar import ingest_on_first_start, render_sidebar
 from settings import load_settings
 
 st.set_page_config(page_title="docsrag", page_icon="📚", layout="wide")
@@ -36,6 +36,8 @@ except (ValueError, RuntimeError) as exc:
     st.error(f"docsrag could not start: {escape(str(exc))}")
     st.stop()
 
+if ingest_on_first_start(runtime):  # e.g. a new Space: index the bundled docs, then show the page
+    st.rerun()
 choices = render_sidebar(runtime)
 if not choices.has_documents:
     st.info(EMPTY_STATE, icon="📂")

@@ -77,21 +77,24 @@ class RerankSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
-    top_k: int = Field(5, ge=1, description="Chunks handed to the answer step.")
+    top_k: int = Field(5, ge=1, description="Passages handed to the answer step (each a chunk grown to its section, at most ~250 words).")
     dense_top_k: int = Field(20, ge=1, description="Candidates from the vector search.")
     sparse_top_k: int = Field(20, ge=1, description="Candidates from the BM25 search.")
-    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
-    dense_weight: float = Field(1.0, ge=0.0, description="Weight of the dense ranking in the fusion.")
+    rrf_k: int = Field(10, ge=1, description="Reciprocal rank fusion constant (small: the top ranks of each list count most).")
+    dense_weight: float = Field(0.5, ge=0.0, description="Weight of the dense ranking in the fusion (BM25 ranks technical docs better).")
     sparse_weight: float = Field(1.0, ge=0.0, description="Weight of the BM25 ranking in the fusion.")
     min_dense_score: float = Field(
-        0.25, ge=-1.0, le=1.0, description="Below this cosine similarity of the best chunk, the docs are said not to cover the question."
+        0.44, ge=-1.0, le=1.0, description="Below this cosine similarity of the best chunk, the docs are said not to cover the question."
     )
 
 
 class IngestionSettings(BaseModel):
-    chunk_size: int = Field(256, ge=64, description="Chunk size in tokens.")
+    chunk_size: int = Field(128, ge=64, description="Chunk size in tokens (small chunks match precisely; hits grow to their section).")
     chunk_overlap: int = Field(32, ge=0, description="Overlap between neighbouring chunks in tokens.")
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped with a message.")
+    startup_folders: list[Path] = Field(
+        default_factory=list, description="Folders the page ingests when it starts on an empty index (the hf_spaces profile: docs)."
+    )
     batch_files: int = Field(
         16, ge=1, description="Files committed to the index per step; a killed run resumes after the last committed step."
     )

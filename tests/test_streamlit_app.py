@@ -6,6 +6,7 @@ warnings and the sidebar. Indexes are real Milvus Lite directories built in tmp.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -356,3 +357,17 @@ def test_answer_cut_off_mid_stream_keeps_the_question_and_the_text_so_far(monkey
     error = unescape(reply.error[0].value)
     assert error.startswith("This question could not be answered: StreamInterruptedError: hf_api:loopback/chat-model failed after")
     assert "Your question is kept" in error
+
+
+def test_first_start_on_an_empty_index_ingests_the_startup_folder_with_progress(tmp_path, monkeypatch) -> None:
+    docs = tmp_path / "bundled"
+    docs.mkdir()
+    (docs / "guide.md").write_text("# Guide\n\nTo ingest a folder, run `python -m app ingest PATH` from the checkout.\n")
+    monkeypatch.setenv("DOCSRAG_STORAGE__INDEX_DIR", str(tmp_path / "index"))
+    monkeypatch.setenv("DOCSRAG_INGESTION__STARTUP_FOLDERS", json.dumps([str(docs)]))
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120).run()
+    assert not at.exception
+    assert list(at.sidebar.dataframe[0].value["file"]) == ["guide.md"], "the startup folder was indexed"
+    assert any("1 ingested" in s.value for s in at.success)
+    at.chat_input[0].set_value("How do I ingest a folder?").run()
+    assert any("python -m app ingest PATH" in m.value for m in at.markdown)

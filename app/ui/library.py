@@ -88,3 +88,10 @@ def ingest_folders(runtime: Runtime, folders: list[Path], progress: Progress, ou
     finally:
         ingestor.close()
     return outcome
+
+
+def first_start_folders(settings: Settings, records: list[FileRecord]) -> list[Path]:
+    """Folders to ingest when the page starts on an empty index (``ingestion.startup_folders``, e.g. on a Space)."""
+    if records:
+        return []
+    return [Path(folder) for folder in settings.ingestion.startup_folders if Path(folder).is_dir()]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.composition import Runtime, open_meter
+from app.composition import Runtime, open_meter, uses_hf_api
 from app.store import is_lite_uri
-from app.ui.library import IngestOutcome, documents, ingest_folders, known_folders, library_rows
+from app.ui.library import IngestOutcome, documents, first_start_folders, ingest_folders, known_folders, library_rows
 from app.ui.render import escape
 from app.ui.runtime import ingest_lock
 from app.ui.uploads import UploadRejected, allowed_types, store_upload, uploads_dir
@@ -29,23 +29,26 @@ class Choices:
     has_documents: bool
 
 
+ALERTS = {
+    "latency": "answers are slower than budget.alert_latency_s",
+    "error_rate": "the API error rate is above budget.alert_error_rate",
+    "spend": "this month's spend passed budget.alert_spend_usd",
+}
+
+
 def backend_lines(settings: Settings) -> list[str]:
     """The active profile and backends, one '**what:** value' Markdown line each."""
     chain = [f"{b} ({settings.llm.hf_models[0]}…)" if b == "hf_api" and settings.llm.hf_models else b for b in settings.llm.chain]
     uri = settings.storage.milvus_uri()
     rerank = settings.rerank
     rows = {
-        "Profile": settings.profile,
+        "Profile": f"{settings.profile} ({settings.profile_reason})",
         "Answers": " → ".join([*chain, "extractive quotes"]) if chain else "extractive quotes (no LLM configured)",
         "Embeddings": f"{settings.embedding.backend} · {settings.embedding.model}",
         "Reranking": "none" if rerank.backend == "none" else f"{rerank.backend} · {rerank.model}",
         "Index": f"Milvus Lite in {settings.storage.index_dir}" if is_lite_uri(uri) else f"Milvus server {uri}",
     }
     return [f"**{label}:** {escape(value)}" for label, value in rows.items()]
-
-
-def uses_paid_api(settings: Settings) -> bool:
-    return "hf_api" in settings.llm.chain or settings.embedding.backend == "hf_api" or settings.rerank.backend == "hf_api"
 
 
 def _usage(settings: Settings) -> None:
@@ -58,7 +61,7 @@ def _usage(settings: Settings) -> None:
     cap = settings.budget.monthly_cap_usd
     st.progress(min(spent / cap, 1.0) if cap else 1.0, text=escape(f"API usage this month: ${spent:.2f} of ${cap:.2f} ({state})"))
     for alert in alerts:
-        st.warning(f"Usage alert: {escape(alert)}")
+        st.warning(f"Usage alert: {escape(ALERTS.get(alert, alert))}")
 
 
 def _backends(settings: Settings) -> None:
@@ -66,7 +69,7 @@ def _backends(settings: Settings) -> None:
     st.markdown("  \n".join(backend_lines(settings)))
     if settings.rerank.backend == "none":
         st.caption(NO_RERANK)
-    if uses_paid_api(settings):
+    if uses_hf_api(settings):
         _usage(settings)
 
 
@@ -132,6 +135,18 @@ def _add_documents(runtime: Runtime, folders: list[Path]) -> None:
         st.session_state.ingest_outcome = outcome
     if "ingest_outcome" in st.session_state:
         _show_outcome(st.session_state.ingest_outcome)
+
+
+def ingest_on_first_start(runtime: Runtime) -> bool:
+    """On an empty index, ingest ``ingestion.startup_folders`` with visible progress; True when something ran."""
+    folders = first_start_folders(runtime.settings, documents(runtime.settings))
+    if not folders:
+        return False
+    st.info(f"First start: indexing {', '.join(escape(f.name) for f in folders)}. This happens once.", icon="📥")
+    outcome = IngestOutcome()
+    _ingest(runtime, folders, outcome)
+    st.session_state.ingest_outcome = outcome
+    return True
 
 
 def render_sidebar(runtime: Runtime) -> Choices:
