@@ -58,12 +58,15 @@ def free_port(host: str = DEFAULT_HOST) -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the server gets SIGINT (a graceful stop) if the process that started it dies."""
-    with contextlib.suppress(Exception):
-        import ctypes
+def _prepare_child() -> None:  # pragma: no cover - runs in the child before exec
+    """SIGINT must stop the server gracefully even when we were started with it ignored (a background job, nohup):
+    reset it so Python turns it into KeyboardInterrupt. On Linux the server also gets SIGINT if its parent dies."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGINT))  # PR_SET_PDEATHSIG
 
 
 class StoreServer:
@@ -122,7 +125,7 @@ class StoreServer:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,  # a terminal Ctrl-C reaches only us; we stop the server once, gracefully
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=_prepare_child if os.name == "posix" else None,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self._reader = Thread(target=self._drain, name="store-server-output", daemon=True)

@@ -418,7 +418,7 @@ def run_stages(args, files, base_settings) -> list[dict]:
     next_file = 0
     ingest_s_total = 0.0
     chunks_total = 0
-    bytes_per_chunk = 1500.0
+    bytes_per_chunk = 700.0
     for target in args.stages:
         ingestor, store = open_ingestor(settings, args.synthetic_vectors)
         stage_started = time.perf_counter()
@@ -426,7 +426,7 @@ def run_stages(args, files, base_settings) -> list[dict]:
         stage_chunks = 0
         have = count_chunks(store)
         while have < target * 0.99 and next_file < len(files):
-            budget = (target - have) * bytes_per_chunk * (0.6 if target - have > 2000 else 1.0)
+            budget = (target - have) * bytes_per_chunk * (0.5 if target - have > 2000 else 0.9)
             batch, size = [], 0
             while next_file < len(files) and (not batch or size < budget):
                 batch.append(files[next_file])
@@ -496,7 +496,12 @@ def main() -> int:
     files = candidate_files(fetch_packages(args.cache_dir, args.packages))
     logger.info("%d candidate files from %s", len(files), ", ".join(args.packages))
     base_settings = load_settings("local")
-    results: dict = {"machine": {"cpus": os.cpu_count()}, "packages": args.packages}
+    results: dict = {
+        "machine": {"cpus": os.cpu_count()},
+        "packages": args.packages,
+        "chunk_size": base_settings.ingestion.chunk_size,
+        "chunk_overlap": base_settings.ingestion.chunk_overlap,
+    }
     if args.compare:
         results["compare"] = run_compare(args, files, base_settings)
     if args.stages:
