@@ -18,7 +18,7 @@ def test_example_notebook_runs_and_answers_with_citations(monkeypatch: pytest.Mo
     namespace: dict = {}
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code":
-            exec(compile("".join(cell["source"]), "query_engine.ipynb", "exec"), namespace)  # noqa: S102
+            exec(compile("".join(cell["source"]), "query_engine.ipynb", "exec"), namespace)
     assert "python -m app ingest" in namespace["response"].response
     assert namespace["answer"].sources[0].file_name.endswith(".md")
     namespace["runtime"].vector_store.client.close()
