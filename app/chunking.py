@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,21 +16,6 @@ logger = logging.getLogger(__name__)
 
 # Average characters per token in technical prose/code, to size code chunks in characters.
 CHARS_PER_TOKEN = 4
-# Heading lines: Markdown ATX headings and reST/setext underlines.
-_HEADING_LINE = re.compile(r"^ {0,3}#{1,6}(?:\s.*)?$|^\s*([=\-~^*#+`])\1{2,}\s*$", re.MULTILINE)
-
-
-def is_heading_only(document: Document) -> bool:
-    """A section piece holding nothing but its heading (its subsections are pieces of their own).
-
-    Such a chunk repeats words already in every child's heading path and, being tiny,
-    wins keyword matches while saying nothing, so it is not indexed.
-    """
-    if document.metadata.get("language"):
-        return False
-    body = _HEADING_LINE.sub("", document.text).strip()
-    title = str(document.metadata.get("section", "")).rsplit(" > ", 1)[-1].strip()
-    return not body or body == title
 
 
 def chunk_id(index: int, document: Document) -> str:
@@ -51,8 +35,6 @@ class DocumentChunker(TransformComponent):
         for node in nodes:
             if not isinstance(node, Document):
                 out.append(node)
-                continue
-            if is_heading_only(node):
                 continue
             language = node.metadata.get("language")
             if language:

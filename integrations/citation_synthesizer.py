@@ -22,6 +22,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, QueryType, TextN
 
 from integrations.citation_prompt import build_messages, clean_citations
 from integrations.extractive_llm import EXTRACTIVE_NAME
+from integrations.hybrid_retriever import QUESTION_DENSE_KEY
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
@@ -37,7 +38,8 @@ NO_LLM_NOTICE = (
 
 
 def best_dense_score(nodes: Sequence[NodeWithScore]) -> float | None:
-    scores = [n.node.metadata.get("dense_score") for n in nodes]
+    """The question's best cosine similarity: over the whole index when the retriever says, else over these nodes."""
+    scores = [n.node.metadata.get(key) for n in nodes for key in (QUESTION_DENSE_KEY, "dense_score")]
     scores = [s for s in scores if s is not None]
     return max(scores) if scores else None
 

@@ -20,7 +20,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
@@ -35,11 +35,30 @@ DENSE_FIELD = "embedding"
 SPARSE_FIELD = "sparse_embedding"
 NODE_FIELDS = ["_node_content", "_node_type", "text"]
 SCORE_KEYS = ["dense_score", "bm25_score"]
+#: Metadata key: the question's (or one of its parts') best cosine similarity over the index: evidence that the docs cover it.
+QUESTION_DENSE_KEY = "question_dense_score"
 SECTION_SEPARATOR = " > "
 #: Chunk ids are "<piece id>:<n>" and piece ids "<source>#<n>" (app.chunking.chunk_id, app.ingestion).
 _CHUNK_ID = re.compile(r"^(?P<piece>(?P<source>.*)#(?P<number>\d+)):(?P<index>\d+)$")
 #: Pieces fetched on each side of a hit's piece when looking for its enclosing section.
 PIECE_RADIUS = 12
+#: Heading lines: Markdown ATX headings and reST/setext underlines.
+_HEADING_LINE = re.compile(r"^ {0,3}#{1,6}(?:\s.*)?$|^\s*([=\-~^*#+`])\1{2,}\s*$", re.MULTILINE)
+#: Where a question may turn to another topic: sentence ends, "and then", ", and how ...", "Also,", "Meanwhile," ...
+_CLAUSE_BREAK = re.compile(
+    r"(?<=[?.;])\s+|,?\s+and then\s+|,?\s+and (?=how|what|which|where|when|why|to|can|is|are|do|does)\b"
+    r"|,\s*(?:also|then|meanwhile|additionally|and)\b,?\s*|\b(?:also|meanwhile|additionally|furthermore|then),\s*",
+    re.IGNORECASE,
+)
+#: Words that say how a question is asked rather than what it is about.
+_FRAME_WORDS = (
+    "a an the and or but of to in on for with by at from as is are was were be been being do does did can could would should will "
+    "shall may might must how what which where when why who whom this that these those it its they them their we our us i my me you "
+    "your he she his her one user users engineer engineers developer developers designer someone achieve accomplish proceed done go "
+    "about process step steps way ways use using utilize utilise there here also then after before during while so such if into "
+    "need needs want wants like some any possible possibly"
+)
+QUESTION_FRAME = frozenset(_FRAME_WORDS.split())
 #: Hits (in fused order) whose neighbourhood is fetched; later hits are used as they are.
 EXPANDED_HITS_PER_RESULT = 3
 
@@ -52,6 +71,42 @@ def sources_filter(sources: list[str] | None) -> str:
 
 def words(text: str) -> int:
     return len(text.split())
+
+
+def bare_heading(text: str) -> bool:
+    """Nothing but heading lines: a section whose content sits in its subsections (or nowhere)."""
+    return not _HEADING_LINE.sub("", text).strip()
+
+
+def question_parts(question: str, min_terms: int = 3, most: int = 4) -> list[str]:
+    """The clauses of a multi-part question that each name a topic ([] for a one-part question).
+
+    "How do I add rings, and how do I check them?" asks two things; the second
+    is easily crowded out of the top results by the first, so each part is
+    searched too. Clauses of question phrasing only ("How can I achieve this?") are dropped.
+    """
+    parts = [p.strip(" ,.?") for p in _CLAUSE_BREAK.split(question) if p and p.strip(" ,.?")]
+    topical = [p for p in parts if sum(w not in QUESTION_FRAME for w in re.findall(r"\w+", p.lower())) >= min_terms]
+    return topical[:most] if len(topical) > 1 else []
+
+
+def interleave(main: list[str], parts: Sequence[list[str]]) -> list[str]:
+    """The whole question's best hit, then each part's best, then the rest of the whole question's ranking."""
+    ordered = main[:1] + [ranking[0] for ranking in parts if ranking] + main[1:] + [i for ranking in parts for i in ranking[1:]]
+    return list(dict.fromkeys(ordered))
+
+
+@dataclass
+class Candidates:
+    """Chunks found by any of a question's searches: node, fused score and best dense/BM25 score by id."""
+
+    nodes: dict[str, Any] = field(default_factory=dict)
+    fused: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, dict[str, float]] = field(default_factory=lambda: {key: {} for key in SCORE_KEYS})
+
+    def add(self, node_id: str, node: Any, key: str, score: float) -> None:
+        self.nodes.setdefault(node_id, node)
+        self.scores[key][node_id] = max(score, self.scores[key].get(node_id, score))
 
 
 @dataclass(frozen=True)
@@ -171,22 +226,14 @@ def _adjacent(before: Neighbour, after: Neighbour, requested: set[int]) -> bool:
     return requested.issuperset(range(before.number + 1, after.number))
 
 
-def common_prefix(paths: Sequence[tuple[str, ...]]) -> tuple[str, ...]:
-    prefix = paths[0]
-    for path in paths[1:]:
-        n = 0
-        while n < min(len(prefix), len(path)) and prefix[n] == path[n]:
-            n += 1
-        prefix = prefix[:n]
-    return prefix
-
-
 class MilvusHybridRetriever(BaseRetriever):
     """Retrieve chunks by dense similarity and BM25, fused by weighted RRF, each grown to its section.
 
     Each returned node carries ``dense_score`` (best cosine among its chunks, or
-    None when only BM25 found it) and ``bm25_score`` in its metadata, hidden
-    from the LLM and embedder. ``context_words=0`` returns the bare chunks.
+    None when only BM25 found it), ``bm25_score`` and ``question_dense_score``
+    (the question's best cosine over the index) in its metadata, hidden from
+    the LLM and embedder. ``context_words=0`` returns the bare chunks;
+    ``split_questions`` also searches each part of a multi-part question.
     """
 
     def __init__(
@@ -201,6 +248,7 @@ class MilvusHybridRetriever(BaseRetriever):
         sparse_weight: float = 1.0,
         sources: list[str] | None = None,
         context_words: int = 250,
+        split_questions: bool = True,
         **kwargs: Any,
     ) -> None:
         self._store = vector_store
@@ -213,6 +261,7 @@ class MilvusHybridRetriever(BaseRetriever):
         self.sparse_weight = sparse_weight
         self.sources = sources
         self.context_words = context_words
+        self.split_questions = split_questions
         super().__init__(**kwargs)
 
     def _search(self, data: Any, field: str, metric: str, limit: int, expr: str) -> list[tuple[Any, float, str]]:
@@ -232,35 +281,39 @@ class MilvusHybridRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         expr = sources_filter(self.sources)
+        pool = Candidates()
+        ranked = self._rank(query_bundle.query_str, query_bundle.embedding, expr, pool)
+        if self.split_questions:
+            parts = [self._rank(part, None, expr, pool) for part in question_parts(query_bundle.query_str)]
+            ranked = interleave(ranked, parts)
+        if self.context_words <= 0:
+            return [self._result(pool.nodes[i], [i], pool.fused[i], pool) for i in ranked[: self.top_k]]
+        return self._grow(ranked, pool)
+
+    def _rank(self, text: str, embedding: list[float] | None, expr: str, pool: Candidates) -> list[str]:
+        """Chunk ids for one query text, best first by weighted RRF of its dense and BM25 rankings."""
         dense: list[tuple[Any, float, str]] = []
         if self.dense_weight > 0:
-            embedding = query_bundle.embedding or self._embed_model.get_query_embedding(query_bundle.query_str)
-            dense = self._search(embedding, DENSE_FIELD, "IP", self.dense_top_k, expr)
-        terms = keyword_text(query_bundle.query_str) or query_bundle.query_str
+            dense = self._search(embedding or self._embed_model.get_query_embedding(text), DENSE_FIELD, "IP", self.dense_top_k, expr)
+        terms = keyword_text(text) or text
         sparse = self._search(terms, SPARSE_FIELD, "BM25", self.sparse_top_k if self.sparse_weight > 0 else 0, expr)
-
         fused: dict[str, float] = {}
-        nodes: dict[str, Any] = {}
-        scores: dict[str, dict[str, float]] = {"dense_score": {}, "bm25_score": {}}
         for weight, hits, key in ((self.dense_weight, dense, "dense_score"), (self.sparse_weight, sparse, "bm25_score")):
             for rank, (node, score, node_id) in enumerate(hits, start=1):
                 fused[node_id] = fused.get(node_id, 0.0) + weight / (self.rrf_k + rank)
-                nodes.setdefault(node_id, node)
-                scores[key][node_id] = abs(float(score))  # Milvus Lite reports BM25 scores negated
+                pool.add(node_id, node, key, abs(float(score)))  # Milvus Lite reports BM25 scores negated
         ranked = sorted(fused, key=fused.__getitem__, reverse=True)
-        if self.context_words <= 0:
-            return [self._result(nodes[i], [i], fused[i], scores) for i in ranked[: self.top_k]]
-        return self._grow(ranked, nodes, fused, scores)
+        for node_id in ranked:
+            pool.fused.setdefault(node_id, fused[node_id])  # the whole question's ranking comes first
+        return ranked
 
-    def _grow(
-        self, ranked: list[str], nodes: dict[str, Any], fused: dict[str, float], scores: dict[str, dict[str, float]]
-    ) -> list[NodeWithScore]:
+    def _grow(self, ranked: list[str], pool: Candidates) -> list[NodeWithScore]:
         """The top k distinct contexts, in the order of their best chunk."""
         neighbourhood = self._neighbourhood(ranked[: self.top_k * EXPANDED_HITS_PER_RESULT])
         results: list[NodeWithScore] = []
         shown: set[str] = set()
         for node_id in ranked:
-            node = nodes[node_id]
+            node = pool.nodes[node_id]
             members = neighbourhood.context(node_id, self.context_words, paged=node.metadata.get("page") is not None)
             ids = [c.id for c in members] if members else [node_id]
             if shown.issuperset(ids):
@@ -268,7 +321,9 @@ class MilvusHybridRetriever(BaseRetriever):
             shown.update(ids)
             if members and len(members) > 1:
                 node = self._merged(node, members)
-            results.append(self._result(node, ids, fused[node_id], scores))
+            elif bare_heading(node.get_content()):
+                continue  # says nothing; its section's content is in other chunks
+            results.append(self._result(node, ids, pool.fused[node_id], pool))
             if len(results) == self.top_k:
                 break
         return results
@@ -294,26 +349,23 @@ class MilvusHybridRetriever(BaseRetriever):
 
     @staticmethod
     def _merged(hit: Any, members: list[Neighbour]) -> TextNode:
-        """One node for a context of several chunks, labelled with their common heading path."""
-        common = common_prefix([c.section for c in members])
-        metadata = dict(hit.metadata)
-        if common:
-            metadata["section"] = SECTION_SEPARATOR.join(common)
+        """One node for a context of several chunks; it keeps the hit's metadata, so it is labelled with the hit's section."""
         return TextNode(
             id_=f"{members[0].id}..{members[-1].id}",
             text=join_chunks(members),
-            metadata=metadata,
+            metadata=dict(hit.metadata),
             excluded_embed_metadata_keys=list(hit.excluded_embed_metadata_keys),
             excluded_llm_metadata_keys=list(hit.excluded_llm_metadata_keys),
             relationships=dict(hit.relationships),
         )
 
     @staticmethod
-    def _result(node: Any, ids: list[str], score: float, scores: dict[str, dict[str, float]]) -> NodeWithScore:
+    def _result(node: Any, ids: list[str], score: float, pool: Candidates) -> NodeWithScore:
         node.metadata.pop(KEYWORD_FIELD, None)
-        for key, by_id in scores.items():
+        for key, by_id in pool.scores.items():
             known = [by_id[i] for i in ids if i in by_id]
             node.metadata[key] = max(known) if known else None
+        node.metadata[QUESTION_DENSE_KEY] = max(pool.scores["dense_score"].values(), default=None)
         for keys in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
-            keys.extend(k for k in SCORE_KEYS if k not in keys)
+            keys.extend(k for k in [*SCORE_KEYS, QUESTION_DENSE_KEY] if k not in keys)
         return NodeWithScore(node=node, score=score)

@@ -46,6 +46,7 @@ def test_citation_numbers_point_to_the_sources_that_contain_the_quoted_text(inge
     assert "30 seconds" in answer.answer
     timeout_source = next(s for s in answer.sources if "timeout" in s.snippet)
     assert timeout_source.file_name == "guide.md" and timeout_source.section == "Widget guide > Configuring the timeout"
+    assert timeout_source.snippet in answer.answer, "the snippet is the quoted passage"
     assert answer.answered_by == "extractive" and any("No LLM is configured" in n for n in answer.notices)
     assert set(answer.timings_ms) == {"retrieve", "rerank", "generate", "total"}
 
