@@ -25,8 +25,8 @@ class DocsQueryEngine(RetrieverQueryEngine):
         retrieved = time.perf_counter()
         nodes = self._apply_node_postprocessors(nodes, query_bundle=query_bundle)
         reranked = time.perf_counter()
-        # Postprocessors that degrade instead of failing (e.g. the HF reranker keeping the fused order) say so here.
-        notices = [n for p in self._node_postprocessors if (n := getattr(p, "last_notice", None))]
+        # Stages that degrade instead of failing (keyword-only search, the HF reranker keeping the fused order) say so here.
+        notices = [n for p in [self._retriever, *self._node_postprocessors] if (n := getattr(p, "last_notice", None))]
         response = self._response_synthesizer.synthesize(query=query_bundle, nodes=nodes)
         done = time.perf_counter()
         response.metadata = response.metadata or {}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
+from integrations.backend_errors import describe_failure, transient_errors
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
 
 logger = logging.getLogger(__name__)
@@ -253,6 +255,7 @@ class MilvusHybridRetriever(BaseRetriever):
     ) -> None:
         self._store = vector_store
         self._embed_model = embed_model
+        self._local = threading.local()
         self.top_k = top_k
         self.dense_top_k = dense_top_k
         self.sparse_top_k = sparse_top_k
@@ -279,7 +282,22 @@ class MilvusHybridRetriever(BaseRetriever):
         nodes, scores, ids = self._store._parse_from_milvus_results(result)
         return list(zip(nodes, scores, ids, strict=True))
 
+    @property
+    def last_notice(self) -> str | None:
+        """Why the last question in this thread was searched by keywords only (None when dense search worked)."""
+        return getattr(self._local, "notice", None)
+
+    def _query_embedding(self, text: str) -> list[float] | None:
+        """The question's vector, or None when the embedder fails (API down, budget cap): BM25 still answers."""
+        try:
+            return self._embed_model.get_query_embedding(text)
+        except transient_errors() as exc:
+            self._local.notice = f"The question could not be embedded ({describe_failure(exc)}): searched by keywords (BM25) only."
+            logger.warning("%s", self._local.notice)
+            return None
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        self._local.notice = None
         expr = sources_filter(self.sources)
         pool = Candidates()
         ranked = self._rank(query_bundle.query_str, query_bundle.embedding, expr, pool)
@@ -293,8 +311,9 @@ class MilvusHybridRetriever(BaseRetriever):
     def _rank(self, text: str, embedding: list[float] | None, expr: str, pool: Candidates) -> list[str]:
         """Chunk ids for one query text, best first by weighted RRF of its dense and BM25 rankings."""
         dense: list[tuple[Any, float, str]] = []
-        if self.dense_weight > 0:
-            dense = self._search(embedding or self._embed_model.get_query_embedding(text), DENSE_FIELD, "IP", self.dense_top_k, expr)
+        vector = (embedding or self._query_embedding(text)) if self.dense_weight > 0 else None
+        if vector is not None:
+            dense = self._search(vector, DENSE_FIELD, "IP", self.dense_top_k, expr)
         terms = keyword_text(text) or text
         sparse = self._search(terms, SPARSE_FIELD, "BM25", self.sparse_top_k if self.sparse_weight > 0 else 0, expr)
         fused: dict[str, float] = {}

@@ -123,3 +123,20 @@ def test_error_rate_alert_fires_once_per_crossing(hf_index, hf_env, monkeypatch,
         runtime.vector_store.client.close()
     alerts = [r for r in caplog.records if "API error rate" in r.getMessage()]
     assert len(alerts) == 1
+
+
+def test_at_the_cap_no_api_call_is_made_and_the_answer_comes_from_local_backends_with_a_notice(hf_index, hf_env, monkeypatch) -> None:
+    spent = open_meter(load_settings("hf_api")).month_spend()
+    monkeypatch.setenv("DOCSRAG_BUDGET__MONTHLY_CAP_USD", str(spent))  # the cap is reached
+    monkeypatch.setenv("DOCSRAG_LLM__CHAIN", '["hf_api"]')
+    runtime = open_runtime(load_settings("hf_api"))
+    hf_env.reset()
+    try:
+        answer = _ask(runtime)
+    finally:
+        runtime.vector_store.client.close()
+    assert hf_env.requests() == [], "no API call at the cap: not for the question's embedding, reranking or the answer"
+    assert answer.answered_by == "extractive" and "[1]" in answer.answer
+    assert answer.sources[0].file_name == "guide.md"  # found by BM25 alone
+    assert any("keywords (BM25) only" in n and "monthly API budget" in n for n in answer.notices)
+    assert all("monthly API budget" in str(f) for f in answer.fallbacks)
