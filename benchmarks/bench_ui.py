@@ -37,18 +37,9 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1400",
-]
+sys.path.insert(0, str(REPO))
+from tests.chromium import chromium_available, start_chromium  # noqa: E402
+
 CHAT_INPUT = "textarea[data-testid='stChatInputTextArea']"
 QUESTIONS = ("How do I ingest a folder?", "How do I restrict a question to some files?")
 # Time of the first non-empty answer text in the newest assistant message (spinner text excluded).
@@ -80,17 +71,6 @@ def free_port() -> int:
 
 def build_index(index: Path) -> None:
     subprocess.run([sys.executable, "-m", "app", "ingest", str(REPO / "docs"), "--index", str(index), "-q"], cwd=REPO, check=True)
-
-
-def start_browser(profile_dir: str):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}"]:
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 def start_page(port: int, env: dict[str, str], log) -> subprocess.Popen:
@@ -137,7 +117,7 @@ def one_run(index: Path, env_extra: dict[str, str], timeout: float) -> dict[str,
     port = free_port()
     env = {**os.environ, "DOCSRAG_STORAGE__INDEX_DIR": str(index), **env_extra}
     with tempfile.TemporaryDirectory() as profile, tempfile.TemporaryFile("w+") as log:
-        driver = start_browser(profile)
+        driver = start_chromium(profile)
         started = time.monotonic()
         page = start_page(port, env, log)
         try:
@@ -168,7 +148,6 @@ def one_run(index: Path, env_extra: dict[str, str], timeout: float) -> dict[str,
 
 
 def loopback_env(stack) -> dict[str, str]:
-    sys.path.insert(0, str(REPO))
     from integrations.local_embedding import LocalMiniLMEmbedding
     from tests.loopback_server import LoopbackServer
 
@@ -190,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loopback", action="store_true", help="answer through the loopback HF server")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+    if not chromium_available():
         print("needs Debian chromium and chromium-driver: apt-get install -y chromium chromium-driver", file=sys.stderr)
         return 2
 

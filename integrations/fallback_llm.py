@@ -16,7 +16,6 @@ and ``additional_kwargs["fallbacks"]`` (one human-readable reason per skipped me
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -25,13 +24,8 @@ from typing import Any
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
-    ChatResponseAsyncGen,
     ChatResponseGen,
-    CompletionResponse,
-    CompletionResponseAsyncGen,
-    CompletionResponseGen,
     LLMMetadata,
-    MessageRole,
 )
 from llama_index.core.bridge.pydantic import Field, field_validator
 from llama_index.core.instrumentation import get_dispatcher
@@ -42,11 +36,11 @@ from integrations.backend_errors import (
     AllBackendsFailedError,
     BackendUnavailableError,
     StreamInterruptedError,
-    aiter_in_thread,
     describe_failure,
     question_deadline,
     transient_errors,
 )
+from integrations.chat_completion import ChatCompletionMixin
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
@@ -86,7 +80,7 @@ def backend_label(llm: LLM) -> str:
     return str(llm.metadata.model_name or llm.class_name())
 
 
-class FallbackLLM(LLM):
+class FallbackLLM(ChatCompletionMixin, LLM):
     """Try ``members`` in order until one answers; record who answered and why the others did not."""
 
     members: list[LLM] = Field(description="Backends in order of preference; the last one is always tried.")
@@ -204,30 +198,3 @@ class FallbackLLM(LLM):
                 return
 
         return gen()
-
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        response = self.chat([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs)
-        return CompletionResponse(text=response.message.content or "", raw=response.raw, additional_kwargs=response.additional_kwargs)
-
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        stream = self.stream_chat([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs)
-
-        def gen() -> CompletionResponseGen:
-            for chunk in stream:
-                yield CompletionResponse(
-                    text=chunk.message.content or "", delta=chunk.delta, raw=chunk.raw, additional_kwargs=chunk.additional_kwargs
-                )
-
-        return gen()
-
-    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return await asyncio.to_thread(self.chat, messages, **kwargs)
-
-    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return await asyncio.to_thread(self.complete, prompt, formatted, **kwargs)
-
-    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        return aiter_in_thread(self.stream_chat(messages, **kwargs))
-
-    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
-        return aiter_in_thread(self.stream_complete(prompt, formatted, **kwargs))

@@ -18,7 +18,6 @@ problems (GUIDE §3), fixed here without re-implementing the client:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -27,20 +26,17 @@ from typing import Any
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
-    ChatResponseAsyncGen,
     ChatResponseGen,
-    CompletionResponse,
-    CompletionResponseAsyncGen,
-    CompletionResponseGen,
     MessageRole,
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
-from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.callbacks import llm_chat_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.llms.huggingface_api import HuggingFaceInferenceAPI
 from pydantic import SecretStr
 
-from integrations.backend_errors import BackendUnavailableError, aiter_in_thread, current_deadline
+from integrations.backend_errors import BackendUnavailableError, current_deadline
+from integrations.chat_completion import ChatCompletionMixin
 from integrations.hf_http import DEFAULT_HF_BASE_URL, chat_url, secret_value, with_retries
 from integrations.usage_meter import BudgetDegraded, Metering, UsageMeter, estimate_tokens, metered
 
@@ -54,7 +50,7 @@ def _usage(raw: Any) -> dict[str, int]:
     return {key: int(usage[key]) for key in ("prompt_tokens", "completion_tokens", "total_tokens") if isinstance(usage.get(key), int)}
 
 
-class HFChatLLM(HuggingFaceInferenceAPI):
+class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
     """One chat model of the Hugging Face Inference Providers router (OpenAI-compatible route)."""
 
     base_url: str = Field(default=DEFAULT_HF_BASE_URL, description="Router base URL; requests go to {base_url}/v1/chat/completions.")
@@ -241,38 +237,6 @@ class HFChatLLM(HuggingFaceInferenceAPI):
                     _fill_usage(usage, reported, prompt_tokens, text, self._meter is not None)
 
         return gen()
-
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        response = self.chat([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs)
-        return CompletionResponse(text=response.message.content or "", raw=response.raw, additional_kwargs=response.additional_kwargs)
-
-    @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        stream = self.stream_chat([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs)
-
-        def gen() -> CompletionResponseGen:
-            for chunk in stream:
-                yield CompletionResponse(
-                    text=chunk.message.content or "", delta=chunk.delta, raw=chunk.raw, additional_kwargs=chunk.additional_kwargs
-                )
-
-        return gen()
-
-    # The stock async paths lose chunks and break across event loops: run the sync ones in a thread.
-    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return await asyncio.to_thread(self.chat, messages, **kwargs)
-
-    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return await asyncio.to_thread(self.complete, prompt, formatted, **kwargs)
-
-    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        stream = await asyncio.to_thread(self.stream_chat, messages, **kwargs)
-        return aiter_in_thread(stream)
-
-    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
-        stream = await asyncio.to_thread(self.stream_complete, prompt, formatted, **kwargs)
-        return aiter_in_thread(stream)
 
 
 def _fill_usage(usage: Metering, reported: dict[str, int], prompt_tokens: int, text: str, metering: bool) -> None:

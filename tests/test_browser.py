@@ -17,25 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.chromium import chromium_available, start_chromium
 from tests.conftest import REPO
 from tests.test_ingestion import GUIDE, write
 from tests.test_streamlit_app import PROXY
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-# GUIDE §6b: without the background-networking flags Chromium floods the closed network with refused connections.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1400",
-]
 ARTIFACTS = REPO / "tests" / "artifacts"
 SCREENSHOT = ARTIFACTS / "browser_answer.png"
 CHAT_INPUT = "textarea[data-testid='stChatInputTextArea']"
@@ -93,16 +81,10 @@ def page_url(small_index: Path, tmp_path: Path):
 
 @pytest.fixture
 def browser(tmp_path: Path):
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+    if not chromium_available():
         pytest.skip("needs Debian chromium and chromium-driver: apt-get update && apt-get install -y chromium chromium-driver")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install selenium==4.51.0)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install selenium==4.51.0)")
+    driver = start_chromium(tmp_path / "chromium-profile")
     yield driver
     driver.quit()
 
