@@ -27,18 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.chromium import chromium_available, start_chromium  # noqa: E402
+from tests.chromium import chromium_available, free_port, start_chromium, wait_http  # noqa: E402
 
 CHAT_INPUT = "textarea[data-testid='stChatInputTextArea']"
 QUESTIONS = ("How do I ingest a folder?", "How do I restrict a question to some files?")
@@ -63,12 +61,6 @@ observer.observe(document.body, {subtree: true, childList: true, characterData: 
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def build_index(index: Path) -> None:
     subprocess.run([sys.executable, "-m", "app", "ingest", str(REPO / "docs"), "--index", str(index), "-q"], cwd=REPO, check=True)
 
@@ -79,17 +71,6 @@ def start_page(port: int, env: dict[str, str], log) -> subprocess.Popen:
         "--server.port", str(port), "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_http(url: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer 200")
 
 
 def ask(driver, question: str, timeout: float) -> tuple[float, float]:
@@ -122,7 +103,7 @@ def one_run(index: Path, env_extra: dict[str, str], timeout: float) -> dict[str,
         page = start_page(port, env, log)
         try:
             url = f"http://127.0.0.1:{port}/"
-            wait_http(url, started + timeout)
+            wait_http(url, timeout)
             http_ok = time.monotonic() - started
             driver.get(url)
             WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: d.find_elements(By.CSS_SELECTOR, CHAT_INPUT))

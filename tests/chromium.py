@@ -1,7 +1,14 @@
-"""Headless Debian Chromium driven by Selenium, shared by the browser test and benchmarks/bench_ui.py."""
+"""The page in a real browser: a free port, waiting for the server, headless Debian Chromium via Selenium.
+
+Shared by the browser test and benchmarks/bench_ui.py.
+"""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -33,3 +40,24 @@ def start_chromium(profile_dir: str | Path):
     for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}"]:
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    """Return once ``url`` answers 200; fail early if ``process`` (the server) exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout:g} s")

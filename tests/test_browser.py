@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.chromium import chromium_available, start_chromium
+from tests.chromium import chromium_available, free_port, start_chromium, wait_http
 from tests.conftest import REPO
 from tests.test_ingestion import GUIDE, write
 from tests.test_streamlit_app import PROXY
@@ -28,26 +25,6 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 SCREENSHOT = ARTIFACTS / "browser_answer.png"
 CHAT_INPUT = "textarea[data-testid='stChatInputTextArea']"
 STARTUP_TIMEOUT_S = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_http(url: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 @pytest.fixture
@@ -62,7 +39,7 @@ def small_index(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def page_url(small_index: Path, tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DOCSRAG_STORAGE__INDEX_DIR": str(small_index)}
     command = [
         str(Path(sys.executable).parent / "streamlit"), "run", "streamlit_app.py", "--server.headless", "true",
@@ -72,7 +49,7 @@ def page_url(small_index: Path, tmp_path: Path):
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}/"
-            _wait_http(url, process, STARTUP_TIMEOUT_S)
+            wait_http(url, STARTUP_TIMEOUT_S, process)
             yield url
         finally:
             process.terminate()

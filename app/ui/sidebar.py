@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.composition import Runtime, open_meter, uses_hf_api
+from app.composition import Runtime
 from app.store import is_lite_uri
 from app.ui.library import IngestOutcome, documents, first_start_folders, ingest_folders, known_folders, library_rows
 from app.ui.render import escape
@@ -51,26 +51,23 @@ def backend_lines(settings: Settings) -> list[str]:
     return [f"**{label}:** {escape(value)}" for label, value in rows.items()]
 
 
-def _usage(settings: Settings) -> None:
+def _usage(meter, settings: Settings) -> None:
     """This month's metered API spend against the cap (profiles that call the HF API)."""
-    meter = open_meter(settings)
-    try:
-        spent, state, alerts = meter.month_spend(), meter.state(), meter.active_alerts()
-    finally:
-        meter.close()
+    spent, state, alerts = meter.month_spend(), meter.state(), meter.active_alerts()
     cap = settings.budget.monthly_cap_usd
     st.progress(min(spent / cap, 1.0) if cap else 1.0, text=escape(f"API usage this month: ${spent:.2f} of ${cap:.2f} ({state})"))
     for alert in alerts:
         st.warning(f"Usage alert: {escape(ALERTS.get(alert, alert))}")
 
 
-def _backends(settings: Settings) -> None:
+def _backends(runtime: Runtime) -> None:
+    settings = runtime.settings
     st.subheader("Backends")
     st.markdown("  \n".join(backend_lines(settings)))
     if settings.rerank.backend == "none":
         st.caption(NO_RERANK)
-    if uses_hf_api(settings):
-        _usage(settings)
+    if runtime.meter is not None:  # the runtime's own meter: it exists exactly when a backend is a paid API
+        _usage(runtime.meter, settings)
 
 
 def _show_outcome(outcome: IngestOutcome) -> None:
@@ -153,7 +150,7 @@ def render_sidebar(runtime: Runtime) -> Choices:
     settings = runtime.settings
     with st.sidebar:
         st.title("docsrag")
-        _backends(settings)
+        _backends(runtime)
         library = st.container()
         _add_documents(runtime, known_folders(settings, documents(settings)))
         records = documents(settings)  # after any ingestion above
