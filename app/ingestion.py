@@ -28,14 +28,15 @@ from app.chunking import DocumentChunker
 from app.manifest import FileRecord, Manifest
 from app.readers import SUPPORTED_SUFFIXES, Piece, SkipFile, file_format, read_pieces
 from app.store import chunk_counts_by_source, delete_sources
+from integrations.section_context import CONTEXT_KEY, section_spans
 from integrations.sqlite_kvstore import SQLiteKVStore
 from settings import Settings
 
 logger = logging.getLogger(__name__)
 
 SKIPPED_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "node_modules", "__pycache__", ".docsrag"}
-EMBED_KEYS_EXCLUDED = ["source", "format", "page", "page_label", "language"]
-LLM_KEYS_EXCLUDED = ["format", "language"]
+EMBED_KEYS_EXCLUDED = ["source", "format", "page", "page_label", "language", CONTEXT_KEY]
+LLM_KEYS_EXCLUDED = ["format", "language", CONTEXT_KEY]
 
 Progress = Callable[[int, int, str], None]
 
@@ -98,10 +99,13 @@ def sha256_file(path: Path) -> str:
 
 def piece_documents(source: str, fmt: str, pieces: list[Piece]) -> list[Document]:
     documents = []
+    spans = section_spans([p.section for p in pieces], [p.text for p in pieces])
     for number, piece in enumerate(pieces):
         metadata: dict[str, object] = {"source": source, "file_name": Path(source).name, "format": fmt}
         if piece.section:
             metadata["section"] = piece.section
+        if spans[number] and piece.page is None:  # PDF pages are shown as windows of their chunks
+            metadata[CONTEXT_KEY] = spans[number]
         if piece.page is not None:
             metadata["page"] = piece.page
         if piece.page_label:

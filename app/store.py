@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +81,25 @@ def warn_if_lite_too_large(store, settings: Settings) -> int:
             limit,
         )
     return chunks
+
+
+def warm_up_in_background(store) -> threading.Thread:
+    """One keyword search off the request path: Milvus Lite builds its BM25 index on the first (~10 s at 100k chunks)."""
+
+    def run() -> None:
+        started = time.perf_counter()
+        try:
+            store.client.search(
+                store.collection_name, data=["warm up"], anns_field=store.sparse_embedding_field, limit=1, output_fields=["id"]
+            )
+        except Exception as exc:  # noqa: BLE001 - a closed or unreachable store: the first real question reports it
+            logger.debug("keyword index warm-up failed: %s", exc)
+            return
+        logger.info("keyword index ready in %.1fs", time.perf_counter() - started)
+
+    thread = threading.Thread(target=run, name="docsrag-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def quote(value: str) -> str:

@@ -312,14 +312,15 @@ def timed(fn, q, name=None):
     return (time.perf_counter() - t) * 1000, n
 hybrid = lambda q: retriever.retrieve(q)
 hybrid_pre = lambda q: retriever.retrieve(QueryBundle(q, embedding=vectors[q]))
-dense = lambda q: retriever._search(vectors[q], "embedding", "IP", retriever.dense_top_k, "")
-sparse = lambda q: retriever._search(q, "sparse_embedding", "BM25", retriever.sparse_top_k, "")
+dense = lambda q: retriever._search([vectors[q]], "embedding", "IP", retriever.dense_top_k)[0]
+sparse = lambda q: retriever._search([q], "sparse_embedding", "BM25", retriever.sparse_top_k)[0]
 one_source = store.client.query(store.collection_name, filter="", output_fields=["source"], limit=1)[0]["source"]
 filtered_retriever = build_retriever(runtime, sources=[one_source])
 filtered = lambda q: filtered_retriever.retrieve(QueryBundle(q, embedding=vectors[q]))
-for q in queries[:5]:
+t = time.perf_counter(); hybrid(queries[0]); first = time.perf_counter() - t  # Milvus Lite builds its BM25 index on first use
+for q in queries[1:5]:
     hybrid(q)
-out = {{"chunks": chunks, "reopen_s": reopen, "count_s": count_s}}
+out = {{"chunks": chunks, "reopen_s": reopen, "first_query_s": first, "count_s": count_s}}
 for name, fn, rounds in (
     ("hybrid", hybrid, {rounds}), ("hybrid_no_embed", hybrid_pre, {rounds}), ("dense", dense, {rounds}), ("bm25", sparse, {rounds}),
     ("hybrid_one_file_filter", filtered, 1),
@@ -513,15 +514,16 @@ def main() -> int:
         args.out.write_text(text)
     if "stages" in results:
         print(
-            "\n| chunks | ingest chunks/s | ingest peak RSS MB | index MB | reopen s | hybrid p50/p95 ms | dense p50 | bm25 p50 "
-            "| filtered p50 |"
+            "\n| chunks | ingest chunks/s | ingest peak RSS MB | index MB | reopen s | first query s | hybrid p50/p95 ms "
+            "| hybrid CPU p50 ms | dense p50 | bm25 p50 | filtered p50 | query RSS MB |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in results["stages"]:
             print(
                 f"| {r['chunks']} | {r['ingest_chunks_per_s']} | {r['ingest_peak_rss_mb']} | {r['index_mb']} | {r['reopen_s']} "
-                f"| {r['hybrid_p50_ms']:.0f}/{r['hybrid_p95_ms']:.0f} | {r['dense_p50_ms']:.0f} | {r['bm25_p50_ms']:.0f} "
-                f"| {r['hybrid_one_file_filter_p50_ms']:.0f} |"
+                f"| {r['first_query_s']} | {r['hybrid_p50_ms']:.0f}/{r['hybrid_p95_ms']:.0f} | {r['hybrid_cpu_p50_ms']:.0f} "
+                f"| {r['dense_p50_ms']:.0f} | {r['bm25_p50_ms']:.0f} | {r['hybrid_one_file_filter_p50_ms']:.0f} "
+                f"| {r['query_process_rss_mb']:.0f} |"
             )
     return 0
 

@@ -4,14 +4,13 @@ Milvus computes both rankings (the dense vector index and its built-in BM25
 function), so the same retriever serves Milvus Lite and a Milvus cluster. The
 fusion happens here rather than in Milvus' RRFRanker so that each result keeps
 its dense cosine similarity, which the answer step uses to detect weak evidence.
+A question and its parts are embedded in one call and searched in one dense and
+one BM25 request.
 
-Chunks are small so that each embeds well, but a chunk is often only part of
-what answers a question (a command's description without its options table).
-So each hit grows into its *context*: the largest enclosing heading section
-that fits in ``context_words`` (Markdown/HTML/reST pieces are sections), else a
-window of neighbouring chunks of the same piece (a PDF page, a long section).
-Hits whose context is already shown are skipped, so the top k are k distinct
-passages.
+Each hit grows into its context (integrations.section_context): the section
+span recorded at ingestion, else a window of its piece's chunks, fetched by
+primary key. Hits whose context is already shown are skipped, so the top k are
+k distinct passages.
 """
 
 from __future__ import annotations
@@ -30,6 +29,8 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from integrations.backend_errors import describe_failure, transient_errors
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
+from integrations.query_batch import embed_queries
+from integrations.section_context import CONTEXT_KEY, CONTEXT_WORDS, join_texts, parse_span, words
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +40,12 @@ NODE_FIELDS = ["_node_content", "_node_type", "text"]
 SCORE_KEYS = ["dense_score", "bm25_score"]
 #: Metadata key: the question's (or one of its parts') best cosine similarity over the index: evidence that the docs cover it.
 QUESTION_DENSE_KEY = "question_dense_score"
-SECTION_SEPARATOR = " > "
 #: Chunk ids are "<piece id>:<n>" and piece ids "<source>#<n>" (app.chunking.chunk_id, app.ingestion).
-_CHUNK_ID = re.compile(r"^(?P<piece>(?P<source>.*)#(?P<number>\d+)):(?P<index>\d+)$")
-#: Pieces fetched on each side of a hit's piece when looking for its enclosing section.
-PIECE_RADIUS = 12
+_CHUNK_ID = re.compile(r"^(?P<source>.*)#(?P<piece>\d+):(?P<index>\d+)$")
+#: Chunks fetched of each piece in a context span (a piece within CONTEXT_WORDS has fewer unless it is mostly symbols).
+SPAN_CHUNKS = 8
+#: Chunks fetched on each side of a hit for its window.
+WINDOW_CHUNKS = 6
 #: Heading lines: Markdown ATX headings and reST/setext underlines.
 _HEADING_LINE = re.compile(r"^ {0,3}#{1,6}(?:\s.*)?$|^\s*([=\-~^*#+`])\1{2,}\s*$", re.MULTILINE)
 #: Where a question may turn to another topic: sentence ends, "and then", ", and how ...", "Also,", "Meanwhile," ...
@@ -61,18 +63,21 @@ _FRAME_WORDS = (
     "need needs want wants like some any possible possibly"
 )
 QUESTION_FRAME = frozenset(_FRAME_WORDS.split())
-#: Hits (in fused order) whose neighbourhood is fetched; later hits are used as they are.
+#: Hits (in fused order) whose context is fetched; later hits are used as they are.
 EXPANDED_HITS_PER_RESULT = 3
 
 
 def sources_filter(sources: list[str] | None) -> str:
+    """A Milvus filter for chunks of these files: a range of piece ids ("<source>#<digit>..."), one per file.
+
+    ``source`` is a dynamic JSON field that Milvus Lite decodes row by row
+    (1-3 s at 100k chunks); ``doc_id`` is a real column compared in bulk (~0.1 s).
+    A file named like another's piece id ("x.md#1.md") would also match; the
+    retriever then searches again with the exact, slow ``source`` filter.
+    """
     if not sources:
         return ""
-    return f"source in [{', '.join(json.dumps(s) for s in sources)}]"
-
-
-def words(text: str) -> int:
-    return len(text.split())
+    return " or ".join(f"(doc_id >= {json.dumps(s + '#0')} and doc_id < {json.dumps(s + '#:')})" for s in sources)
 
 
 def bare_heading(text: str) -> bool:
@@ -106,126 +111,54 @@ class Candidates:
     fused: dict[str, float] = field(default_factory=dict)
     scores: dict[str, dict[str, float]] = field(default_factory=lambda: {key: {} for key in SCORE_KEYS})
 
-    def add(self, node_id: str, node: Any, key: str, score: float) -> None:
-        self.nodes.setdefault(node_id, node)
+    def add(self, node_id: str, key: str, score: float) -> None:
         self.scores[key][node_id] = max(score, self.scores[key].get(node_id, score))
 
 
-@dataclass(frozen=True)
-class Neighbour:
-    """A chunk near a hit: where it sits in its file, its heading path and text."""
-
-    id: str
-    source: str
-    piece: str
-    number: int
-    index: int
-    section: tuple[str, ...]
-    text: str
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Neighbour | None:
-        match = _CHUNK_ID.match(str(row.get("id", "")))
-        if not match:
-            return None
-        section = str(row.get("section") or "")
-        return cls(
-            id=row["id"],
-            source=match["source"],
-            piece=match["piece"],
-            number=int(match["number"]),
-            index=int(match["index"]),
-            section=tuple(section.split(SECTION_SEPARATOR)) if section else (),
-            text=str(row.get("text") or ""),
-        )
+def chunk_ref(node_id: str) -> tuple[str, int, int] | None:
+    """(source, piece number, chunk index) of a chunk id, None for ids of another shape."""
+    match = _CHUNK_ID.match(node_id)
+    return (match["source"], int(match["piece"]), int(match["index"])) if match else None
 
 
-def join_chunks(chunks: Sequence[Neighbour]) -> str:
-    """Chunks in file order as one text; the overlap between neighbouring chunks of one piece appears once."""
-    out = ""
-    previous: Neighbour | None = None
-    for chunk in chunks:
-        if previous is None:
-            out = chunk.text
-        elif previous.piece == chunk.piece:
-            shared = overlap(out, chunk.text)
-            out += chunk.text[shared:] if shared else "\n" + chunk.text
-        else:
-            out += "\n\n" + chunk.text
-        previous = chunk
-    return out
+def chunk_id(source: str, piece: int, index: int) -> str:
+    return f"{source}#{piece}:{index}"
 
 
-def overlap(left: str, right: str, longest: int = 2000) -> int:
-    """Length of the longest suffix of ``left`` that starts ``right`` (at least 20 characters, else 0)."""
-    for size in range(min(len(left), len(right), longest), 19, -1):
-        if left.endswith(right[:size]):
-            return size
-    return 0
+def context_candidates(node_id: str, node: Any) -> list[str]:
+    """Ids of the chunks a hit's context may take: every chunk of its section span, else its piece's chunks around it."""
+    ref = chunk_ref(node_id)
+    if ref is None:
+        return []
+    source, piece, index = ref
+    span = parse_span(node.metadata.get(CONTEXT_KEY))
+    if span is not None and piece in span:
+        return [chunk_id(source, p, k) for p in span for k in range(SPAN_CHUNKS)]
+    return [chunk_id(source, piece, k) for k in range(max(0, index - WINDOW_CHUNKS), index + WINDOW_CHUNKS + 1)]
 
 
-class Neighbourhood:
-    """The fetched chunks around some hits, in file order per source, and how a hit grows into its context."""
-
-    def __init__(self, chunks: Sequence[Neighbour], requested: dict[str, set[int]]) -> None:
-        self.by_source: dict[str, list[Neighbour]] = {}
-        for chunk in sorted(chunks, key=lambda c: (c.source, c.number, c.index)):
-            self.by_source.setdefault(chunk.source, []).append(chunk)
-        self.position = {c.id: (source, i) for source, rows in self.by_source.items() for i, c in enumerate(rows)}
-        # Piece numbers asked for, per source: one asked for but absent has no chunks (a bare heading) or is past the file's end.
-        self.requested = requested
-
-    def context(self, node_id: str, budget: int, paged: bool) -> list[Neighbour] | None:
-        """The chunks that make up a hit's context, or None when the hit was not fetched."""
-        if node_id not in self.position:
-            return None
-        source, i = self.position[node_id]
-        rows = self.by_source[source]
-        section = None if paged else self._section(rows, i, budget, self.requested.get(source, set()))
-        return section or self._window(rows, i, budget)
-
-    @staticmethod
-    def _section(rows: list[Neighbour], i: int, budget: int, requested: set[int]) -> list[Neighbour] | None:
-        """The largest enclosing heading section around rows[i] within the budget (None if even its own is too big).
-
-        A section is taken only when both its ends were fetched: pieces not fetched could continue it.
-        """
-        path = rows[i].section
-        best = None
-        for depth in range(len(path), 0, -1):
-            prefix = path[:depth]
-            low, high = i, i
-            while low > 0 and _adjacent(rows[low - 1], rows[low], requested) and rows[low - 1].section[:depth] == prefix:
-                low -= 1
-            while high + 1 < len(rows) and _adjacent(rows[high], rows[high + 1], requested) and rows[high + 1].section[:depth] == prefix:
-                high += 1
-            starts = (low > 0 and _adjacent(rows[low - 1], rows[low], requested)) or requested.issuperset(range(rows[low].number))
-            ends = (high + 1 < len(rows) and _adjacent(rows[high], rows[high + 1], requested)) or rows[high].number + 1 in requested
-            members = rows[low : high + 1]
-            if not (starts and ends) or sum(words(c.text) for c in members) > budget:
-                break
-            best = members
-        return best
-
-    @staticmethod
-    def _window(rows: list[Neighbour], i: int, budget: int) -> list[Neighbour]:
-        """rows[i] and its neighbours in the same piece, alternately after and before, within the budget."""
-        low = high = i
-        total = words(rows[i].text)
-        grown = True
-        while grown:
-            grown = False
-            for j in (high + 1, low - 1):
-                if 0 <= j < len(rows) and rows[j].piece == rows[i].piece and total + words(rows[j].text) <= budget:
-                    total += words(rows[j].text)
-                    low, high = min(low, j), max(high, j)
-                    grown = True
-        return rows[low : high + 1]
-
-
-def _adjacent(before: Neighbour, after: Neighbour, requested: set[int]) -> bool:
-    """Consecutive in the file: nothing unfetched between them (pieces asked for but absent have no chunks)."""
-    return requested.issuperset(range(before.number + 1, after.number))
+def context_ids(node_id: str, node: Any, texts: dict[str, str], budget: int) -> list[str]:
+    """The chunks, in file order, that make up a hit's context, among the chunks whose texts are known."""
+    ref = chunk_ref(node_id)
+    if ref is None:
+        return [node_id]
+    source, piece, index = ref
+    if parse_span(node.metadata.get(CONTEXT_KEY)) is not None:
+        members = [i for i in context_candidates(node_id, node) if i in texts]
+        if node_id in members:
+            return members
+    low = high = index  # a window: neighbours alternately after and before, within the budget
+    total = words(texts.get(node_id, ""))
+    grown = True
+    while grown:
+        grown = False
+        for k in (high + 1, low - 1):
+            text = texts.get(chunk_id(source, piece, k)) if k >= 0 else None
+            if text is not None and total + words(text) <= budget:
+                total += words(text)
+                low, high = min(low, k), max(high, k)
+                grown = True
+    return [chunk_id(source, piece, k) for k in range(low, high + 1)]
 
 
 class MilvusHybridRetriever(BaseRetriever):
@@ -249,7 +182,7 @@ class MilvusHybridRetriever(BaseRetriever):
         dense_weight: float = 1.0,
         sparse_weight: float = 1.0,
         sources: list[str] | None = None,
-        context_words: int = 250,
+        context_words: int = CONTEXT_WORDS,
         split_questions: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -267,30 +200,40 @@ class MilvusHybridRetriever(BaseRetriever):
         self.split_questions = split_questions
         super().__init__(**kwargs)
 
-    def _search(self, data: Any, field: str, metric: str, limit: int, expr: str) -> list[tuple[Any, float, str]]:
-        if limit <= 0:
-            return []
-        result = self._store.client.search(
-            collection_name=self._store.collection_name,
-            data=[data],
-            anns_field=field,
-            limit=limit,
-            filter=expr,
-            output_fields=NODE_FIELDS,
-            search_params={"metric_type": metric},
-        )
-        nodes, scores, ids = self._store._parse_from_milvus_results(result)
-        return list(zip(nodes, scores, ids, strict=True))
+    def _search(self, queries: list[Any], field: str, metric: str, limit: int) -> list[list[tuple[str, float, dict]]]:
+        """One Milvus request for all queries: per query, its hits as (id, score, raw hit), within ``sources`` if set."""
+        if limit <= 0 or not queries:
+            return [[] for _ in queries]
+
+        def search(expr: str) -> list[list[dict]]:
+            return self._store.client.search(
+                collection_name=self._store.collection_name,
+                data=queries,
+                anns_field=field,
+                limit=limit,
+                filter=expr,
+                output_fields=NODE_FIELDS,
+                search_params={"metric_type": metric},
+            )
+
+        result = search(sources_filter(self.sources))
+        if self.sources and any((chunk_ref(hit["id"]) or ("",))[0] not in self.sources for hits in result for hit in hits):
+            result = search(f"source in [{', '.join(json.dumps(s) for s in self.sources)}]")  # exact, slow: names like piece ids
+        return [[(hit["id"], float(hit["distance"]), hit) for hit in hits] for hits in result]
 
     @property
     def last_notice(self) -> str | None:
         """Why the last question in this thread was searched by keywords only (None when dense search worked)."""
         return getattr(self._local, "notice", None)
 
-    def _query_embedding(self, text: str) -> list[float] | None:
-        """The question's vector, or None when the embedder fails (API down, budget cap): BM25 still answers."""
+    def _query_vectors(self, texts: list[str], given: list[float] | None) -> list[list[float]] | None:
+        """One vector per query text (one embedder call), or None when the embedder fails (API down, budget cap): BM25 still answers."""
+        if self.dense_weight <= 0:
+            return None
         try:
-            return self._embed_model.get_query_embedding(text)
+            if given is not None:
+                return [given, *embed_queries(self._embed_model, texts[1:])]
+            return embed_queries(self._embed_model, texts)
         except transient_errors() as exc:
             self._local.notice = f"The question could not be embedded ({describe_failure(exc)}): searched by keywords (BM25) only."
             logger.warning("%s", self._local.notice)
@@ -298,48 +241,57 @@ class MilvusHybridRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         self._local.notice = None
-        expr = sources_filter(self.sources)
+        question = query_bundle.query_str
+        texts = [question, *(question_parts(question) if self.split_questions else [])]
         pool = Candidates()
-        ranked = self._rank(query_bundle.query_str, query_bundle.embedding, expr, pool)
-        if self.split_questions:
-            parts = [self._rank(part, None, expr, pool) for part in question_parts(query_bundle.query_str)]
-            ranked = interleave(ranked, parts)
+        whole, *parts = self._rank(texts, self._query_vectors(texts, query_bundle.embedding), pool)
+        ranked = interleave(whole, parts)
         if self.context_words <= 0:
             return [self._result(pool.nodes[i], [i], pool.fused[i], pool) for i in ranked[: self.top_k]]
         return self._grow(ranked, pool)
 
-    def _rank(self, text: str, embedding: list[float] | None, expr: str, pool: Candidates) -> list[str]:
-        """Chunk ids for one query text, best first by weighted RRF of its dense and BM25 rankings."""
-        dense: list[tuple[Any, float, str]] = []
-        vector = (embedding or self._query_embedding(text)) if self.dense_weight > 0 else None
-        if vector is not None:
-            dense = self._search(vector, DENSE_FIELD, "IP", self.dense_top_k, expr)
-        terms = keyword_text(text) or text
-        sparse = self._search(terms, SPARSE_FIELD, "BM25", self.sparse_top_k if self.sparse_weight > 0 else 0, expr)
-        fused: dict[str, float] = {}
-        for weight, hits, key in ((self.dense_weight, dense, "dense_score"), (self.sparse_weight, sparse, "bm25_score")):
-            for rank, (node, score, node_id) in enumerate(hits, start=1):
-                fused[node_id] = fused.get(node_id, 0.0) + weight / (self.rrf_k + rank)
-                pool.add(node_id, node, key, abs(float(score)))  # Milvus Lite reports BM25 scores negated
-        ranked = sorted(fused, key=fused.__getitem__, reverse=True)
-        for node_id in ranked:
-            pool.fused.setdefault(node_id, fused[node_id])  # the whole question's ranking comes first
-        return ranked
+    def _rank(self, texts: list[str], vectors: list[list[float]] | None, pool: Candidates) -> list[list[str]]:
+        """Per query text, chunk ids best first by weighted RRF of its dense and BM25 rankings (two Milvus requests in all)."""
+        dense = self._search(vectors, DENSE_FIELD, "IP", self.dense_top_k) if vectors else [[] for _ in texts]
+        terms = [keyword_text(t) or t for t in texts]
+        sparse = self._search(terms, SPARSE_FIELD, "BM25", self.sparse_top_k if self.sparse_weight > 0 else 0)
+        rankings = []
+        for dense_hits, sparse_hits in zip(dense, sparse, strict=True):
+            fused: dict[str, float] = {}
+            for weight, hits, key in ((self.dense_weight, dense_hits, "dense_score"), (self.sparse_weight, sparse_hits, "bm25_score")):
+                for rank, (node_id, score, hit) in enumerate(hits, start=1):
+                    fused[node_id] = fused.get(node_id, 0.0) + weight / (self.rrf_k + rank)
+                    if node_id not in pool.nodes:
+                        pool.nodes[node_id] = self._store._parse_from_milvus_results([[hit]])[0][0]
+                    pool.add(node_id, key, abs(score))  # Milvus Lite reports BM25 scores negated
+            ranked = sorted(fused, key=fused.__getitem__, reverse=True)
+            for node_id in ranked:
+                pool.fused.setdefault(node_id, fused[node_id])  # the whole question's ranking comes first
+            rankings.append(ranked)
+        return rankings
 
     def _grow(self, ranked: list[str], pool: Candidates) -> list[NodeWithScore]:
         """The top k distinct contexts, in the order of their best chunk."""
-        neighbourhood = self._neighbourhood(ranked[: self.top_k * EXPANDED_HITS_PER_RESULT])
+        texts = {node_id: node.get_content() for node_id, node in pool.nodes.items()}
+        expandable = ranked[: self.top_k * EXPANDED_HITS_PER_RESULT]
+        fetched_until = 0
         results: list[NodeWithScore] = []
         shown: set[str] = set()
-        for node_id in ranked:
+        for position, node_id in enumerate(ranked):
             node = pool.nodes[node_id]
-            members = neighbourhood.context(node_id, self.context_words, paged=node.metadata.get("page") is not None)
-            ids = [c.id for c in members] if members else [node_id]
+            if position < len(expandable):
+                if position >= fetched_until:  # the next top_k hits' contexts, in one request
+                    fetched_until = position + self.top_k
+                    wanted = {i for hit in expandable[position:fetched_until] for i in context_candidates(hit, pool.nodes[hit])}
+                    texts.update(self._fetch_texts(sorted(wanted - texts.keys())))
+                ids = context_ids(node_id, node, texts, self.context_words)
+            else:
+                ids = [node_id]
             if shown.issuperset(ids):
                 continue
             shown.update(ids)
-            if members and len(members) > 1:
-                node = self._merged(node, members)
+            if len(ids) > 1:
+                node = self._merged(node, ids, texts)
             elif bare_heading(node.get_content()):
                 continue  # says nothing; its section's content is in other chunks
             results.append(self._result(node, ids, pool.fused[node_id], pool))
@@ -347,31 +299,20 @@ class MilvusHybridRetriever(BaseRetriever):
                 break
         return results
 
-    def _neighbourhood(self, hit_ids: list[str]) -> Neighbourhood:
-        """One query for the pieces around the hits: the hit's piece, and for sections the pieces nearby."""
-        wanted: dict[str, set[int]] = {}
-        for node_id in hit_ids:
-            match = _CHUNK_ID.match(node_id)
-            if match:
-                number = int(match["number"])
-                wanted.setdefault(match["source"], set()).update(range(max(0, number - PIECE_RADIUS), number + PIECE_RADIUS + 1))
-        if not wanted:
-            return Neighbourhood([], {})
-        pieces = [f"{source}#{n}" for source, numbers in wanted.items() for n in sorted(numbers)]
-        rows = self._store.client.query(
-            collection_name=self._store.collection_name,
-            filter=f"doc_id in [{', '.join(json.dumps(p) for p in pieces)}]",
-            output_fields=["id", "text", "section"],
-        )
-        chunks = [c for c in (Neighbour.from_row(row) for row in rows) if c is not None]
-        return Neighbourhood(chunks, wanted)
+    def _fetch_texts(self, ids: list[str]) -> dict[str, str]:
+        """Texts of these chunks by primary key (absent ids are chunks that do not exist)."""
+        if not ids:
+            return {}
+        rows = self._store.client.get(collection_name=self._store.collection_name, ids=ids, output_fields=["text"])
+        return {row["id"]: str(row.get("text") or "") for row in rows}
 
     @staticmethod
-    def _merged(hit: Any, members: list[Neighbour]) -> TextNode:
+    def _merged(hit: Any, ids: list[str], texts: dict[str, str]) -> TextNode:
         """One node for a context of several chunks; it keeps the hit's metadata, so it is labelled with the hit's section."""
+        pieces = [chunk_ref(i)[:2] for i in ids]  # type: ignore[index]
         return TextNode(
-            id_=f"{members[0].id}..{members[-1].id}",
-            text=join_chunks(members),
+            id_=f"{ids[0]}..{ids[-1]}",
+            text=join_texts([texts[i] for i in ids], [i > 0 and pieces[i] == pieces[i - 1] for i in range(len(ids))]),
             metadata=dict(hit.metadata),
             excluded_embed_metadata_keys=list(hit.excluded_embed_metadata_keys),
             excluded_llm_metadata_keys=list(hit.excluded_llm_metadata_keys),

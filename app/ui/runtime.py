@@ -8,6 +8,7 @@ import threading
 import streamlit as st
 
 from app.composition import Runtime, open_runtime
+from app.store import warm_up_in_background
 from settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -20,7 +21,9 @@ def _close(runtime: Runtime) -> None:
 @st.cache_resource(show_spinner="Opening the index…", on_release=_close)
 def _open(key: str, _settings: Settings) -> Runtime:
     logger.info("opening the index for the page: %s", _settings.storage.milvus_uri())
-    return open_runtime(_settings)
+    runtime = open_runtime(_settings)
+    warm_up_in_background(runtime.vector_store)  # the first question should not pay for building the BM25 index
+    return runtime
 
 
 def page_runtime(settings: Settings) -> Runtime:
