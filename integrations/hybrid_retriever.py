@@ -54,6 +54,8 @@ _CLAUSE_BREAK = re.compile(
     r"|,\s*(?:also|then|meanwhile|additionally|and)\b,?\s*|\b(?:also|meanwhile|additionally|furthermore|then),\s*",
     re.IGNORECASE,
 )
+#: Between the items of an enumeration within a clause: "a, b and c", "a as well as b".
+_ITEM_BREAK = re.compile(r",\s*|;\s*|\s+and\s+|\s+as well as\s+", re.IGNORECASE)
 #: Words that say how a question is asked rather than what it is about.
 _FRAME_WORDS = (
     "a an the and or but of to in on for with by at from as is are was were be been being do does did can could would should will "
@@ -65,6 +67,8 @@ _FRAME_WORDS = (
 QUESTION_FRAME = frozenset(_FRAME_WORDS.split())
 #: Hits (in fused order) whose context is fetched; later hits are used as they are.
 EXPANDED_HITS_PER_RESULT = 3
+#: The first results hold at most one passage per heading section (or PDF page); its other passages follow them.
+DISTINCT_SECTION_RESULTS = 5
 
 
 def sources_filter(sources: list[str] | None) -> str:
@@ -85,16 +89,28 @@ def bare_heading(text: str) -> bool:
     return not _HEADING_LINE.sub("", text).strip()
 
 
-def question_parts(question: str, min_terms: int = 3, most: int = 4) -> list[str]:
+def topical(text: str, min_terms: int) -> bool:
+    """The text names a topic: at least ``min_terms`` words that are not question phrasing."""
+    return sum(w not in QUESTION_FRAME for w in re.findall(r"\w+", text.lower())) >= min_terms
+
+
+def question_parts(question: str, min_terms: int = 3, most: int = 5) -> list[str]:
     """The clauses of a multi-part question that each name a topic ([] for a one-part question).
 
     "How do I add rings, and how do I check them?" asks two things; the second
     is easily crowded out of the top results by the first, so each part is
-    searched too. Clauses of question phrasing only ("How can I achieve this?") are dropped.
+    searched too. So is each item of an enumeration within a clause ("insert filler
+    cells, analyze the clock tree and remove the buffers") when every item names a
+    topic itself. Clauses of question phrasing only ("How can I achieve this?") are dropped.
     """
-    parts = [p.strip(" ,.?") for p in _CLAUSE_BREAK.split(question) if p and p.strip(" ,.?")]
-    topical = [p for p in parts if sum(w not in QUESTION_FRAME for w in re.findall(r"\w+", p.lower())) >= min_terms]
-    return topical[:most] if len(topical) > 1 else []
+    parts: list[str] = []
+    for clause in (p.strip(" ,.?") for p in _CLAUSE_BREAK.split(question) if p):
+        items = [i for i in (p.strip(" ,.?") for p in _ITEM_BREAK.split(clause) if p) if topical(i, min_terms)]
+        if len(items) > 1:
+            parts.extend(items)
+        elif topical(clause, min_terms):
+            parts.append(clause)
+    return parts[:most] if len(parts) > 1 else []
 
 
 def interleave(main: list[str], parts: Sequence[list[str]]) -> list[str]:
@@ -276,6 +292,8 @@ class MilvusHybridRetriever(BaseRetriever):
         expandable = ranked[: self.top_k * EXPANDED_HITS_PER_RESULT]
         fetched_until = 0
         results: list[NodeWithScore] = []
+        repeats: list[NodeWithScore] = []  # passages of a section already among the first results
+        sections: set[tuple[Any, ...]] = set()
         shown: set[str] = set()
         for position, node_id in enumerate(ranked):
             node = pool.nodes[node_id]
@@ -294,10 +312,19 @@ class MilvusHybridRetriever(BaseRetriever):
                 node = self._merged(node, ids, texts)
             elif bare_heading(node.get_content()):
                 continue  # says nothing; its section's content is in other chunks
+            meta = node.metadata
+            section = (meta.get("source"), meta.get("section"), meta.get("page")) if meta.get("section") or meta.get("page") else None
+            if section is not None and len(results) < DISTINCT_SECTION_RESULTS and section in sections:
+                repeats.append(self._result(node, ids, pool.fused[node_id], pool))
+                continue
+            sections.add(section)
             results.append(self._result(node, ids, pool.fused[node_id], pool))
-            if len(results) == self.top_k:
+            if len(results) == DISTINCT_SECTION_RESULTS:
+                results += repeats
+                repeats = []
+            if len(results) >= self.top_k:
                 break
-        return results
+        return (results + repeats)[: self.top_k]
 
     def _fetch_texts(self, ids: list[str]) -> dict[str, str]:
         """Texts of these chunks by primary key (absent ids are chunks that do not exist)."""
