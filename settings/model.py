@@ -145,7 +145,7 @@ class StorageSettings(BaseModel):
     token: SecretStr | None = Field(None, description="Milvus token (user:password or API key) for a server or Zilliz Cloud.")
     collection: str = Field("docsrag", description="Milvus collection name.")
     lite_max_chunks: int = Field(
-        15_000,
+        30_000,
         ge=0,
         description=(
             "Chunks an embedded (Milvus Lite) index serves within the latency target (hybrid retrieval p50 <= 200 ms on 2 cores, "
