@@ -179,6 +179,10 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
         _hf_token(settings, "this profile")  # fail before creating anything on disk
         meter = open_meter(settings)
     embed_model = build_embed_model(settings, meter)
+    if embed_model.class_name() == "LocalMiniLMEmbedding":
+        # A local model's load briefly needs ~55 MB more than it keeps: done before Milvus Lite opens the index,
+        # the store reuses that memory instead of adding to the peak (`ask` peak RSS -80 MB, issue #2).
+        embed_model.load()
     return Runtime(
         settings=settings,
         embed_model=embed_model,

@@ -28,13 +28,12 @@ from pydantic import SecretStr
 from integrations.backend_errors import BackendUnavailableError, current_deadline
 from integrations.embedding_cache import EmbeddingCache
 from integrations.hf_http import DEFAULT_HF_BASE_URL, feature_extraction_url, hf_headers, post_json, secret_value, with_retries
-from integrations.query_batch import QueryBatchEmbedding
 from integrations.usage_meter import UsageMeter, estimate_tokens, metered
 
 logger = logging.getLogger(__name__)
 
 
-class HFEmbedding(QueryBatchEmbedding, HuggingFaceInferenceAPIEmbedding):
+class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
     """Sentence embeddings from the HF Inference API (default sentence-transformers/all-MiniLM-L6-v2)."""
 
     base_url: str = Field(default=DEFAULT_HF_BASE_URL, description="Router base URL; the feature-extraction route is built from it.")
@@ -138,9 +137,6 @@ class HFEmbedding(QueryBatchEmbedding, HuggingFaceInferenceAPIEmbedding):
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._embed([format_query(query, self.model_name, self.query_instruction)])[0]
-
-    def _get_query_embeddings(self, queries: list[str]) -> list[Embedding]:
-        return self._embed([format_query(q, self.model_name, self.query_instruction) for q in queries])
 
     def _get_text_embedding(self, text: str) -> Embedding:
         return self._embed([format_text(text, self.model_name, self.text_instruction)])[0]

