@@ -4,8 +4,8 @@ Milvus computes both rankings (the dense vector index and its built-in BM25
 function), so the same retriever serves Milvus Lite and a Milvus cluster. The
 fusion happens here rather than in Milvus' RRFRanker so that each result keeps
 its dense cosine similarity, which the answer step uses to detect weak evidence.
-A question and its parts are embedded in one call and searched in one dense and
-one BM25 request.
+Only the whole question is embedded; the dense search and the BM25 search of the
+question and its parts are one Milvus request each.
 
 Each hit grows into its context (integrations.section_context): the section
 span recorded at ingestion, else a window of its piece's chunks, fetched by
