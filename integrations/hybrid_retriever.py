@@ -37,7 +37,7 @@ DENSE_FIELD = "embedding"
 SPARSE_FIELD = "sparse_embedding"
 NODE_FIELDS = ["_node_content", "_node_type", "text"]
 SCORE_KEYS = ["dense_score", "bm25_score"]
-#: Metadata key: the question's (or one of its parts') best cosine similarity over the index: evidence that the docs cover it.
+#: Metadata key: the whole question's best cosine similarity over the index: evidence that the docs cover it.
 QUESTION_DENSE_KEY = "question_dense_score"
 #: Chunk ids are "<piece id>:<n>" and piece ids "<source>#<n>" (app.chunking.chunk_id, app.ingestion).
 _CHUNK_ID = re.compile(r"^(?P<source>.*)#(?P<piece>\d+):(?P<index>\d+)$")
@@ -140,14 +140,20 @@ def chunk_id(source: str, piece: int, index: int) -> str:
     return f"{source}#{piece}:{index}"
 
 
+def section_span(piece: int, node: Any) -> range | None:
+    """The pieces of the hit's section context recorded at ingestion, None when it is shown as a window."""
+    span = parse_span(node.metadata.get(CONTEXT_KEY))
+    return span if span is not None and piece in span else None
+
+
 def context_candidates(node_id: str, node: Any) -> list[str]:
     """Ids of the chunks a hit's context may take: every chunk of its section span, else its piece's chunks around it."""
     ref = chunk_ref(node_id)
     if ref is None:
         return []
     source, piece, index = ref
-    span = parse_span(node.metadata.get(CONTEXT_KEY))
-    if span is not None and piece in span:
+    span = section_span(piece, node)
+    if span is not None:
         return [chunk_id(source, p, k) for p in span for k in range(SPAN_CHUNKS)]
     return [chunk_id(source, piece, k) for k in range(max(0, index - WINDOW_CHUNKS), index + WINDOW_CHUNKS + 1)]
 
@@ -158,9 +164,9 @@ def context_ids(node_id: str, node: Any, texts: dict[str, str], budget: int) -> 
     if ref is None:
         return [node_id]
     source, piece, index = ref
-    if parse_span(node.metadata.get(CONTEXT_KEY)) is not None:
+    if section_span(piece, node) is not None:
         members = [i for i in context_candidates(node_id, node) if i in texts]
-        if node_id in members:
+        if node_id in members:  # else the hit lies past the chunks fetched per piece: shown as a window
             return members
     low = high = index  # a window: neighbours alternately after and before, within the budget
     total = words(texts.get(node_id, ""))

@@ -53,10 +53,7 @@ class LocalMiniLMEmbedding(BaseEmbedding):
         return "LocalMiniLMEmbedding"
 
     def load(self) -> None:
-        """Load the model now rather than at the first text (lazy by default)."""
-        self._load()
-
-    def _load(self) -> None:
+        """Load the model (done at the first text unless called earlier)."""
         with self._lock:
             if self._session is not None:
                 return
@@ -76,7 +73,7 @@ class LocalMiniLMEmbedding(BaseEmbedding):
             logger.debug("loaded %s with %d threads", model_path, self.threads)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        self._load()
+        self.load()
         if not texts:
             return np.zeros((0, DIMENSION), dtype=np.float32)
         # Sort by length so each batch pads to similar lengths, then restore the order.

@@ -331,7 +331,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def token_states(embedder: Any, text: str) -> np.ndarray:
     """Token-level last_hidden_state of one text from the packaged ONNX model (no padding)."""
-    embedder._load()
+    embedder.load()
     encoding = embedder._tokenizer.encode(text)
     ids = np.asarray([encoding.ids], dtype=np.int64)
     mask = np.asarray([encoding.attention_mask], dtype=np.int64)
