@@ -225,8 +225,12 @@ def build_query_engine(
     from integrations.citation_synthesizer import CitationSynthesizer
 
     runtime = runtime or open_runtime(settings)
+    retrieval = runtime.settings.retrieval
     synthesizer = CitationSynthesizer(
-        llm=runtime.llm, min_dense_score=runtime.settings.retrieval.min_dense_score, streaming=streaming
+        llm=runtime.llm,
+        min_dense_score=retrieval.min_dense_score,
+        min_dense_score_missing_names=retrieval.min_dense_score_missing_names,
+        streaming=streaming,
     )
     if runtime.reranker is None:
         return DocsQueryEngine(retriever=build_retriever(runtime, sources), response_synthesizer=synthesizer, meter=runtime.meter)

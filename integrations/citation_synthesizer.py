@@ -3,7 +3,9 @@
 Every backend (an LLM chain or the extractive answerer) sees the same prompt
 from :mod:`integrations.citation_prompt`. When even the best match is only
 weakly similar to the question, it says the documentation does not cover the
-question instead of answering from noise.
+question instead of answering from noise. A question that names something no
+passage contains (integrations.named_terms) needs stronger similarity, and its
+answer says which names the docs never mention.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, QueryType, TextN
 
 from integrations.citation_prompt import build_messages, clean_citations
 from integrations.extractive_llm import EXTRACTIVE_NAME
-from integrations.hybrid_retriever import QUESTION_DENSE_KEY
+from integrations.hybrid_retriever import MISSING_NAMES_KEY, QUESTION_DENSE_KEY
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
@@ -44,12 +46,29 @@ def best_dense_score(nodes: Sequence[NodeWithScore]) -> float | None:
     return max(scores) if scores else None
 
 
+def missing_names(nodes: Sequence[NodeWithScore]) -> list[str]:
+    """Names in the question that no searched chunk contains, as the retriever recorded them."""
+    return next((list(names) for n in nodes if (names := n.node.metadata.get(MISSING_NAMES_KEY))), [])
+
+
+def missing_names_notice(names: Sequence[str]) -> str:
+    return f"No passage in the documents mentions {', '.join(names)}."
+
+
 class CitationSynthesizer(BaseSynthesizer):
     """Answer from numbered sources with [n] citations, or refuse on weak evidence."""
 
-    def __init__(self, llm: LLM, min_dense_score: float | None = 0.25, streaming: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        llm: LLM,
+        min_dense_score: float | None = 0.25,
+        min_dense_score_missing_names: float | None = None,
+        streaming: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(llm=llm, streaming=streaming, **kwargs)
         self.min_dense_score = min_dense_score
+        self.min_dense_score_missing_names = min_dense_score_missing_names
 
     def _get_prompts(self) -> dict[str, Any]:
         return {}
@@ -69,7 +88,10 @@ class CitationSynthesizer(BaseSynthesizer):
         if not nodes:
             return True
         best = best_dense_score(nodes)
-        return self.min_dense_score is not None and best is not None and best < self.min_dense_score
+        thresholds = [self.min_dense_score]
+        if missing_names(nodes):
+            thresholds.append(self.min_dense_score_missing_names)
+        return best is not None and any(t is not None and best < t for t in thresholds)
 
     @dispatcher.span
     def synthesize(
@@ -82,35 +104,43 @@ class CitationSynthesizer(BaseSynthesizer):
         dispatcher.event(SynthesizeStartEvent(query=query))
         query_str = query.query_str if isinstance(query, QueryBundle) else str(query)
         started = time.perf_counter()
+        names = missing_names(nodes)
         if self._weak(nodes):
             response: RESPONSE_TYPE = Response(
                 response=NOT_COVERED,
                 source_nodes=[],
-                metadata={"answered_by": None, "weak_evidence": True, "best_dense_score": best_dense_score(nodes), "notices": []},
+                metadata={
+                    "answered_by": None,
+                    "weak_evidence": True,
+                    "best_dense_score": best_dense_score(nodes),
+                    "notices": [missing_names_notice(names)] if names else [],
+                },
             )
         else:
             messages = build_messages(query_str, [n.node for n in nodes])
             if self._streaming:
-                response = self._stream(messages, nodes)
+                response = self._stream(messages, nodes, names)
             else:
                 chat = self._llm.chat(messages)
                 answered_by = chat.additional_kwargs.get("answered_by") or self._llm.metadata.model_name
                 response = Response(
                     response=clean_citations(chat.message.content or "", len(nodes)),
                     source_nodes=list(nodes),
-                    metadata=self._metadata(answered_by, chat.additional_kwargs),
+                    metadata=self._metadata(answered_by, chat.additional_kwargs, names),
                 )
         response.metadata["generate_ms"] = (time.perf_counter() - started) * 1000
         dispatcher.event(SynthesizeEndEvent(query=query, response=response))
         return response
 
-    def _metadata(self, answered_by: str, extra: dict[str, Any]) -> dict[str, Any]:
+    def _metadata(self, answered_by: str, extra: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
         notices = list(extra.get("notices", []))
+        if names:
+            notices.append(missing_names_notice(names))
         if answered_by == EXTRACTIVE_NAME and not extra.get("fallbacks"):
             notices.append(NO_LLM_NOTICE)
         return {"answered_by": answered_by, "fallbacks": extra.get("fallbacks", []), "notices": notices, "weak_evidence": False}
 
-    def _stream(self, messages: list, nodes: list[NodeWithScore]) -> StreamingResponse:
+    def _stream(self, messages: list, nodes: list[NodeWithScore], names: Sequence[str]) -> StreamingResponse:
         stream = self._llm.stream_chat(messages)
         metadata: dict[str, Any] = {}
 
@@ -118,7 +148,7 @@ class CitationSynthesizer(BaseSynthesizer):
             for chunk in stream:
                 if not metadata:
                     answered_by = chunk.additional_kwargs.get("answered_by") or self._llm.metadata.model_name
-                    metadata.update(self._metadata(answered_by, chunk.additional_kwargs))
+                    metadata.update(self._metadata(answered_by, chunk.additional_kwargs, names))
                     response.metadata.update(metadata)
                 if chunk.delta:
                     yield chunk.delta

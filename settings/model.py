@@ -86,6 +86,12 @@ class RetrievalSettings(BaseModel):
     min_dense_score: float = Field(
         0.44, ge=-1.0, le=1.0, description="Below this cosine similarity of the best chunk, the docs are said not to cover the question."
     )
+    min_dense_score_missing_names: float = Field(
+        0.55,
+        ge=-1.0,
+        le=1.0,
+        description="The same for a question naming something no passage contains (an acronym, product or identifier such as FPGA).",
+    )
 
 
 class IngestionSettings(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from app.answers import to_answer
@@ -97,3 +98,20 @@ def test_bundled_docs_answer_how_to_ingest_a_folder(ingestor, runtime) -> None:
     answer = to_answer(question, build_query_engine(runtime=runtime).query(question))
     assert "python -m app ingest" in answer.answer
     assert any(s.cited and s.file_name == "getting-started.md" for s in answer.sources)
+
+
+def test_question_naming_something_no_passage_contains_says_so_and_needs_stronger_evidence(ingestor, runtime, tmp_path: Path) -> None:
+    _ingest(ingestor, tmp_path)
+    question = "Where does the widget cache live on Kubernetes?"
+    answer = to_answer(question, build_query_engine(runtime=runtime).query(question))
+    assert not answer.weak_evidence and "~/.cache/widget" in answer.answer
+    assert "No passage in the documents mentions Kubernetes." in answer.notices
+
+    strict = runtime.settings.model_copy(deep=True)
+    strict.retrieval.min_dense_score_missing_names = 0.99
+    engine = build_query_engine(runtime=replace(runtime, settings=strict))
+    refused = to_answer(question, engine.query(question))
+    assert refused.weak_evidence and refused.sources == [] and "does not seem to cover" in refused.answer
+    assert refused.notices == ["No passage in the documents mentions Kubernetes."]
+    named_and_present = "Where does the widget cache live in `~/.cache/widget`?"
+    assert not to_answer(named_and_present, engine.query(named_and_present)).weak_evidence

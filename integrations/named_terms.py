@@ -1,0 +1,39 @@
+"""Names in a question (acronyms, products, identifiers) whose absence from the docs says they do not cover it.
+
+A question about "an FPGA bitstream" or "a VCD file" over docs that never
+mention FPGA or VCD can still find passages with a fair cosine similarity (the
+rest of the question is in-domain), so a similarity threshold alone answers it
+from noise. Plain words are no such evidence: users paraphrase ("decipher",
+"especially"), so only names count: words with two or more capitals (FPGA,
+SystemVerilog), capitalised words inside a sentence (Xilinx, Slurm), and code
+identifiers (set_dont_use, layout.png). Alternatives written with a slash
+("signal/clock") are separate words.
+"""
+
+from __future__ import annotations
+
+import re
+
+from integrations.keyword_text import STOPWORDS, keyword_text
+
+#: Words and identifiers; "/" separates alternatives, so it is not part of a token.
+_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_.:][A-Za-z0-9]+)*")
+_IDENTIFIER = re.compile(r"[_.:]")
+#: Characters after which a capitalised word starts a sentence or a quotation rather than naming something.
+_SENTENCE_START = ".?!:;\"'`(["
+#: Names checked per question (each is one more query in the BM25 request).
+MAX_NAMED_TERMS = 6
+
+
+def named_terms(question: str) -> list[str]:
+    """The question's names, in order, each once; only those with BM25 terms (so they can be looked up)."""
+    names: list[str] = []
+    for match in _TOKEN.finditer(question):
+        word = match.group()
+        before = question[: match.start()].rstrip()
+        sentence_start = not before or before[-1] in _SENTENCE_START
+        capitals = sum(c.isupper() for c in word)
+        named = capitals >= 2 or bool(_IDENTIFIER.search(word)) or (word[0].isupper() and not sentence_start)
+        if named and word.lower() not in STOPWORDS and keyword_text(word) and word not in names:
+            names.append(word)
+    return names[:MAX_NAMED_TERMS]
