@@ -68,7 +68,7 @@ def _interrupt(signum: int, frame) -> None:
 def cmd_serve_store(args: argparse.Namespace) -> int:
     import signal
 
-    from app.store_server import StoreServer, data_dir_for
+    from app.store_server import StoreServer, db_file_for
 
     settings = _settings(args)
     if settings.storage.uri:
@@ -76,15 +76,15 @@ def cmd_serve_store(args: argparse.Namespace) -> int:
             f"storage.uri is set to {settings.storage.uri!r}: serve-store serves the embedded index in storage.index_dir; "
             "unset DOCSRAG_STORAGE__URI (or storage.uri in the profile) for this command"
         )
-    server = StoreServer(data_dir_for(settings), host=args.host, port=args.port)
+    server = StoreServer(db_file_for(settings), host=args.host, port=args.port)
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop closes the index as cleanly as Ctrl-C
     server.start()
     try:
-        print(f"serving {server.data_dir} on {server.uri}")
+        print(f"serving {server.db_file} on {server.uri}")
         print("point every docsrag process (page, ingest, ask) at it with:")
         print(f"  export DOCSRAG_STORAGE__URI={server.uri}")
         print(f"  export DOCSRAG_STORAGE__INDEX_DIR={settings.storage.index_dir.resolve()}")
-        print("Ctrl-C stops the server (it closes the index cleanly).", flush=True)
+        print("Ctrl-C stops the server.", flush=True)
         code = server.wait()
         print(f"error: the store server exited by itself with code {code}:\n{server.output()}", file=sys.stderr)
         return 1

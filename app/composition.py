@@ -169,6 +169,12 @@ class Runtime:
     reranker: object | None = None
     meter: object | None = None  # a UsageMeter when any backend is a paid API
 
+    def close(self) -> None:
+        """Close the store (and stop the embedded Milvus Lite server): the index can then be opened by another process."""
+        from app.store import close_vector_store
+
+        close_vector_store(self.vector_store, self.settings)
+
 
 def open_runtime(settings: Settings | None = None) -> Runtime:
     from app.store import open_vector_store
@@ -180,8 +186,8 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
         meter = open_meter(settings)
     embed_model = build_embed_model(settings, meter)
     if embed_model.class_name() == "LocalMiniLMEmbedding":
-        # A local model's load briefly needs ~55 MB more than it keeps: done before Milvus Lite opens the index,
-        # the store reuses that memory instead of adding to the peak (`ask` peak RSS -80 MB, issue #2).
+        # A local model's load briefly needs more memory than it keeps: done before the store client opens, the
+        # client reuses that memory instead of adding to the peak (`ask` peak RSS on ORD-QA 527 vs 594 MB, issue #2).
         embed_model.load()
     return Runtime(
         settings=settings,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
+import warnings
 from pathlib import Path
 
 from integrations.keyword_text import KEYWORD_FIELD
@@ -18,6 +18,15 @@ def is_lite_uri(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "tcp://", "unix:"))
 
 
+def check_lite_format(db_file: Path) -> None:
+    """Refuse an index written with Milvus Lite 3 (a directory where Milvus Lite 2.5 keeps one file), saying what to do."""
+    if db_file.is_dir():
+        raise RuntimeError(
+            f"The index in {db_file.parent} was written by an older docsrag (Milvus Lite 3 keeps a directory at {db_file}); "
+            f"this version keeps the index in one file. Delete {db_file.parent} and ingest the documents again."
+        )
+
+
 def open_vector_store(settings: Settings, dim: int):
     """Open (or create) the chunk collection with a dense vector and Milvus' built-in BM25."""
     from llama_index.vector_stores.milvus import MilvusVectorStore
@@ -26,11 +35,10 @@ def open_vector_store(settings: Settings, dim: int):
 
     uri = settings.storage.milvus_uri()
     if is_lite_uri(uri):
+        check_lite_format(Path(uri))
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)  # milvus-lite 2.5 imports it
     token = settings.storage.token.get_secret_value() if settings.storage.token else ""
-    # Milvus Lite's in-process gRPC server logs a traceback for an RPC it lacks (AllocTimestamp, used
-    # only while a new collection's index is built); pymilvus carries on without it.
-    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     started = time.perf_counter()
     try:
         store = MilvusVectorStore(
@@ -50,7 +58,7 @@ def open_vector_store(settings: Settings, dim: int):
         )
     except Exception as exc:  # pymilvus raises many types (MilvusException, grpc errors, OSError on a locked dir)
         hint = (
-            "Is another docsrag process using this index? Milvus Lite allows one process per directory; "
+            "Is another docsrag process using this index? Milvus Lite allows one process per index; "
             "use a Milvus server (storage.uri=http://host:19530) to share an index."
             if is_lite_uri(uri)
             else "Check storage.uri and storage.token and that the server is reachable."
@@ -64,16 +72,26 @@ def open_vector_store(settings: Settings, dim: int):
     return store
 
 
+def close_vector_store(store, settings: Settings) -> None:
+    """Close the store's client; for an embedded index also stop its Milvus Lite server (a child process) and unlock it."""
+    store.client.close()
+    uri = settings.storage.milvus_uri()
+    if is_lite_uri(uri):
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(uri)
+
+
 def warn_if_lite_too_large(store, settings: Settings) -> int:
-    """Warn when an embedded index holds more chunks than Milvus Lite serves within the latency target; returns the count."""
+    """Warn when an embedded index holds more chunks than Milvus Lite serves within the targets; returns the count."""
     limit = settings.storage.lite_max_chunks
     if not limit:
         return 0
     chunks = count_chunks(store)
     if chunks > limit:
         logger.warning(
-            "the embedded index at %s holds %d chunks, over the %d that Milvus Lite serves within the latency target "
-            "(storage.lite_max_chunks); queries get slower as it grows. Move it to a Milvus server: "
+            "the embedded index at %s holds %d chunks, over the %d that Milvus Lite serves within the latency and start-up "
+            "targets (storage.lite_max_chunks); queries and opening get slower as it grows. Move it to a Milvus server: "
             "`python -m app serve-store` on this machine, or Milvus Standalone/Distributed or Zilliz Cloud with "
             "storage.uri/storage.token (docs/scaling.md).",
             settings.storage.milvus_uri(),
@@ -81,25 +99,6 @@ def warn_if_lite_too_large(store, settings: Settings) -> int:
             limit,
         )
     return chunks
-
-
-def warm_up_in_background(store) -> threading.Thread:
-    """One keyword search off the request path: Milvus Lite builds its BM25 index on the first (~10 s at 100k chunks)."""
-
-    def run() -> None:
-        started = time.perf_counter()
-        try:
-            store.client.search(
-                store.collection_name, data=["warm up"], anns_field=store.sparse_embedding_field, limit=1, output_fields=["id"]
-            )
-        except Exception as exc:  # noqa: BLE001 - a closed or unreachable store: the first real question reports it
-            logger.debug("keyword index warm-up failed: %s", exc)
-            return
-        logger.info("keyword index ready in %.1fs", time.perf_counter() - started)
-
-    thread = threading.Thread(target=run, name="docsrag-warm-up", daemon=True)
-    thread.start()
-    return thread
 
 
 def quote(value: str) -> str:

@@ -1,22 +1,24 @@
-"""A local Milvus server over an index directory, so several processes can share one index.
+"""A local Milvus server over an index file, so several processes can share one index.
 
-An embedded (Milvus Lite) index directory is locked by the one process that
-opens it. ``milvus-lite server`` (shipped in the milvus-lite wheel) serves the
-same directory over gRPC; every docsrag process then uses
-``storage.uri=http://127.0.0.1:<port>`` instead of opening the directory
-itself. The data format is the same, so an existing embedded index is served
-as it is, and stopping the server leaves a directory the embedded mode opens
-again.
+An embedded (Milvus Lite) index file is locked by the one process that opens
+it. The ``milvus`` binary shipped in the milvus-lite wheel (the embedded mode
+runs the same binary on a Unix socket) serves the same file over TCP on
+loopback; every docsrag process then uses ``storage.uri=http://127.0.0.1:<port>``
+instead of opening the file itself. The data format is the same, so an
+existing embedded index is served as it is, and stopping the server leaves a
+file the embedded mode opens again. The server holds the embedded mode's lock
+on the file while it runs, so the two never open it at once.
 
 The server runs as a child process in its own session (a Ctrl-C in the
-terminal reaches only the parent, which then stops the child once, gracefully:
-SIGINT makes milvus-lite finish in-flight requests and close the database,
-which writes its index files).
+terminal reaches only the parent, which then stops the child). Every write is
+committed to the file (SQLite) before it is acknowledged, so stopping loses
+nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -28,6 +30,7 @@ from collections import deque
 from pathlib import Path
 from threading import Thread
 
+from app.store import check_lite_format
 from settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -40,9 +43,24 @@ class StoreServerError(RuntimeError):
     """The store server could not be started (the message names the cause and the fix)."""
 
 
-def data_dir_for(settings: Settings) -> Path:
-    """The directory an embedded index keeps its Milvus data in (``<index_dir>/milvus.db``)."""
+def db_file_for(settings: Settings) -> Path:
+    """The file an embedded index keeps its Milvus data in (``<index_dir>/milvus.db``)."""
     return Path(str(settings.storage.index_dir / "milvus.db")).resolve()
+
+
+def lock_path(db_file: Path) -> Path:
+    """The lock file milvus-lite's embedded mode takes beside the index file (``.<name>.lock``)."""
+    return db_file.parent / f".{db_file.name}.lock"
+
+
+def milvus_binary() -> Path:
+    """The Milvus Lite server binary inside the milvus-lite wheel (its shared libraries are beside it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("milvus_lite")
+    if spec is None or not spec.origin:
+        raise StoreServerError("the package milvus-lite is not installed: run `make install`")
+    return Path(spec.origin).parent / "lib" / "milvus"
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -59,37 +77,35 @@ def free_port(host: str = DEFAULT_HOST) -> int:
 
 
 def _prepare_child() -> None:  # pragma: no cover - runs in the child before exec
-    """SIGINT must stop the server gracefully even when we were started with it ignored (a background job, nohup):
-    reset it so Python turns it into KeyboardInterrupt. On Linux the server also gets SIGINT if its parent dies."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    """SIGTERM must stop the server even when we were started with it ignored (a background job, nohup).
+    On Linux the server also gets SIGTERM if its parent dies."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
             import ctypes
 
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGINT))  # PR_SET_PDEATHSIG
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
 class StoreServer:
-    """``milvus-lite server --data-dir D --host 127.0.0.1 --port P`` as a managed child process.
+    """The Milvus Lite binary serving one index file on ``host:port``, as a managed child process.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(
-        self, data_dir: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, start_timeout_s: float = 60.0, max_workers: int = 10
-    ) -> None:
+    def __init__(self, db_file: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, start_timeout_s: float = 60.0) -> None:
         if host not in {"127.0.0.1", "localhost", "::1"}:
             # The server has no authentication: keep it on loopback; use a real Milvus deployment for a network.
             raise StoreServerError(
                 f"the store server binds only to loopback, not {host!r}: use 127.0.0.1, "
                 "or deploy Milvus Standalone/Distributed for access from other machines (docs/scaling.md)"
             )
-        self.data_dir = Path(data_dir).resolve()
+        self.db_file = Path(db_file).resolve()
         self.host = host
         self.port = port or free_port(host)
         self.start_timeout_s = start_timeout_s
-        self.max_workers = max_workers
         self.process: subprocess.Popen | None = None
+        self._lock = None
         self._output: deque[str] = deque(maxlen=40)
         self._reader: Thread | None = None
 
@@ -112,11 +128,11 @@ class StoreServer:
                 f"{self.host}:{self.port} is already in use (another store server?): "
                 f"stop that process, use it (DOCSRAG_STORAGE__URI={self.uri}), or pass another --port"
             )
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable, "-m", "milvus_lite", "server",
-            "--data-dir", str(self.data_dir), "--host", self.host, "--port", str(self.port), "--max-workers", str(self.max_workers),
-        ]  # fmt: skip
+        check_lite_format(self.db_file)
+        self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        binary = milvus_binary()
+        command = [str(binary), str(self.db_file), f"{self.host}:{self.port}", "ERROR"]
         logger.info("starting %s", " ".join(command))
         self.process = subprocess.Popen(
             command,
@@ -124,9 +140,10 @@ class StoreServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            start_new_session=True,  # a terminal Ctrl-C reaches only us; we stop the server once, gracefully
+            cwd=str(self.db_file.parent),
+            start_new_session=True,  # a terminal Ctrl-C reaches only us; we stop the server once
             preexec_fn=_prepare_child if os.name == "posix" else None,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(binary.parent), os.environ.get("LD_LIBRARY_PATH")]))},
         )
         self._reader = Thread(target=self._drain, name="store-server-output", daemon=True)
         self._reader.start()
@@ -135,7 +152,27 @@ class StoreServer:
         except BaseException:
             self.stop()
             raise
-        logger.info("store server ready at %s serving %s", self.uri, self.data_dir)
+        logger.info("store server ready at %s serving %s", self.uri, self.db_file)
+
+    def _take_lock(self) -> None:
+        """The embedded mode's lock on the index file: held while the server runs, so no process opens the file directly."""
+        handle = open(lock_path(self.db_file), "a")  # noqa: SIM115 - held until stop()
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise StoreServerError(
+                f"cannot serve {self.db_file}: another process has this index open (a docsrag page or ingest in embedded mode, "
+                "or another store server). Stop it, then start the server; afterwards point every process at the server "
+                f"with DOCSRAG_STORAGE__URI={self.uri}"
+            ) from None
+        self._lock = handle
+
+    def _release_lock(self) -> None:
+        handle, self._lock = self._lock, None
+        if handle is not None:
+            fcntl.lockf(handle, fcntl.LOCK_UN)
+            handle.close()
 
     def _drain(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -177,26 +214,21 @@ class StoreServer:
 
     def _explain_exit(self, code: int) -> str:
         text = self.output()
-        if "DataDirLockedError" in text or "holds the lock" in text:
-            return (
-                f"cannot serve {self.data_dir}: another process has this index open (a docsrag page or ingest in embedded mode, "
-                "or another store server). Stop it, then start the server; afterwards point every process at the server "
-                f"with DOCSRAG_STORAGE__URI={self.uri}"
-            )
-        if "Failed to bind" in text or "address already in use" in text.lower():
+        if "bind" in text.lower() or "address already in use" in text.lower():
             return f"cannot bind {self.host}:{self.port}: the port is in use; pass another --port"
-        return f"milvus-lite server exited with code {code} before it was ready; its output:\n{text}"
+        return f"the Milvus Lite server exited with code {code} before it was ready; its output:\n{text}"
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout_s: float = 60.0) -> int | None:
-        """Stop gracefully (SIGINT: drain requests, close the database), then SIGTERM, then SIGKILL. Returns the exit code."""
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """Stop (SIGTERM, then SIGKILL) and release the index file. Returns the exit code."""
         process, self.process = self.process, None
         if process is None:
+            self._release_lock()
             return None
         if process.poll() is None:
-            for sig, wait_s in ((signal.SIGINT, timeout_s), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+            for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(sig)
                 try:
@@ -208,6 +240,7 @@ class StoreServer:
             self._reader.join(timeout=5)
         if process.stdout:
             process.stdout.close()
+        self._release_lock()
         logger.info("store server stopped (exit code %s)", process.returncode)
         return process.returncode
 

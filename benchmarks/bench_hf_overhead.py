@@ -110,7 +110,7 @@ def embedding_requests(server, work: Path) -> dict[str, int]:
             stats = runtime.embed_model.stats
             hits = stats["cache_hits"] + stats["duplicates"]
         finally:
-            runtime.vector_store.client.close()
+            runtime.close()
         sent = server.requests("embed")[before:]
         return report.chunks_written, len(sent), hits
 

@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from app.ingestion import iter_files  # noqa: E402
+from benchmarks.proc_tree import children_peak_mb, descendants, rss_mb  # noqa: E402
 
 logger = logging.getLogger("bench_scale")
 
@@ -81,34 +82,6 @@ QUERIES = [
     "tuple unpacking in for loops",
     "default encoding of text files",
 ]
-
-
-def rss_mb(pid: int | str = "self", key: str = "VmRSS") -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    return 0.0
-
-
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        for child in children.get(pid, []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 class TreeRss:
@@ -296,15 +269,7 @@ from app.composition import build_embed_model, Runtime, build_retriever
 from app.store import open_vector_store, count_chunks
 from integrations.hybrid_retriever import MilvusHybridRetriever
 from llama_index.core.schema import QueryBundle
-settings = load_settings("local", storage={{"index_dir": {str(index_dir)!r}}})
-t = time.perf_counter(); store = open_vector_store(settings, 384); reopen = time.perf_counter() - t
-t = time.perf_counter(); chunks = count_chunks(store); count_s = time.perf_counter() - t
-embed = build_embed_model(settings)
-runtime = Runtime(settings=settings, embed_model=embed, vector_store=store, llm=None)
-retriever = build_retriever(runtime)
-queries = {QUERIES!r}
-vectors = {{q: embed.get_query_embedding(q) for q in queries}}
-cpu_samples = {{}}
+from benchmarks.proc_tree import children_peak_mb
 def timed(fn, q, name=None):
     t, c = time.perf_counter(), time.process_time(); n = len(fn(q))
     if name:
@@ -332,6 +297,7 @@ for name, fn, rounds in (
     out[name + "_cpu_p50_ms"] = statistics.median(cpu_samples[name])  # CPU time of this process: the latency on an idle machine
 out["hits"] = min(timed(hybrid, q)[1] for q in queries)
 out["query_process_rss_mb"] = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
+out["query_store_rss_mb"] = children_peak_mb()
 print("RESULT " + json.dumps(out))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
@@ -446,6 +412,7 @@ def run_stages(args, files, base_settings) -> list[dict]:
                 "stage %d: %d chunks (%d files, %.0fs, RSS %.0f MB)", target, have, next_file, time.perf_counter() - stage_started, rss_mb()
             )
         ingestor.close()
+        store_peak = children_peak_mb()
         store.client.close()
         release_lite(settings)
         ingest_s_total += stage_ingest_s
@@ -456,6 +423,7 @@ def run_stages(args, files, base_settings) -> list[dict]:
             "ingest_chunks_per_s": round(stage_chunks / max(stage_ingest_s, 1e-9), 1),
             "ingest_s": round(stage_ingest_s, 1),
             "ingest_peak_rss_mb": round(rss_mb("self", "VmHWM")),
+            "ingest_store_peak_rss_mb": round(store_peak),
             "index_mb": round(dir_mb(index), 1),
         }
         row.update({k: round(v, 2) if isinstance(v, float) else v for k, v in measure_queries(index, args.rounds).items()})
@@ -514,16 +482,17 @@ def main() -> int:
         args.out.write_text(text)
     if "stages" in results:
         print(
-            "\n| chunks | ingest chunks/s | ingest peak RSS MB | index MB | reopen s | first query s | hybrid p50/p95 ms "
-            "| hybrid CPU p50 ms | dense p50 | bm25 p50 | filtered p50 | query RSS MB |"
+            "\n| chunks | ingest chunks/s | ingest peak RSS MB (python + store) | index MB | reopen s | first query s | hybrid p50/p95 ms "
+            "| hybrid CPU p50 ms | dense p50 | bm25 p50 | filtered p50 | query RSS MB (python + store) |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in results["stages"]:
             print(
-                f"| {r['chunks']} | {r['ingest_chunks_per_s']} | {r['ingest_peak_rss_mb']} | {r['index_mb']} | {r['reopen_s']} "
+                f"| {r['chunks']} | {r['ingest_chunks_per_s']} | {r['ingest_peak_rss_mb']} + {r['ingest_store_peak_rss_mb']} "
+                f"| {r['index_mb']} | {r['reopen_s']} "
                 f"| {r['first_query_s']} | {r['hybrid_p50_ms']:.0f}/{r['hybrid_p95_ms']:.0f} | {r['hybrid_cpu_p50_ms']:.0f} "
                 f"| {r['dense_p50_ms']:.0f} | {r['bm25_p50_ms']:.0f} | {r['hybrid_one_file_filter_p50_ms']:.0f} "
-                f"| {r['query_process_rss_mb']:.0f} |"
+                f"| {r['query_process_rss_mb']:.0f} + {r['query_store_rss_mb']:.0f} |"
             )
     return 0
 

@@ -37,7 +37,7 @@ def runtime(settings: Settings) -> Iterator:
 
     rt = open_runtime(settings)
     yield rt
-    rt.vector_store.client.close()
+    rt.close()
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_every_api_call_is_metered_from_usage_fields_or_estimated_and_survives_a
         hf_env.add_fault("chat", "no_usage", model=QWEN)
         _ask(runtime, streaming=True)
     finally:
-        runtime.vector_store.client.close()
+        runtime.close()
     chats = [r for r in _rows(settings) if r[0] == "chat"]
     [(request)] = [r for r in hf_env.requests("chat") if not r.body.get("stream")]
     words = sum(len(str(m["content"]).split()) for m in request.body["messages"])
@@ -82,7 +82,7 @@ def test_the_cap_holds_under_eight_concurrent_questions(hf_index, hf_env, monkey
             if any(a.answered_by not in HF_CHAIN for a in answers):
                 break
     finally:
-        runtime.vector_store.client.close()
+        runtime.close()
     assert all(a.answer and (a.sources or a.weak_evidence) for a in answers), "every question got an answer"
     by_api = [a for a in answers if a.answered_by in HF_CHAIN]
     local = [a for a in answers if a.answered_by not in HF_CHAIN]
@@ -101,7 +101,7 @@ def test_past_the_degrade_threshold_only_the_cheapest_model_and_fewer_rerank_can
     try:
         answer = _ask(runtime)
     finally:
-        runtime.vector_store.client.close()
+        runtime.close()
     assert answer.answered_by == f"hf_api:{LLAMA}"  # the cheapest in the price table
     assert any(QWEN in str(f) and "passed 80% of the cap" in str(f) for f in answer.fallbacks)
     assert [r.body["model"] for r in hf_env.requests("chat")] == [LLAMA]
@@ -120,7 +120,7 @@ def test_error_rate_alert_fires_once_per_crossing(hf_index, hf_env, monkeypatch,
             _ask(runtime)
         assert "error_rate" in runtime.meter.active_alerts()
     finally:
-        runtime.vector_store.client.close()
+        runtime.close()
     alerts = [r for r in caplog.records if "API error rate" in r.getMessage()]
     assert len(alerts) == 1
 
@@ -134,7 +134,7 @@ def test_at_the_cap_no_api_call_is_made_and_the_answer_comes_from_local_backends
     try:
         answer = _ask(runtime)
     finally:
-        runtime.vector_store.client.close()
+        runtime.close()
     assert hf_env.requests() == [], "no API call at the cap: not for the question's embedding, reranking or the answer"
     assert answer.answered_by == "extractive" and "[1]" in answer.answer
     assert answer.sources[0].file_name == "guide.md"  # found by BM25 alone

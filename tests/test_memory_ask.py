@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.proc_tree import DescendantsPeak
 from integrations.local_embedding import LocalMiniLMEmbedding
 
 REPO = Path(__file__).resolve().parent.parent
 ORD_QA_DOCS = REPO.parent / "shared" / "eval" / "ord-qa" / "docs"
 QUESTION = "How to introduce randomness to global routing for solution exploration?"
-# Measured on 8 ORD-QA docs (161 chunks): ~450 MB with these defaults, ~550 MB with the embedder loaded lazily at the
-# first query (the load's transient then stacks on top of the opened index).
-ASK_PEAK_BOUND_MB = 490
+# Measured on 8 ORD-QA docs (161 chunks): ~490 MB, the app ~400 MB and its Milvus Lite server ~90 MB.
+ASK_PEAK_BOUND_MB = 540
 
 def test_runtime_loads_the_local_model_before_opening_the_index(settings) -> None:
     from app.composition import open_runtime
@@ -25,7 +25,7 @@ def test_runtime_loads_the_local_model_before_opening_the_index(settings) -> Non
     try:
         assert runtime.embed_model._session is not None
     finally:
-        runtime.vector_store.client.close()
+        runtime.close()
     assert LocalMiniLMEmbedding()._session is None, "the component itself stays lazy"
 
 
@@ -38,10 +38,15 @@ _MEASURE = (
 
 
 def _peak_mb(args: list[str]) -> float:
-    """Peak RSS of ``python -m app ARGS`` in MB (what ``/usr/bin/time -f %M`` reports)."""
-    out = subprocess.run([sys.executable, "-c", _MEASURE, *args], cwd=REPO, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return int(out.stdout.strip().splitlines()[-1]) / 1024
+    """Peak RSS of ``python -m app ARGS`` and the Milvus Lite server it starts, in MB.
+
+    The app's own peak is exact (what ``/usr/bin/time -f %M`` reports); the server's is its VmHWM sampled while it runs.
+    """
+    measure = subprocess.Popen([sys.executable, "-c", _MEASURE, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with DescendantsPeak(measure.pid) as tree:  # the app and its server
+        stdout, stderr = measure.communicate()
+    assert measure.returncode == 0, stdout + stderr
+    return max(int(stdout.strip().splitlines()[-1]) / 1024, tree.peak_mb)
 
 
 @pytest.mark.slow

@@ -105,7 +105,7 @@ def test_offline_index_answers_through_the_api_and_a_reranker_failure_is_reporte
         ingestor.ingest(many)
         ingestor.close()
     finally:
-        runtime.vector_store.client.close()
+        runtime.close()
     assert hf_env.requests() == []
 
     hf_env.add_fault("rerank", "500")
@@ -116,7 +116,7 @@ def test_offline_index_answers_through_the_api_and_a_reranker_failure_is_reporte
         text = "".join(response.response_gen)
         answer = to_answer(QUESTION, response, answer_text=text)
     finally:
-        runtime.vector_store.client.close()
+        runtime.close()
     assert answer.answered_by == HF_CHAIN[0] and "[1]" in text
     assert answer.sources[0].file_name == "guide.md"  # the query embedded through the API found the offline chunk
     assert any("fused retrieval order was kept" in n for n in answer.notices)

@@ -144,18 +144,29 @@ def test_embedded_index_over_the_supported_size_warns_at_start_up(tmp_path: Path
 # ---------------------------------------------------------------- store server
 
 
+HOLDER = """
+import sys
+from settings import load_settings
+from app.store import open_vector_store
+store = open_vector_store(load_settings("local", storage={"index_dir": sys.argv[1]}), 384)
+print("open", flush=True)
+sys.stdin.read()
+"""
+
+
 def test_store_server_explains_a_locked_index_and_a_busy_port(tmp_path: Path) -> None:
     index = tmp_path / "index"
-    settings = load_settings("local", storage={"index_dir": str(index)})
-    store = open_vector_store(settings, 384)  # this process holds the embedded index
+    holder = subprocess.Popen(  # another process (a page, an ingest) holds the embedded index
+        [sys.executable, "-c", HOLDER, str(index)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
+        assert holder.stdout.readline().strip() == "open"
         with pytest.raises(StoreServerError, match="another process has this index open"):
             StoreServer(index / "milvus.db", port=free_port()).start()
     finally:
-        store.client.close()
-        from milvus_lite.server_manager import server_manager_instance
-
-        server_manager_instance.release_server(settings.storage.milvus_uri())
+        holder.communicate("", timeout=60)
+    with StoreServer(index / "milvus.db", port=free_port()) as server:  # free again once that process is gone
+        assert server.running()
 
     with StoreServer(tmp_path / "other" / "milvus.db", port=free_port()) as server:
         with pytest.raises(StoreServerError, match="already in use"):
@@ -343,4 +354,16 @@ def test_ray_engine_writes_the_same_chunks_as_the_default_engine(ray_cluster, tm
     finally:
         for engine in ("default", "ray"):
             ingestors[engine].close()
-            runtimes[engine].vector_store.client.close()
+            runtimes[engine].close()
+
+
+def test_an_index_written_by_milvus_lite_3_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    from tests.test_ingestion import _cli
+
+    index = tmp_path / "index"
+    (index / "milvus.db" / "collections").mkdir(parents=True)  # Milvus Lite 3 kept a directory here
+    result = _cli("ask", "What is the timeout?", "--index", str(index))
+    assert result.returncode != 0
+    assert f"Delete {index} and ingest the documents again" in result.stderr, result.stderr
+    with pytest.raises(RuntimeError, match="older docsrag"):
+        StoreServer(index / "milvus.db", port=free_port()).start()

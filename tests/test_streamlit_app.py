@@ -57,7 +57,7 @@ def build_index(docs: Path, index: Path) -> list[str]:
         ingestor = build_ingestor(runtime)
         report = ingestor.ingest(docs)
         ingestor.close()
-        runtime.vector_store.client.close()
+        runtime.close()
     return sorted(report.ingested)
 
 

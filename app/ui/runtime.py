@@ -8,21 +8,19 @@ import threading
 import streamlit as st
 
 from app.composition import Runtime, open_runtime
-from app.store import warm_up_in_background
 from settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
 def _close(runtime: Runtime) -> None:
-    runtime.vector_store.client.close()
+    runtime.close()
 
 
 @st.cache_resource(show_spinner="Opening the index…", on_release=_close)
 def _open(key: str, _settings: Settings) -> Runtime:
     logger.info("opening the index for the page: %s", _settings.storage.milvus_uri())
     runtime = open_runtime(_settings)
-    warm_up_in_background(runtime.vector_store)  # the first question should not pay for building the BM25 index
     return runtime
 
 
