@@ -1,8 +1,9 @@
 """Peak memory of answering 20 questions: the hf_spaces profile (API models, loopback server) vs the embedded default.
 
 Each measurement is a fresh process (``--child``) that opens the index, answers 20 ORD-QA
-questions and reports its peak RSS (VmHWM, plus the embedded Milvus Lite server it starts) and which heavy modules it imported. Indexes are
-built once beforehand (the hf_spaces one through the loopback server's embeddings route).
+questions and reports its peak RSS (VmHWM, plus that of the embedded Milvus Lite server it
+starts) and which heavy modules it imported. Indexes are built once beforehand (the hf_spaces
+one through the loopback server's embeddings route).
 Targets: hf_spaces ≤ 400 MB, embedded default ≤ 1.2 GB; hf_spaces must import no onnxruntime,
 torch or llama_cpp.
 

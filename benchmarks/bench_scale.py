@@ -270,6 +270,15 @@ from app.store import open_vector_store, count_chunks
 from integrations.hybrid_retriever import MilvusHybridRetriever
 from llama_index.core.schema import QueryBundle
 from benchmarks.proc_tree import children_peak_mb
+settings = load_settings("local", storage={{"index_dir": {str(index_dir)!r}}})
+t = time.perf_counter(); store = open_vector_store(settings, 384); reopen = time.perf_counter() - t
+t = time.perf_counter(); chunks = count_chunks(store); count_s = time.perf_counter() - t
+embed = build_embed_model(settings)
+runtime = Runtime(settings=settings, embed_model=embed, vector_store=store, llm=None)
+retriever = build_retriever(runtime)
+queries = {QUERIES!r}
+vectors = {{q: embed.get_query_embedding(q) for q in queries}}
+cpu_samples = {{}}
 def timed(fn, q, name=None):
     t, c = time.perf_counter(), time.process_time(); n = len(fn(q))
     if name:
