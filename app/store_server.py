@@ -129,9 +129,9 @@ class StoreServer:
                 f"stop that process, use it (DOCSRAG_STORAGE__URI={self.uri}), or pass another --port"
             )
         check_lite_format(self.db_file)
+        binary = milvus_binary()
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         self._take_lock()
-        binary = milvus_binary()
         command = [str(binary), str(self.db_file), f"{self.host}:{self.port}", "ERROR"]
         logger.info("starting %s", " ".join(command))
         self.process = subprocess.Popen(
