@@ -13,6 +13,7 @@ from llama_index.core.node_parser import CodeSplitter
 from app.readers import SkipFile, read_pieces
 from app.readers.code import CODE_LANGUAGES, make_code_splitter, split_code
 from app.readers.html import read_html
+from app.readers.markdown import split_markdown
 from app.readers.pdf import read_pdf
 from app.readers.rst import split_rst
 from tests import docfactory as factory
@@ -190,6 +191,17 @@ def test_html_code_block_language_comes_from_sphinx_highlight_class_and_permalin
 
 
 # --- reST ---
+
+
+def test_markdown_hash_lines_inside_code_fences_are_not_headings() -> None:
+    text = (
+        "# Tool\n\n````markdown\n```bash\n# not a heading\n```\n# still code\n````\n\n"  # a fence shown inside a longer one
+        "## Usage\n\n~~~\n# tilde fence\n```\n# still code\n~~~\n\n"
+        "### Run\n\n```tcl\nrun_tool\n\n```{note}\n# a directive line does not close the open fence\n```\n\n"
+        "## After\n\nInline ```x``` code does not open a fence.\n\n# End\n"
+    )
+    sections = [p.section for p in split_markdown(text)]
+    assert sections == ["Tool", "Tool > Usage", "Tool > Usage > Run", "Tool > After", "End"]
 
 
 def test_rst_heading_levels_follow_first_appearance_and_build_paths() -> None:

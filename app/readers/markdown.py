@@ -7,7 +7,14 @@ import re
 from app.readers.base import Piece
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-_FENCE = re.compile(r"^\s*(```|~~~)")
+#: A code fence line: indentation (list items indent theirs), then 3+ backticks or tildes, then the info string (e.g. "python").
+_FENCE = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
+
+
+def closes(line: str, opening: str) -> bool:
+    """The line closes a block opened by ``opening``: the same character, at least as many, nothing after (CommonMark)."""
+    match = _FENCE.match(line)
+    return bool(match) and match["fence"][0] == opening[0] and len(match["fence"]) >= len(opening) and not match["info"].strip()
 
 
 def split_markdown(text: str) -> list[Piece]:
@@ -15,7 +22,7 @@ def split_markdown(text: str) -> list[Piece]:
     pieces: list[Piece] = []
     path: list[tuple[int, str]] = []
     lines: list[str] = []
-    in_fence = False
+    fence = ""  # the open code fence's backticks or tildes
 
     def flush() -> None:
         body = "\n".join(lines).strip()
@@ -24,9 +31,12 @@ def split_markdown(text: str) -> list[Piece]:
         lines.clear()
 
     for line in text.splitlines():
-        if _FENCE.match(line):
-            in_fence = not in_fence
-        match = None if in_fence else _HEADING.match(line)
+        opening = None if fence else _FENCE.match(line)
+        if fence and closes(line, fence):
+            fence = ""
+        elif opening and not (opening["fence"][0] == "`" and "`" in opening["info"]):  # "```x```" is inline code
+            fence = opening["fence"]
+        match = None if fence else _HEADING.match(line)
         if match:
             flush()
             level, title = len(match.group(1)), match.group(2).strip()
