@@ -41,6 +41,7 @@ run: ingest
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: lint extras browser
 	$(BIN)/python -m pytest

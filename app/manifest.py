@@ -65,8 +65,16 @@ class Manifest:
             self._conn.execute(
                 "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    record.source, record.root, record.sha256, record.size, record.mtime_ns, record.fmt,
-                    record.pieces, record.chunks, record.state, record.ingested_at,
+                    record.source,
+                    record.root,
+                    record.sha256,
+                    record.size,
+                    record.mtime_ns,
+                    record.fmt,
+                    record.pieces,
+                    record.chunks,
+                    record.state,
+                    record.ingested_at,
                 ),
             )
 

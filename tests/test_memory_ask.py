@@ -18,6 +18,7 @@ QUESTION = "How to introduce randomness to global routing for solution explorati
 # Measured on 8 ORD-QA docs (161 chunks): ~490 MB, the app ~400 MB and its Milvus Lite server ~90 MB.
 ASK_PEAK_BOUND_MB = 540
 
+
 def test_runtime_loads_the_local_model_before_opening_the_index(settings) -> None:
     from app.composition import open_runtime
 
