@@ -68,7 +68,7 @@ def _interrupt(signum: int, frame) -> None:
 def cmd_serve_store(args: argparse.Namespace) -> int:
     import signal
 
-    from app.store_server import StoreServer, db_file_for
+    from app.store_server import StoreServer
 
     settings = _settings(args)
     if settings.storage.uri:
@@ -76,7 +76,7 @@ def cmd_serve_store(args: argparse.Namespace) -> int:
             f"storage.uri is set to {settings.storage.uri!r}: serve-store serves the embedded index in storage.index_dir; "
             "unset DOCSRAG_STORAGE__URI (or storage.uri in the profile) for this command"
         )
-    server = StoreServer(db_file_for(settings), host=args.host, port=args.port)
+    server = StoreServer(settings.storage.lite_file().resolve(), host=args.host, port=args.port)
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop closes the index as cleanly as Ctrl-C
     server.start()
     try:

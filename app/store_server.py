@@ -31,7 +31,6 @@ from pathlib import Path
 from threading import Thread
 
 from app.store import check_lite_format
-from settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +40,6 @@ DEFAULT_PORT = 19530
 
 class StoreServerError(RuntimeError):
     """The store server could not be started (the message names the cause and the fix)."""
-
-
-def db_file_for(settings: Settings) -> Path:
-    """The file an embedded index keeps its Milvus data in (``<index_dir>/milvus.db``)."""
-    return Path(str(settings.storage.index_dir / "milvus.db")).resolve()
 
 
 def lock_path(db_file: Path) -> Path:

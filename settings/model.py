@@ -159,8 +159,12 @@ class StorageSettings(BaseModel):
         ),
     )
 
+    def lite_file(self) -> Path:
+        """The embedded index's Milvus Lite file."""
+        return self.index_dir / "milvus.db"
+
     def milvus_uri(self) -> str:
-        return self.uri or str(self.index_dir / "milvus.db")
+        return self.uri or str(self.lite_file())
 
 
 class Settings(BaseSettings):
