@@ -196,13 +196,15 @@ def summarize(questions: Sequence[EvalQuestion], records: Sequence[dict[str, Any
     """Metrics of a run; retrieval metrics only over questions that have reference contexts."""
     metrics: dict[str, Any] = {"questions": len(records)}
     by_id = {q.id: q for q in questions}
-    judged = [(refs, [c["text"] for c in r["retrieved"]]) for r in records if (refs := by_id[r["id"]].reference_contexts)]
+    judged = [(r["id"], refs, [c["text"] for c in r["retrieved"]]) for r in records if (refs := by_id[r["id"]].reference_contexts)]
     if judged:
         metrics["with_references"] = len(judged)
         for cut in cutoffs(k):
-            metrics[f"recall@{cut}"] = _mean(recall_at_k(chunks, refs, cut) for refs, chunks in judged)
-            metrics[f"hit@{cut}"] = _mean(hit_at_k(chunks, refs, cut) for refs, chunks in judged)
-        metrics[f"mrr@{MRR_DEPTH}"] = _mean(reciprocal_rank(chunks, refs) for refs, chunks in judged)
+            metrics[f"recall@{cut}"] = _mean(recall_at_k(chunks, refs, cut) for _, refs, chunks in judged)
+            metrics[f"hit@{cut}"] = _mean(hit_at_k(chunks, refs, cut) for _, refs, chunks in judged)
+        metrics[f"mrr@{MRR_DEPTH}"] = _mean(reciprocal_rank(chunks, refs) for _, refs, chunks in judged)
+        top = min(5, k)  # the questions to look at first: no reference passage among the first results
+        metrics[f"missed@{top}"] = [qid for qid, refs, chunks in judged if not hit_at_k(chunks, refs, top)]
     metrics["top5_words_mean"] = _mean(sum(len(c["text"].split()) for c in r["retrieved"][:5]) for r in records)
     metrics["top5_words_max"] = max((sum(len(c["text"].split()) for c in r["retrieved"][:5]) for r in records), default=0)
     answered = [r for r in records if r["answer"]]
@@ -229,6 +231,8 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def _shown(name: str, value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(map(str, value)) or "none"
     if not isinstance(value, float):
         return str(value)
     return f"{value:.1f}" if name.endswith(("_p50", "_p95", "_mean")) else f"{value:.3f}"
