@@ -41,7 +41,6 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
-from llama_index.core.base.llms.generic_utils import messages_to_history_str
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
 from llama_index.core.base.response.schema import RESPONSE_TYPE, Response, StreamingResponse
 from llama_index.core.chat_engine import CondenseQuestionChatEngine
@@ -78,6 +77,10 @@ _ASKING = re.compile(
     r"explain|list|show|tell|describe|give|compare|find|is there|are there)\b",
     re.IGNORECASE,
 )
+MAX_REWRITE_WORDS = 60
+_REWRITE_LABEL = re.compile(r"^(?:\**\s*)?(?:standalone question|rewritten question|question)\s*:\s*\**", re.IGNORECASE)
+#: Words of the condense prompt itself: a reply holding them echoes the prompt.
+_PROMPT_MARKER = re.compile(r"chat history|follow up message|standalone question", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/:']*[A-Za-z0-9]|[A-Za-z0-9]|--?[A-Za-z0-9][\w\-]*")
 
 
@@ -126,6 +129,26 @@ def condense_without_llm(history: Sequence[ChatMessage], question: str) -> str:
     if not carried:
         return question
     return f"{question.strip()} ({' '.join(carried)})"
+
+
+def history_text(history: Sequence[ChatMessage]) -> str:
+    """The chat history for the condense prompt: "role: text" lines, without the messages' bookkeeping fields."""
+    return "\n".join(f"{m.role.value}: {m.content or ''}" for m in history)
+
+
+def rewritten_question(reply: str) -> str | None:
+    """The standalone question in an LLM's condense reply, None when the reply is not one.
+
+    Small models often label the question or explain it on further lines, and a
+    broken one may echo the prompt back: the first line is taken, without a
+    "Standalone question:" label, and refused if it holds the prompt's own words
+    or is longer than a question (MAX_REWRITE_WORDS).
+    """
+    line = next((line.strip() for line in reply.splitlines() if line.strip()), "")
+    line = _REWRITE_LABEL.sub("", line).strip().strip('"')
+    if not line or _PROMPT_MARKER.search(line) or len(line.split()) > MAX_REWRITE_WORDS:
+        return None
+    return line
 
 
 def _extractive_labels(llm: LLM) -> set[str]:
@@ -185,11 +208,14 @@ class DocsChatEngine(CondenseQuestionChatEngine):
             return last_message
         if isinstance(self._llm, ExtractiveLLM):
             return condense_without_llm(chat_history, last_message)
-        prompt = self._condense_question_prompt.format(question=last_message, chat_history=messages_to_history_str(chat_history))
+        prompt = self._condense_question_prompt.format(question=last_message, chat_history=history_text(chat_history))
         reply = self._llm.chat([ChatMessage(role=MessageRole.USER, content=prompt)])
-        text = (reply.message.content or "").strip()
-        if not text or reply.additional_kwargs.get("answered_by") in _extractive_labels(self._llm):
+        if reply.additional_kwargs.get("answered_by") in _extractive_labels(self._llm):
             logger.info("no LLM rewrote the follow-up; condensing it with the keyword rule")
+            return condense_without_llm(chat_history, last_message)
+        text = rewritten_question(reply.message.content or "")
+        if text is None:
+            logger.warning("the LLM's rewrite of the follow-up is not a question; condensing it with the keyword rule")
             return condense_without_llm(chat_history, last_message)
         return text
 

@@ -11,7 +11,7 @@ free port against an existing index and measures, from process start:
 then, in the same page, asks a question and measures from pressing Enter:
 
 - ``first_token_s``: the first answer text appears in the assistant message;
-- ``answered_s``: the answer is complete ("Answered by" shown);
+- ``answered_s``: the answer is complete ("Answered by" shown, or "Not answered" for a refusal);
 - ``warm_first_token_s``: the same for a second question (models loaded).
 
 The browser is started before the timer (it is not part of the page's start-up).
@@ -79,14 +79,16 @@ def ask(driver, question: str, timeout: float) -> tuple[float, float]:
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    answered_before = driver.find_element(By.TAG_NAME, "body").text.count("Answered by")
+    def replies(d) -> int:  # finished answers and refusals
+        text = d.find_element(By.TAG_NAME, "body").text
+        return text.count("Answered by") + text.count("Not answered")
+
+    answered_before = replies(driver)
     box = driver.find_element(By.CSS_SELECTOR, CHAT_INPUT)
     box.send_keys(question)
     driver.execute_script(WATCH_FIRST_TOKEN)
     box.send_keys(Keys.ENTER)
-    WebDriverWait(driver, timeout, poll_frequency=0.05).until(
-        lambda d: d.find_element(By.TAG_NAME, "body").text.count("Answered by") > answered_before
-    )
+    WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: replies(d) > answered_before)
     done, asked, first = driver.execute_script("return [performance.now(), window.__asked, window.__firstToken];")
     return (first - asked) / 1000 if first else float("nan"), (done - asked) / 1000
 
@@ -111,6 +113,7 @@ def one_run(index: Path, env_extra: dict[str, str], timeout: float) -> dict[str,
             first, answered = ask(driver, QUESTIONS[0], timeout)
             warm_first, warm_answered = ask(driver, QUESTIONS[1], timeout)
         except Exception:
+            sys.stderr.write("page text:\n" + driver.find_element(By.TAG_NAME, "body").text[-3000:] + "\n")
             log.seek(0)
             sys.stderr.write(log.read()[-3000:])
             raise

@@ -35,6 +35,7 @@ CHAT, EMBED, RERANK, OLLAMA_CHAT, OLLAMA_SHOW = "chat", "embed", "rerank", "olla
 FAULT_KINDS = ("429", "503", "slow", "malformed", "stream_error", "stream_error_after_token", "500", "no_usage")
 _WORD = re.compile(r"\w+")
 _SOURCE = re.compile(r'<source id="(\d+)"[^\n]*>\n(.*?)\n</source>', re.DOTALL)
+_CONDENSE = re.compile(r"<Chat History>\n(?P<history>.*?)\n<Follow Up Message>\n(?P<follow_up>.*?)\n<Standalone question>", re.DOTALL)
 _QUESTION = re.compile(r"<question>\n(.*?)\n</question>", re.DOTALL)
 
 
@@ -79,6 +80,10 @@ def canned_answer(model: str, messages: list[dict[str, Any]]) -> str:
     if sources:
         words = sources[0][1].split()[:24]
         return f"According to the documentation, {' '.join(words)} [{sources[0][0]}]. (model {model})"
+    condense = _CONDENSE.search(text)
+    if condense:  # LlamaIndex's condense prompt: the follow-up, with the chat's first question as its context
+        first = re.search(r"^user: (.*)$", condense["history"], re.MULTILINE)
+        return f"{condense['follow_up'].strip()} (after: {first.group(1).strip()})" if first else condense["follow_up"].strip()
     question = _QUESTION.search(text)
     asked = question.group(1) if question else (messages[-1].get("content") if messages else "")
     return f"Echo from {model}: {asked}"

@@ -121,3 +121,25 @@ def test_offline_index_answers_through_the_api_and_a_reranker_failure_is_reporte
     assert answer.sources[0].file_name == "guide.md"  # the query embedded through the API found the offline chunk
     assert any("fused retrieval order was kept" in n for n in answer.notices)
     assert len(hf_env.requests("rerank")) == 1 and len(hf_env.requests("embed")) == 1
+
+
+def test_a_follow_up_is_rewritten_by_the_llm_from_the_history_without_its_bookkeeping(hf_env, tmp_path) -> None:
+    from app.chat import DocsChatEngine
+    from app.composition import build_ingestor
+
+    runtime = open_runtime(load_settings("hf_api"))
+    try:
+        ingestor = build_ingestor(runtime)
+        ingestor.ingest(docs(tmp_path))
+        ingestor.close()
+        chat = DocsChatEngine.from_runtime(runtime)
+        chat.chat(QUESTION)
+        reply = chat.chat("and how large can its cache grow?")
+    finally:
+        runtime.close()
+    standalone = reply.sources[0].raw_input["query"]
+    assert standalone == f"and how large can its cache grow? (after: {QUESTION})"  # the loopback model's rewrite
+    [condense] = [r for r in hf_env.requests("chat") if "<Follow Up Message>" in r.raw_body]
+    assert f"user: {QUESTION}" in condense.body["messages"][0]["content"]
+    assert "standalone_question" not in condense.raw_body  # the history's bookkeeping field is not sent to the model
+    assert "cache.md" in {n.node.metadata["source"] for n in reply.sources[0].raw_output.source_nodes}

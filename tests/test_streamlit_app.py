@@ -16,7 +16,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app.chat import condense_without_llm, is_follow_up
+from app.chat import condense_without_llm, is_follow_up, rewritten_question
 from app.composition import build_ingestor, open_runtime
 from app.ui.uploads import UploadRejected, safe_name
 from settings import load_settings
@@ -371,3 +371,15 @@ def test_first_start_on_an_empty_index_ingests_the_startup_folder_with_progress(
     assert any("1 ingested" in s.value for s in at.success)
     at.chat_input[0].set_value("How do I ingest a folder?").run()
     assert any("python -m app ingest PATH" in m.value for m in at.markdown)
+
+
+def test_an_llm_rewrite_is_its_first_line_without_a_label_and_an_echoed_prompt_is_refused() -> None:
+    from llama_index.core.chat_engine.condense_question import DEFAULT_PROMPT
+
+    assert rewritten_question("Standalone question: How large can the proxy cache grow?") == "How large can the proxy cache grow?"
+    assert rewritten_question("\nHow do I set the proxy timeout?\nThis rewrite adds the proxy from the history.") == (
+        "How do I set the proxy timeout?"
+    )
+    assert rewritten_question(DEFAULT_PROMPT.format(question="and its timeout?", chat_history="user: proxy?")) is None
+    assert rewritten_question("word " * 61) is None
+    assert rewritten_question("  ") is None
