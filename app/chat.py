@@ -144,8 +144,8 @@ def rewritten_question(reply: str) -> str | None:
     "Standalone question:" label, and refused if it holds the prompt's own words
     or is longer than a question (MAX_REWRITE_WORDS).
     """
-    line = next((line.strip() for line in reply.splitlines() if line.strip()), "")
-    line = _REWRITE_LABEL.sub("", line).strip().strip('"')
+    lines = (_REWRITE_LABEL.sub("", line).strip().strip('"') for line in reply.splitlines())
+    line = next((line for line in lines if line), "")
     if not line or _PROMPT_MARKER.search(line) or len(line.split()) > MAX_REWRITE_WORDS:
         return None
     return line

@@ -25,6 +25,7 @@ Needs /usr/bin/chromium, /usr/bin/chromedriver and selenium (see tests/test_brow
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -113,7 +114,8 @@ def one_run(index: Path, env_extra: dict[str, str], timeout: float) -> dict[str,
             first, answered = ask(driver, QUESTIONS[0], timeout)
             warm_first, warm_answered = ask(driver, QUESTIONS[1], timeout)
         except Exception:
-            sys.stderr.write("page text:\n" + driver.find_element(By.TAG_NAME, "body").text[-3000:] + "\n")
+            with contextlib.suppress(Exception):  # the browser may be what failed
+                sys.stderr.write("page text:\n" + driver.find_element(By.TAG_NAME, "body").text[-3000:] + "\n")
             log.seek(0)
             sys.stderr.write(log.read()[-3000:])
             raise

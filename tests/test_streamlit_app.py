@@ -377,6 +377,7 @@ def test_an_llm_rewrite_is_its_first_line_without_a_label_and_an_echoed_prompt_i
     from llama_index.core.chat_engine.condense_question import DEFAULT_PROMPT
 
     assert rewritten_question("Standalone question: How large can the proxy cache grow?") == "How large can the proxy cache grow?"
+    assert rewritten_question("**Standalone question:**\n\nHow large can the proxy cache grow?") == "How large can the proxy cache grow?"
     assert rewritten_question("\nHow do I set the proxy timeout?\nThis rewrite adds the proxy from the history.") == (
         "How do I set the proxy timeout?"
     )
