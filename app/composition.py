@@ -155,7 +155,15 @@ def build_reranker(settings: Settings, meter=None):
             timeout_s=rr.timeout_s,
             meter=meter,
         )
-    raise ValueError(f"rerank.backend={rr.backend!r} is not supported; use 'none' or 'hf_api'")
+    if rr.backend == "local":
+        from integrations.local_rerank import LocalCrossEncoderRerank
+
+        if rr.model_dir is None:
+            raise ValueError("rerank.backend=local needs rerank.model_dir (DOCSRAG_RERANK__MODEL_DIR): a cross-encoder's ONNX directory")
+        return LocalCrossEncoderRerank(
+            model=rr.model, model_dir=rr.model_dir, top_n=rr.top_n, max_candidates=rr.max_candidates, threads=settings.embedding.threads
+        )
+    raise ValueError(f"rerank.backend={rr.backend!r} is not supported; use 'none', 'hf_api' or 'local'")
 
 
 @dataclass

@@ -65,10 +65,16 @@ class LLMSettings(BaseModel):
 
 
 class RerankSettings(BaseModel):
-    backend: Literal["none", "hf_api"] = Field(
-        "none", description="Cross-encoder reranker; none ships offline, so the default keeps the fused order."
+    backend: Literal["none", "hf_api", "local"] = Field(
+        "none",
+        description="Cross-encoder reranker: none (none ships offline: the fused order), hf_api, or local (ONNX model in model_dir).",
     )
-    model: str = Field("cross-encoder/ms-marco-MiniLM-L6-v2", description="Cross-encoder model id.")
+    model: str = Field(
+        "cross-encoder/ms-marco-MiniLM-L6-v2", description="Cross-encoder model id (hf_api; names the local model in notices)."
+    )
+    model_dir: Path | None = Field(
+        None, description="local: a directory with a cross-encoder's tokenizer.json and model.onnx (or onnx/model.onnx)."
+    )
     top_n: int = Field(5, ge=1, description="Nodes kept after reranking.")
     max_candidates: int = Field(20, ge=1, description="Most candidates sent to the reranker per question.")
     timeout_s: float = Field(

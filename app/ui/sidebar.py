@@ -18,7 +18,8 @@ from settings import Settings
 
 NO_RERANK = (
     "Offline reranking is not available: no cross-encoder model ships with docsrag, so passages keep the hybrid "
-    "(dense + BM25) order. Set rerank.backend to hf_api to rerank with the Hugging Face API."
+    "(dense + BM25) order. Set rerank.backend to hf_api to rerank with the Hugging Face API, or to local with "
+    "rerank.model_dir pointing at a cross-encoder's ONNX export."
 )
 
 
