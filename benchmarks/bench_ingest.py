@@ -7,7 +7,8 @@ Measures, each in fresh ``python -m app`` processes under ``/usr/bin/time -v`` (
   (chunked as ingestion does, embedded in one process with no store);
 * an unchanged re-ingest of each (the manifest skips every file: no reading, no embedding);
 * query latency p50/p95 per stage (retrieve, rerank, generate, total) from ``python -m app eval`` with
-  answers over the 90 ORD-QA questions, on an index of ORD-QA plus a long PDF sized to reach
+  answers over the 90 ORD-QA questions, on an index of ORD-QA plus Debian documentation (``--packages``,
+  default python3.11-doc, fetched with apt-get download + dpkg -x into ``--cache-dir``) filling it to
   ``--latency-chunks`` chunks (default 5,000);
 * peak RSS of ``python -m app ask`` on that index.
 
@@ -36,7 +37,7 @@ CHUNKS_WRITTEN = re.compile(r"\((\d+) chunks written")
 PEAK_RSS = re.compile(r"Maximum resident set size \(kbytes\): (\d+)")
 WALL = re.compile(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)")
 ASK_QUESTION = "How do I set the routing alpha of a net to trade wirelength against path depth?"
-CHUNKS_PER_PDF_PAGE = 8  # make_long_pdf pages hold ~4 KB of text: ~8 chunks of 128 tokens
+ORDQA_CHUNKS = 1359  # python -m app ingest of ORD-QA's docs with the default settings
 
 
 def timed_cli(*args: str) -> tuple[str, float, float]:
@@ -105,14 +106,19 @@ def ingest_runs(docs: Path, work: Path, runs: int) -> dict[str, float]:
     }
 
 
-def latency_runs(work: Path, target_chunks: int, runs: int) -> dict[str, float]:
-    """Per-stage latency (eval with answers over ORD-QA) and ask's peak RSS on an index of >= target_chunks."""
-    from tests.docfactory import make_long_pdf
+def latency_runs(work: Path, target_chunks: int, runs: int, cache: Path, packages: list[str]) -> dict[str, float]:
+    """Per-stage latency (eval with answers over ORD-QA) and ask's peak RSS on an index of >= target_chunks.
+
+    The index holds ORD-QA's docs plus Debian documentation (``packages``, fetched by bench_scale's
+    apt-get download + dpkg -x into ``cache``) taken file by file until the target is reached.
+    """
+    from benchmarks.bench_scale import candidate_files, fetch_packages, link_into, pick_exact
+    from settings import load_settings
 
     docs = work / "latency-docs"
-    shutil.copytree(ORDQA / "docs", docs)
-    pages = max(10, (target_chunks - 1400) // CHUNKS_PER_PDF_PAGE + 1)
-    make_long_pdf(docs / "long-manual.pdf", pages=pages)
+    shutil.copytree(ORDQA / "docs", docs / "ord-qa")
+    filler, _ = pick_exact(candidate_files(fetch_packages(cache, packages)), target_chunks - ORDQA_CHUNKS, load_settings("local"))
+    link_into(docs / "debian", filler)
     index = work / "latency-index"
     out, _, _ = timed_cli("ingest", str(docs), "--index", str(index), "-q")
     metrics: dict[str, list[float]] = {}
@@ -144,6 +150,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (medians are reported)")
     parser.add_argument("--pdf-pages", type=int, default=200, help="pages of the generated PDF for ingest throughput")
     parser.add_argument("--latency-chunks", type=int, default=5000, help="chunks in the index used for query latency")
+    parser.add_argument("--cache-dir", type=Path, default=REPO / ".docsrag" / "bench-cache", help="downloaded Debian doc packages")
+    parser.add_argument("--packages", nargs="+", default=["python3.11-doc"], help="Debian doc packages filling the latency index")
     args = parser.parse_args()
     from tests.docfactory import make_long_pdf
 
@@ -162,8 +170,8 @@ def main() -> None:
                 ("ingest peak RSS", label, f"{measured['ingest_peak_rss_mb']:.0f} MB"),
                 ("unchanged re-ingest", label, f"{measured['reingest_s']:.1f} s"),
             ]
-        latency = latency_runs(work, args.latency_chunks, args.runs)
-        corpus = f"ORD-QA + PDF, {latency['chunks']} chunks"
+        latency = latency_runs(work, args.latency_chunks, args.runs, args.cache_dir, args.packages)
+        corpus = f"ORD-QA + {' + '.join(args.packages)}, {latency['chunks']} chunks"
         for stage in ("retrieve", "rerank", "generate", "total"):
             rows.append((f"query {stage} p50 / p95", corpus, f"{latency[f'{stage}_ms_p50']:.0f} / {latency[f'{stage}_ms_p95']:.0f} ms"))
         rows += [
