@@ -158,12 +158,11 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     for noisy in ("pymilvus", "milvus_lite", "grpc._server"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    from integrations.local_embedding import LocalMiniLMEmbedding
     from tests.loopback_server import LoopbackServer
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["HF_HOME"] = str(Path(tmp) / "hf_home")  # never read a developer's saved token
-        server = LoopbackServer(LocalMiniLMEmbedding()).start()
+        server = LoopbackServer().start()
         try:
             overhead = answer_overhead(server, args.questions)
             embeds = embedding_requests(server, Path(tmp))

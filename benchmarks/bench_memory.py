@@ -60,12 +60,11 @@ def main() -> None:
         child(args.child, json.loads(args.questions_json))
         return
 
-    from integrations.local_embedding import LocalMiniLMEmbedding
     from tests.loopback_server import LoopbackServer
 
     questions = [json.loads(line)["question"] for line in (EVAL / "questions.jsonl").read_text().splitlines()[:20]]
     work = Path(tempfile.mkdtemp(prefix="bench_memory_"))
-    server = LoopbackServer(LocalMiniLMEmbedding()).start()
+    server = LoopbackServer().start()
     base = {k: v for k, v in os.environ.items() if not k.startswith("DOCSRAG_") and k not in ("SPACE_ID", "SPACE_HOST")}
     envs = {
         "hf_spaces": {**base, "HF_TOKEN": FAKE_TOKEN, "DOCSRAG_HF_BASE_URL": server.url, "HF_HOME": str(work / "hf"),

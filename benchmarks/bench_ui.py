@@ -134,10 +134,9 @@ def one_run(index: Path, env_extra: dict[str, str], timeout: float) -> dict[str,
 
 
 def loopback_env(stack) -> dict[str, str]:
-    from integrations.local_embedding import LocalMiniLMEmbedding
     from tests.loopback_server import LoopbackServer
 
-    server = LoopbackServer(LocalMiniLMEmbedding()).start()
+    server = LoopbackServer().start()
     stack.append(server)
     return {
         "DOCSRAG_HF_TOKEN": "hf_loopback_token",

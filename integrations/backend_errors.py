@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
 from typing import Any
 
 _DEADLINE: ContextVar[float | None] = ContextVar("docsrag_question_deadline", default=None)
+# Anything shaped like a Hugging Face token or an Authorization value, even one we did not send.
+_SECRET_SHAPES = re.compile(r"hf_[A-Za-z0-9]{30,}|(?i:bearer)\s+[^\s\"',;]+")
+REDACTED = "[redacted]"
 
 
 class BackendUnavailableError(RuntimeError):
@@ -68,6 +72,44 @@ async def aiter_in_thread(stream: Iterator[Any]) -> AsyncIterator[Any]:
         if item is done:
             return
         yield item
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` without the given secrets and without anything shaped like a token or ``Bearer …``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return _SECRET_SHAPES.sub(REDACTED, text)
+
+
+@contextlib.contextmanager
+def redacted_errors(*secrets: str | None) -> Iterator[None]:
+    """Scrub secrets from every exception leaving the block (and the exceptions it chains), then re-raise it.
+
+    The one choke point for text derived from a server reply: a server may echo the
+    ``Authorization`` header in an error body, and that text reaches notices, the
+    fallback list, logs and tracebacks only through these exception objects.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        _scrub(exc, tuple(s for s in secrets if s), seen=set())
+        raise
+
+
+def _scrub(exc: BaseException, secrets: tuple[str, ...], seen: set[int]) -> None:
+    if id(exc) in seen:
+        return
+    seen.add(id(exc))
+    exc.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in exc.args)
+    for name in ("server_message", "error", "msg"):  # HfHubHTTPError, ollama.ResponseError, JSONDecodeError
+        value = getattr(exc, name, None)
+        if isinstance(value, str):
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(exc, name, redact(value, secrets))
+    for chained in (exc.__cause__, exc.__context__):
+        if chained is not None:
+            _scrub(chained, secrets, seen)
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:

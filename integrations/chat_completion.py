@@ -1,7 +1,8 @@
 """Completion and async entry points for LLMs whose real work is a synchronous ``chat``/``stream_chat``.
 
-Prompts become one user message; async calls run the sync paths in worker threads
-(the stock HF async paths lose chunks and break across event loops, GUIDE §3).
+Prompts become one user message through LlamaIndex's chat→completion decorators;
+async calls run the sync paths in worker threads (the stock HF async paths lose
+chunks and break across event loops, GUIDE §3).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from llama_index.core.base.llms.generic_utils import chat_to_completion_decorator, stream_chat_to_completion_decorator
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -17,7 +19,6 @@ from llama_index.core.base.llms.types import (
     CompletionResponse,
     CompletionResponseAsyncGen,
     CompletionResponseGen,
-    MessageRole,
 )
 
 from integrations.backend_errors import aiter_in_thread
@@ -27,19 +28,10 @@ class ChatCompletionMixin:
     """Put first among an LLM's bases; the class provides ``chat`` and ``stream_chat``."""
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        response = self.chat([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs)
-        return CompletionResponse(text=response.message.content or "", raw=response.raw, additional_kwargs=response.additional_kwargs)
+        return chat_to_completion_decorator(self.chat)(prompt, **kwargs)
 
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        stream = self.stream_chat([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs)
-
-        def gen() -> CompletionResponseGen:
-            for chunk in stream:
-                yield CompletionResponse(
-                    text=chunk.message.content or "", delta=chunk.delta, raw=chunk.raw, additional_kwargs=chunk.additional_kwargs
-                )
-
-        return gen()
+        return stream_chat_to_completion_decorator(self.stream_chat)(prompt, **kwargs)
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         return await asyncio.to_thread(self.chat, messages, **kwargs)

@@ -13,15 +13,23 @@ problems (GUIDE §3), fixed here without re-implementing the client:
    ``estimated_time`` honoured while they fit in the question's deadline;
 4. the constructor probes ``{url}/info`` over the network and the token is a plain
    field (dumped with the model) that falls back to a token saved on the machine →
-   no probe, and the token is a required private ``SecretStr``.
+   no probe, and the token is a required private ``SecretStr``;
+5. chat templates without a system role (Gemma's) make providers answer 400 → the
+   request is sent again with the system text folded into the first user turn, and
+   the model is remembered so later questions are folded at once;
+6. ``finish_reason == "length"`` (cut at ``max_tokens``) passes silently → the reply
+   carries ``truncated`` and a notice the answer shows.
+
+Every error leaving a call has the token scrubbed (``redacted_errors``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -35,12 +43,27 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.llms.huggingface_api import HuggingFaceInferenceAPI
 from pydantic import SecretStr
 
-from integrations.backend_errors import BackendUnavailableError, current_deadline
+from integrations.backend_errors import BackendUnavailableError, current_deadline, redacted_errors
 from integrations.chat_completion import ChatCompletionMixin
 from integrations.hf_http import DEFAULT_HF_BASE_URL, chat_url, secret_value, with_retries
 from integrations.usage_meter import BudgetDegraded, Metering, UsageMeter, estimate_tokens, metered
 
 logger = logging.getLogger(__name__)
+
+
+def truncated_notice(label: str) -> str:
+    return f"The answer from {label} was cut at the answer-length limit (llm.max_tokens) and is incomplete."
+
+
+def fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages with the system text moved to the start of the first user turn (for templates without a system role)."""
+    system = "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "system")
+    rest = [dict(m) for m in messages if m.get("role") != "system"]
+    for message in rest:
+        if message.get("role") == "user":
+            message["content"] = f"{system}\n\n{message.get('content') or ''}"
+            return rest
+    return [{"role": "user", "content": system}, *rest]
 
 
 def _usage(raw: Any) -> dict[str, int]:
@@ -72,6 +95,9 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
 
     _token: SecretStr = PrivateAttr()
     _meter: UsageMeter | None = PrivateAttr(default=None)
+    # Models whose chat template rejected a system message, shared by every instance of this process.
+    _no_system_role: ClassVar[set[str]] = set()
+    _no_system_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
         self,
@@ -139,7 +165,25 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
         return InferenceClient(**{**self._get_inference_client_kwargs(), "timeout": timeout})
 
     def _open(self, messages: Sequence[ChatMessage], stream: bool, **kwargs: Any) -> tuple[Any, Any]:
+        from huggingface_hub.errors import HfHubHTTPError
+
         hf_messages = self._to_huggingface_messages(messages)
+        has_system = any(m.get("role") == "system" for m in hf_messages)
+        if has_system and self.model_name in self._no_system_role:
+            hf_messages, has_system = fold_system(hf_messages), False
+        try:
+            return self._send(hf_messages, stream, **kwargs)
+        except HfHubHTTPError as exc:
+            if not has_system or exc.response is None or exc.response.status_code != 400:
+                raise
+            # A 400 to a request with a system message: try once more without one (Gemma-style templates).
+            output = self._send(fold_system(hf_messages), stream, **kwargs)
+        with self._no_system_lock:
+            self._no_system_role.add(self.model_name)
+        logger.info("%s rejects a system message: the system text now goes into the first user turn", self.backend_label)
+        return output
+
+    def _send(self, hf_messages: list[dict[str, Any]], stream: bool, **kwargs: Any) -> tuple[Any, Any]:
         model_kwargs = self._get_model_kwargs(**kwargs)
         if stream:
             model_kwargs["stream_options"] = {"include_usage": True}
@@ -187,10 +231,16 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
             max_tokens_in=int(prompt_tokens * 1.25) + 32, max_tokens_out=self.num_output,
         ), prompt_tokens  # fmt: skip
 
+    def _finished(self, finish_reason: Any) -> dict[str, Any]:
+        """``truncated`` and a notice when the reply was cut at ``max_tokens``."""
+        if finish_reason != "length":
+            return {}
+        return {"truncated": True, "notices": [truncated_notice(self.backend_label)]}
+
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         meter_block, prompt_tokens = self._metered(messages)
-        with meter_block as usage:
+        with redacted_errors(self._token.get_secret_value()), meter_block as usage:
             output, client = self._open(messages, stream=False, **kwargs)
             client.close()
             if not output.choices:
@@ -201,14 +251,14 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
             raw=dict(output),
-            additional_kwargs={"answered_by": self.backend_label, **reported},
+            additional_kwargs={"answered_by": self.backend_label, **reported, **self._finished(output.choices[0].finish_reason)},
         )
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         def gen() -> ChatResponseGen:
             meter_block, prompt_tokens = self._metered(messages)
-            with meter_block as usage:
+            with redacted_errors(self._token.get_secret_value()), meter_block as usage:
                 chunks, client = self._open(messages, stream=True, **kwargs)
                 text = ""
                 reported: dict[str, int] = {}
@@ -221,16 +271,17 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
                             break
                         except json.JSONDecodeError as exc:
                             raise BackendUnavailableError(f"malformed JSON in the answer stream from {self.model}") from exc
-                        delta = ""
+                        delta, finished = "", {}
                         if chunk.choices:  # usage-only chunks have choices: []
                             delta = chunk.choices[0].delta.content or ""
+                            finished = self._finished(chunk.choices[0].finish_reason)
                         text += delta
                         reported = _usage(chunk) or reported
                         yield ChatResponse(
                             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
                             delta=delta,
                             raw=dict(chunk),
-                            additional_kwargs={"answered_by": self.backend_label, **_usage(chunk)},
+                            additional_kwargs={"answered_by": self.backend_label, **_usage(chunk), **finished},
                         )
                 finally:
                     client.close()  # releases the streamed HTTP response

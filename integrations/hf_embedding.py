@@ -4,7 +4,9 @@ The stock ``HuggingFaceInferenceAPIEmbedding`` (0.6.0) sends one request per
 text on fresh event loops and fails every other call against a keep-alive server
 (GUIDE §3, bug 3), has no timeout and pools with CLS. This subclass sends each
 batch as one ``{"inputs": [...]}`` POST to
-``{base_url}/hf-inference/models/{id}/pipeline/feature-extraction``, mean-pools
+``{base_url}/hf-inference/models/{id}/pipeline/feature-extraction`` (at most 32
+texts, text-embeddings-inference's default limit; a 413 reply splits the batch in
+halves and sends them again), mean-pools
 token-level outputs, L2-normalises (as sentence-transformers does, so vectors
 match the packaged local model), and keeps every vector in an
 :class:`~integrations.embedding_cache.EmbeddingCache`.
@@ -25,9 +27,17 @@ from llama_index.embeddings.huggingface_api.pooling import Pooling
 from llama_index.utils.huggingface import format_query, format_text
 from pydantic import SecretStr
 
-from integrations.backend_errors import BackendUnavailableError, current_deadline
+from integrations.backend_errors import BackendUnavailableError, current_deadline, redacted_errors
 from integrations.embedding_cache import EmbeddingCache
-from integrations.hf_http import DEFAULT_HF_BASE_URL, feature_extraction_url, hf_headers, post_json, secret_value, with_retries
+from integrations.hf_http import (
+    DEFAULT_HF_BASE_URL,
+    MAX_CLIENT_BATCH,
+    feature_extraction_url,
+    hf_headers,
+    post_json,
+    secret_value,
+    with_retries,
+)
 from integrations.usage_meter import UsageMeter, estimate_tokens, metered
 
 logger = logging.getLogger(__name__)
@@ -37,7 +47,9 @@ class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
     """Sentence embeddings from the HF Inference API (default sentence-transformers/all-MiniLM-L6-v2)."""
 
     base_url: str = Field(default=DEFAULT_HF_BASE_URL, description="Router base URL; the feature-extraction route is built from it.")
-    embed_batch_size: int = Field(default=32, gt=0, le=2048, description="Texts per API request.")
+    embed_batch_size: int = Field(
+        default=MAX_CLIENT_BATCH, gt=0, le=2048, description="Texts per embedding call; each request carries at most 32 of them."
+    )
     pooling: Pooling | None = Field(
         default=Pooling.MEAN, description="Pooling of token-level outputs (sentence-transformers models use mean)."
     )
@@ -96,6 +108,13 @@ class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
         return array.tolist()
 
     def _request(self, texts: list[str]) -> list[list[float]]:
+        with redacted_errors(self._token.get_secret_value() if self._token else None):
+            return [v for start in range(0, len(texts), MAX_CLIENT_BATCH) for v in self._post(texts[start : start + MAX_CLIENT_BATCH])]
+
+    def _post(self, texts: list[str]) -> list[list[float]]:
+        """One request for ``texts``; a 413 (batch too large for this server) sends each half on its own."""
+        from huggingface_hub.errors import HfHubHTTPError
+
         url = feature_extraction_url(self.base_url, self.model_name)
         body = {"inputs": texts, "truncate": self.truncate}
         headers = hf_headers(self._token)
@@ -104,16 +123,23 @@ class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
             self._count(requests=1, texts_sent=len(texts))
             return post_json(url, body, headers=headers, timeout=timeout)
 
-        with metered(self._meter, "embedding", self.model_name, "hf-inference", calls=1) as usage:
-            out = with_retries(
-                attempt,
-                what=f"embeddings {self.model_name}",
-                deadline=current_deadline(self.deadline_s),
-                timeout_s=self.timeout,
-                max_retries=self.max_retries,
-            )
-            if self._meter is not None:
-                usage.tokens_in, usage.estimated = sum(estimate_tokens(t) for t in texts), True
+        try:
+            with metered(self._meter, "embedding", self.model_name, "hf-inference", calls=1) as usage:
+                out = with_retries(
+                    attempt,
+                    what=f"embeddings {self.model_name}",
+                    deadline=current_deadline(self.deadline_s),
+                    timeout_s=self.timeout,
+                    max_retries=self.max_retries,
+                )
+                if self._meter is not None:
+                    usage.tokens_in, usage.estimated = sum(estimate_tokens(t) for t in texts), True
+        except HfHubHTTPError as exc:
+            if exc.response is None or exc.response.status_code != 413 or len(texts) < 2:
+                raise
+            half = len(texts) // 2
+            logger.info("embeddings %s: HTTP 413 for %d texts; sending halves of %d", self.model_name, len(texts), half)
+            return self._post(texts[:half]) + self._post(texts[half:])
         if not isinstance(out, list) or len(out) != len(texts):
             raise BackendUnavailableError(
                 f"{self.model_name} returned {type(out).__name__} for {len(texts)} texts; expected one vector per text"

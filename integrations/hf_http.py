@@ -3,8 +3,9 @@
 Every URL is built from one base (``Settings.hf_base_url``), so production and
 tests share a code path. The token is always passed explicitly: nothing here
 reads a saved token. Retries follow the HTTP status and headers only (429 with
-``Retry-After``, 503 with an ``estimated_time`` body field), never message text,
-and only while they fit in the active deadline.
+``Retry-After`` in seconds or as an HTTP date, or the IETF ``RateLimit`` header's
+``t=`` reset; 503 with ``Retry-After`` or the legacy ``estimated_time`` body
+field), never message text, and only while they fit in the active deadline.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HF_BASE_URL = "https://router.huggingface.co"
 DEFAULT_RETRY_AFTER_S = 1.0
+# text-embeddings-inference's default max_client_batch_size: more inputs in one request get HTTP 413.
+MAX_CLIENT_BATCH = 32
 
 T = TypeVar("T")
 
@@ -72,13 +75,25 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _rate_limit_reset(headers: Any) -> float | None:
+    """Seconds until the IETF ``RateLimit`` window resets when no request is left in it (huggingface_hub's parser)."""
+    from huggingface_hub.utils import parse_ratelimit_headers
+
+    info = parse_ratelimit_headers(headers)
+    return float(info.reset_in_seconds) if info is not None and info.remaining == 0 else None
+
+
 def retry_plan(response: Any) -> tuple[float | None, str]:
     """How long to wait before retrying a failed response (None: do not retry) and a short reason."""
     status = response.status_code
     if status == 429:
         wait = _retry_after_seconds(response.headers.get("retry-after"))
-        wait = DEFAULT_RETRY_AFTER_S if wait is None else wait
-        return wait, f"HTTP 429 rate limited (Retry-After {wait:g} s)"
+        if wait is not None:
+            return wait, f"HTTP 429 rate limited (Retry-After {wait:g} s)"
+        wait = _rate_limit_reset(response.headers)
+        if wait is not None:
+            return wait, f"HTTP 429 rate limited (RateLimit reset in {wait:g} s)"
+        return DEFAULT_RETRY_AFTER_S, f"HTTP 429 rate limited (no reset given; waiting {DEFAULT_RETRY_AFTER_S:g} s)"
     if status == 503:
         estimated = None
         try:

@@ -1,41 +1,39 @@
-"""Cross-encoder reranking through the Hugging Face Inference API.
+"""Cross-encoder reranking through the Hugging Face router (text-ranking models).
 
-All (question, passage) pairs of a question go in ONE raw POST of
-``{"inputs": [{"text": q, "text_pair": d}, ...]}`` to ``{base_url}/hf-inference/models/{id}``
-(``InferenceClient.text_classification`` keeps only the first result of a batch).
-Scores are normalised to 0..1 (sigmoid of logits). The candidate cap, score
-cache and failure handling are integrations.cross_encoder_rerank's; near the
-spending cap fewer pairs are scored.
+Cross-encoders such as ``cross-encoder/ms-marco-MiniLM-L6-v2`` are text-ranking
+models, which hf-inference serves with text-embeddings-inference: the model's
+route takes ``{"query": q, "texts": [...]}`` and answers ``[{"index", "score"}]``
+ordered by score, so scores are read by ``index`` (docs/deployment.md cites the
+sources). At most ``MAX_CLIENT_BATCH`` texts go in one request. A reply that
+cannot be read as one score per text raises, and the base class keeps the fused
+order with a notice. Near the spending cap fewer pairs are scored.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from typing import Any
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from pydantic import SecretStr
 
-from integrations.backend_errors import BackendUnavailableError
+from integrations.backend_errors import BackendUnavailableError, current_deadline, redacted_errors
 from integrations.cross_encoder_rerank import CrossEncoderRerank, sigmoid
-from integrations.hf_http import DEFAULT_HF_BASE_URL, hf_headers, model_url, post_json, secret_value
+from integrations.hf_http import DEFAULT_HF_BASE_URL, MAX_CLIENT_BATCH, hf_headers, model_url, post_json, secret_value, with_retries
 from integrations.usage_meter import UsageMeter, estimate_tokens, metered
 
 
 class HFCrossEncoderRerank(CrossEncoderRerank):
-    """Rerank retrieved nodes with a cross-encoder served by the HF Inference API."""
+    """Rerank retrieved nodes with a cross-encoder served by the HF router (text-embeddings-inference rerank contract)."""
 
     base_url: str = Field(
         default=DEFAULT_HF_BASE_URL, description="Router base URL; requests go to {base_url}/hf-inference/models/{model}."
     )
-    timeout_s: float = Field(default=10.0, gt=0, description="Timeout of the one scoring request per question.")
-    function_to_apply: str = Field(
-        default="sigmoid", description="Score function requested from the server; logits are squashed client-side too."
-    )
-    positive_label: str = Field(default="LABEL_1", description="Label scored when the model returns several labels per pair.")
+    timeout_s: float = Field(default=10.0, gt=0, description="Time budget of the scoring requests of one question.")
 
     _token: SecretStr | None = PrivateAttr(default=None)
-    _requests: int = PrivateAttr(default=0)
     _meter: UsageMeter | None = PrivateAttr(default=None)
 
     def __init__(self, *, token: SecretStr | str | None = None, meter: UsageMeter | None = None, **kwargs: Any) -> None:
@@ -48,10 +46,6 @@ class HFCrossEncoderRerank(CrossEncoderRerank):
     def class_name(cls) -> str:
         return "HFCrossEncoderRerank"
 
-    @property
-    def requests_sent(self) -> int:
-        return self._requests
-
     def _limit(self) -> int:
         if self._meter is not None and self._meter.state() == "degraded":  # spend near the cap: score fewer pairs
             return max(self.top_n, self.max_candidates // 2)
@@ -59,45 +53,57 @@ class HFCrossEncoderRerank(CrossEncoderRerank):
 
     def _failures(self) -> tuple[type[BaseException], ...]:
         import httpx2
-        from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
+        from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, OfflineModeIsEnabled
 
-        return (HfHubHTTPError, InferenceTimeoutError, httpx2.HTTPError, BackendUnavailableError, ConnectionError, TimeoutError)
+        return (
+            HfHubHTTPError, InferenceTimeoutError, OfflineModeIsEnabled, httpx2.HTTPError, BackendUnavailableError,
+            ConnectionError, TimeoutError,
+        )  # fmt: skip
 
     def _describe(self, exc: BaseException) -> str:
-        from huggingface_hub.errors import HfHubHTTPError
+        from integrations.backend_errors import describe_failure
 
-        if isinstance(exc, HfHubHTTPError) and exc.response is not None:
-            return f"HTTP {exc.response.status_code}"
-        if isinstance(exc, TimeoutError):
-            return "timed out"
-        return super()._describe(exc)
+        return describe_failure(exc)
 
-    def _score_of(self, item: Any) -> float:
-        """One pair's score from ``{"label","score"}`` or a list of them."""
-        if isinstance(item, dict):
-            return float(item["score"])
-        if isinstance(item, list) and item:
-            if len(item) == 1:
-                return float(item[0]["score"])
-            by_label = {entry["label"]: float(entry["score"]) for entry in item}
-            if self.positive_label in by_label:
-                return by_label[self.positive_label]
-        raise BackendUnavailableError(f"{self.model} returned an unexpected score item: {json.dumps(item)[:120]}")
+    def _scores_by_index(self, out: Any, count: int) -> list[float]:
+        """One score per text from ``[{"index", "score"}, ...]`` in any order; raises when that is not what came back."""
+        scores: list[float | None] = [None] * count
+        if isinstance(out, list):
+            for item in out:
+                if not isinstance(item, dict):
+                    break
+                index, score = item.get("index"), item.get("score")
+                if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count:
+                    break
+                if not isinstance(score, int | float) or isinstance(score, bool) or not math.isfinite(score):
+                    break
+                scores[index] = float(score)
+        if any(s is None for s in scores):
+            raise BackendUnavailableError(
+                f"{self.model} returned a reply that is not one {{index, score}} per passage: {json.dumps(out)[:120]}"
+            )
+        return [float(s) for s in scores if s is not None]
 
     def _score(self, query: str, texts: list[str]) -> list[float]:
-        body: dict[str, Any] = {
-            "inputs": [{"text": query, "text_pair": text} for text in texts],
-            "parameters": {"function_to_apply": self.function_to_apply},
-        }
-        with self._lock:
-            self._requests += 1
-        with metered(self._meter, "rerank", self.model, "hf-inference", calls=1) as usage:
-            out = post_json(model_url(self.base_url, self.model), body, headers=hf_headers(self._token), timeout=self.timeout_s)
+        token = self._token.get_secret_value() if self._token else None
+        headers = hf_headers(self._token)
+        url = model_url(self.base_url, self.model)
+        deadline = min(current_deadline(self.timeout_s), time.monotonic() + self.timeout_s)
+        scores: list[float] = []
+        with redacted_errors(token), metered(self._meter, "rerank", self.model, "hf-inference", calls=1) as usage:
+            for start in range(0, len(texts), MAX_CLIENT_BATCH):
+                part = texts[start : start + MAX_CLIENT_BATCH]
+                body = {"query": query, "texts": part, "truncate": True, "raw_scores": False}
+                out = with_retries(
+                    lambda timeout, body=body: post_json(url, body, headers=headers, timeout=timeout),
+                    what=f"rerank {self.model}",
+                    deadline=deadline,
+                    timeout_s=self.timeout_s,
+                    max_retries=0,
+                )
+                scores += self._scores_by_index(out, len(part))
             if self._meter is not None:
                 usage.tokens_in, usage.estimated = sum(estimate_tokens(query) + estimate_tokens(t) for t in texts), True
-        if not isinstance(out, list) or len(out) != len(texts):
-            raise BackendUnavailableError(f"{self.model} returned {type(out).__name__} for {len(texts)} pairs; expected one score per pair")
-        scores = [self._score_of(item) for item in out]
-        if any(s < 0.0 or s > 1.0 for s in scores):  # logits: squash all of them
+        if any(s < 0.0 or s > 1.0 for s in scores):  # raw logits from a server that ignored raw_scores=false
             scores = [sigmoid(s) for s in scores]
         return scores

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llama_index.core.base.llms.generic_utils import chat_to_completion_decorator, stream_chat_to_completion_decorator
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -147,13 +148,8 @@ class LocalGGUFLLM(CustomLLM):
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        response = self.chat([ChatMessage(role=MessageRole.USER, content=prompt)])
-        return CompletionResponse(text=response.message.content or "", raw=response.raw, additional_kwargs=response.additional_kwargs)
+        return chat_to_completion_decorator(self.chat)(prompt, **kwargs)
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        def gen() -> CompletionResponseGen:
-            for chunk in self.stream_chat([ChatMessage(role=MessageRole.USER, content=prompt)]):
-                yield CompletionResponse(text=chunk.message.content or "", delta=chunk.delta, additional_kwargs=chunk.additional_kwargs)
-
-        return gen()
+        return stream_chat_to_completion_decorator(self.stream_chat)(prompt, **kwargs)

@@ -164,9 +164,8 @@ class UsageMeter:
     ) -> float:
         """Store one API call (settling its reservation) and return its cost."""
         calls = requests if kind in ("embedding", "rerank") else 0
+        # What the server reported is what was spent, even past the reservation (an estimate made before the call).
         cost = self.cost(model, tokens_in, tokens_out, calls) if ok else 0.0
-        if reservation is not None:
-            cost = min(cost, reservation.amount)  # a reservation is the worst case the call was allowed
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             self._conn.execute(

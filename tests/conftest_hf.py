@@ -32,15 +32,15 @@ def _hub_token_file_in_tmp_home(_isolated_environment: None, monkeypatch: pytest
 
 @pytest.fixture(scope="session")
 def local_embedder():
-    """The packaged ONNX embedder, loaded once (the loopback server's feature-extraction route uses it too)."""
+    """The packaged ONNX embedder, loaded once."""
     from integrations.local_embedding import LocalMiniLMEmbedding
 
     return LocalMiniLMEmbedding()
 
 
 @pytest.fixture(scope="session")
-def loopback_server(local_embedder) -> Iterator[LoopbackServer]:
-    server = LoopbackServer(local_embedder).start()
+def loopback_server() -> Iterator[LoopbackServer]:
+    server = LoopbackServer().start()
     yield server
     server.stop()
 

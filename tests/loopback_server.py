@@ -1,24 +1,39 @@
-"""A loopback server speaking the Hugging Face router and Ollama routes the app uses (GUIDE §3).
+"""A loopback fake of the Hugging Face router and Ollama, faithful to their published contracts (GUIDE §3).
 
 Stdlib ``ThreadingHTTPServer`` with HTTP/1.1 keep-alive (``Content-Length`` on
 every reply, chunked transfer for streams), so client bugs that only show on
-keep-alive connections show here too.
+keep-alive connections show here too. It says no where the real services do:
 
-Routes:
-- ``POST /v1/chat/completions``: chat completion, JSON or SSE (``stream: true``) ending with a
-  usage-only chunk (``choices: []``) and ``data: [DONE]``;
-- ``POST /hf-inference/models/{id}/pipeline/feature-extraction``: real all-MiniLM-L6-v2 vectors
-  from the packaged ONNX embedder (pooled and normalised, or token-level for models listed in
-  ``token_level_models``);
-- ``POST /hf-inference/models/{id}``: cross-encoder scores from word overlap (deterministic);
-- ``POST /api/chat`` (JSON or NDJSON stream) and ``POST /api/show`` (Ollama).
+- every HF route: 401 without a token or with one it does not know (``tokens``);
+  with ``echo_auth`` the error body repeats the ``Authorization`` header, as a
+  careless proxy would;
+- ``POST /v1/chat/completions`` (OpenAI-compatible): 400 with an OpenAI-style
+  ``{"error": {...}}`` body for a model no provider serves (``chat_models``) and
+  for a ``system`` message sent to a model whose template has no system role
+  (``no_system_models``); answers cut at ``max_tokens`` words end with
+  ``finish_reason: "length"``; streams are SSE with a comment line, ``usage: null``
+  on ordinary chunks and a usage-only chunk (``choices: []``) only when
+  ``stream_options.include_usage`` is sent;
+- ``POST /hf-inference/models/{id}/pipeline/feature-extraction``: vectors from a
+  deterministic word-hashing function (not the app's local model, so a client that
+  pools or normalises wrongly is caught), 413 above 32 inputs (text-embeddings-inference's
+  default ``max_client_batch_size``), token-level output for ``token_level_models``;
+- ``POST /hf-inference/models/{id}`` for text-ranking models: text-embeddings-inference's
+  rerank contract, ``{"query", "texts"}`` → ``[{"index", "score"}]`` sorted by score,
+  422 for any other body, 413 above 32 texts;
+- ``POST /api/chat`` (JSON or NDJSON) and ``POST /api/show`` (Ollama): 404
+  ``model 'x' not found`` for models not pulled (``ollama_models``), ``done_reason:
+  "length"`` when ``options.num_predict`` cuts the answer.
 
-Every request is recorded (path, lower-cased headers, JSON body). Faults are injected per route
-and model with :meth:`LoopbackServer.add_fault`; ``no_usage`` answers a chat without its ``usage`` field.
+Faults are injected per route and model with :meth:`LoopbackServer.add_fault`.
+Every request is recorded (path, lower-cased headers, JSON body).
 """
 
 from __future__ import annotations
 
+import email.utils
+import functools
+import hashlib
 import json
 import math
 import re
@@ -31,8 +46,24 @@ from typing import Any
 
 import numpy as np
 
-CHAT, EMBED, RERANK, OLLAMA_CHAT, OLLAMA_SHOW = "chat", "embed", "rerank", "ollama_chat", "ollama_show"
-FAULT_KINDS = ("429", "503", "slow", "malformed", "stream_error", "stream_error_after_token", "500", "no_usage")
+CHAT, EMBED, RERANK, OLLAMA_CHAT, OLLAMA_SHOW, WHOAMI, MAPPING = (
+    "chat", "embed", "rerank", "ollama_chat", "ollama_show", "whoami", "mapping",
+)  # fmt: skip
+FAULT_KINDS = (
+    "429", "429_date", "429_ratelimit", "503", "503_queue_full", "slow", "malformed", "stream_error",
+    "stream_error_after_token", "500", "no_usage", "huge_usage", "crlf",
+)  # fmt: skip
+MAX_CLIENT_BATCH = 32
+DIM = 384
+ACCEPTED_TOKENS = frozenset({"hf_test_token_not_real", "hf_bench_token_not_real", "hf_loopback_token"})
+CHAT_MODELS = frozenset({
+    "Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.2-3B-Instruct",
+    "google/gemma-2-2b-it", "org/model-a", "org/model-b", "loopback/chat-model",
+})  # fmt: skip
+NO_SYSTEM_MODELS = frozenset({"google/gemma-2-2b-it"})
+EMBEDDING_MODELS = frozenset({"sentence-transformers/all-MiniLM-L6-v2", "other/model"})
+RERANK_MODELS = frozenset({"cross-encoder/ms-marco-MiniLM-L6-v2"})
+OLLAMA_MODELS = frozenset({"llama3.2:3b"})
 _WORD = re.compile(r"\w+")
 _SOURCE = re.compile(r'<source id="(\d+)"[^\n]*>\n(.*?)\n</source>', re.DOTALL)
 _CONDENSE = re.compile(r"<Chat History>\n(?P<history>.*?)\n<Follow Up Message>\n(?P<follow_up>.*?)\n<Standalone question>", re.DOTALL)
@@ -69,6 +100,13 @@ class Fault:
 class LoopbackState:
     requests: list[Recorded] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    tokens: set[str] = field(default_factory=lambda: set(ACCEPTED_TOKENS))
+    echo_auth: bool = False
+    chat_models: set[str] = field(default_factory=lambda: set(CHAT_MODELS))
+    no_system_models: set[str] = field(default_factory=lambda: set(NO_SYSTEM_MODELS))
+    embedding_models: set[str] = field(default_factory=lambda: set(EMBEDDING_MODELS))
+    rerank_models: set[str] = field(default_factory=lambda: set(RERANK_MODELS))
+    ollama_models: set[str] = field(default_factory=lambda: set(OLLAMA_MODELS))
     token_level_models: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -89,12 +127,44 @@ def canned_answer(model: str, messages: list[dict[str, Any]]) -> str:
     return f"Echo from {model}: {asked}"
 
 
+def cut(answer: str, max_words: Any) -> tuple[str, str]:
+    """The answer cut at ``max_words`` words (the fake's tokens) and its finish reason."""
+    words = re.findall(r"\S+\s*", answer)
+    if isinstance(max_words, int) and 0 < max_words < len(words):
+        return "".join(words[:max_words]).rstrip(), "length"
+    return answer, "stop"
+
+
 def overlap_logit(query: str, doc: str) -> float:
     q = {w.lower() for w in _WORD.findall(query)}
     d = {w.lower() for w in _WORD.findall(doc)}
     if not q:
         return -5.0
     return 10.0 * len(q & d) / len(q) - 5.0
+
+
+@functools.lru_cache(maxsize=65536)
+def word_vector(word: str) -> np.ndarray:
+    """A fixed pseudo-random unit direction per lower-cased word (seeded by its sha256)."""
+    seed = int.from_bytes(hashlib.sha256(word.lower().encode()).digest()[:8], "little")
+    vector = np.random.default_rng(seed).standard_normal(DIM - 1)
+    return vector / np.linalg.norm(vector)
+
+
+def hashed_states(text: str) -> np.ndarray:
+    """The fake model's token-level states: one row per word, ``[1, word direction]``."""
+    words = _WORD.findall(text)[:256] or [""]
+    return np.asarray([np.concatenate(([1.0], word_vector(w))) for w in words])
+
+
+def hashed_embedding(text: str) -> list[float]:
+    """The fake model's sentence vector, deliberately not unit length: ``3 * [1, unit mean of the word directions]``.
+
+    The cosine of two texts is ``(1 + cos of their bags of words) / 2``: related texts score high, ranking follows word overlap.
+    """
+    rest = hashed_states(text)[:, 1:].mean(axis=0)
+    rest = rest / max(float(np.linalg.norm(rest)), 1e-12)
+    return (3.0 * np.concatenate(([1.0], rest))).tolist()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -143,11 +213,53 @@ class _Handler(BaseHTTPRequestHandler):
             return OLLAMA_CHAT, None
         if path == "/api/show":
             return OLLAMA_SHOW, None
+        if path == "/api/whoami-v2":
+            return WHOAMI, None
+        if path.startswith("/api/models/"):
+            return MAPPING, path[len("/api/models/") :]
         return "unknown", None
 
+    def _unauthorised(self, route: str) -> bool:
+        """401 on the HF routes without a token this fake knows, the way the router answers (body may echo the header)."""
+        if route.startswith("ollama") or route == "unknown":
+            return False
+        header = self.headers.get("Authorization") or ""
+        token = header[len("Bearer ") :] if header.startswith("Bearer ") else ""
+        if token in self.server.state.tokens:
+            return False
+        message = "Invalid credentials in Authorization header" if header else "You must provide a token (Authorization: Bearer hf_...)"
+        if self.server.state.echo_auth:
+            message += f" (received authorization: {header})"
+        self._send(401, {"error": message})
+        return True
+
     def do_GET(self) -> None:
-        self._record("GET", "unknown", None, None, "")
-        self._send(404, {"error": f"no GET route {self.path}"})
+        route, model = self._route()
+        self._record("GET", route, model, None, "")
+        if self._unauthorised(route):
+            return
+        if route == WHOAMI:
+            self._send(
+                200, {"type": "user", "name": "loopback-user", "auth": {"type": "access_token", "accessToken": {"role": "fineGrained"}}}
+            )
+        elif route == MAPPING and model:
+            self._model_info(model)
+        else:
+            self._send(404, {"error": f"no GET route {self.path}"})
+
+    def _model_info(self, model: str) -> None:
+        state = self.server.state
+        if model in state.chat_models:
+            task, providers = "conversational", ["together", "featherless-ai"]
+        elif model in state.embedding_models:
+            task, providers = "feature-extraction", ["hf-inference"]
+        elif model in state.rerank_models:
+            task, providers = "text-ranking", ["hf-inference"]
+        else:
+            self._send(404, {"error": "Repository not found"})
+            return
+        mapping = {p: {"status": "live", "providerId": model.lower(), "task": task} for p in providers}
+        self._send(200, {"id": model, "_id": "0" * 24, "pipeline_tag": task, "inferenceProviderMapping": mapping})
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -160,8 +272,10 @@ class _Handler(BaseHTTPRequestHandler):
         if model is None and isinstance(body, dict):
             model = body.get("model")
         self._record("POST", route, model, body, raw)
-        fault = self._fault(route, model)
         try:
+            if self._unauthorised(route):
+                return
+            fault = self._fault(route, model)
             if fault and self._apply_fault(fault, route, model, body):
                 return
             handler = {
@@ -174,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
             if handler is None:
                 self._send(404, {"error": f"no route {self.path}"})
                 return
-            handler(model, body or {}, fault)
+            handler(model, body if isinstance(body, dict) else {}, fault)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (timeout); nothing to answer
 
@@ -193,107 +307,153 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def _apply_fault(self, fault: Fault, route: str, model: str | None, body: Any) -> bool:
-        """Answer with the fault; False lets the normal handler run (slow replies, stream faults)."""
+        """Answer with the fault; False lets the normal handler run (slow replies, stream and usage faults)."""
         ollama = route.startswith("ollama")
         if fault.kind == "429":
-            self._send(429, {"error": "rate limit reached"}, {"Retry-After": f"{fault.retry_after:g}"})
-            return True
-        if fault.kind == "503":
+            self._error(429, "rate limit reached", route, {"Retry-After": f"{fault.retry_after:g}"})
+        elif fault.kind == "429_date":
+            when = email.utils.formatdate(time.time() + fault.retry_after, usegmt=True)
+            self._error(429, "rate limit reached", route, {"Retry-After": when})
+        elif fault.kind == "429_ratelimit":  # IETF draft headers only, as the Hub sends them
+            headers = {"RateLimit": f'"api";r=0;t={int(fault.retry_after)}', "RateLimit-Policy": '"fixed window";"api";q=500;w=300'}
+            self._error(429, "rate limit reached", route, headers)
+        elif fault.kind == "503":  # the legacy api-inference loading reply
             self._send(503, {"error": f"Model {model} is currently loading", "estimated_time": fault.estimated_time})
-            return True
-        if fault.kind == "500":
-            self._send(500, {"error": "internal error"})
-            return True
-        if fault.kind == "malformed":
+        elif fault.kind == "503_queue_full":
+            self._send(503, {"error": "server busy, please try again.  maximum pending requests exceeded"})
+        elif fault.kind == "500":
+            self._error(500, "internal error", route)
+        elif fault.kind == "malformed":
             self._send(200, None, raw=b'{"choices": [{"message": {"content": "trunc' if not ollama else b'{"message": {"role": "assist')
-            return True
-        if fault.kind == "slow":
-            time.sleep(fault.delay)
+        else:
+            if fault.kind == "slow":
+                time.sleep(fault.delay)
             return False
-        return False  # stream faults act inside the stream handlers
+        return True
+
+    def _error(self, status: int, message: str, route: str, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        """An error body in the shape of the route's server: OpenAI-style for chat, TEI-style for the model routes."""
+        if route == CHAT:
+            payload: Any = {"error": {"message": message, "type": extra.get("type", "invalid_request_error"), "code": extra.get("code")}}
+        else:
+            payload = {"error": message, "error_type": extra.get("type", "validation")}
+        self._send(status, payload, headers)
 
     # ---- HF chat ----------------------------------------------------------------------------
     def _chat(self, model: str | None, body: dict[str, Any], fault: Fault | None) -> None:
-        model = model or "unknown"
+        state = self.server.state
+        requested = str(model or "")
+        base_model = requested.split(":", 1)[0]
+        if base_model not in state.chat_models:
+            message = f"The requested model '{requested}' is not supported by any provider you have enabled."
+            self._error(400, message, CHAT, code="model_not_supported")
+            return
         messages = body.get("messages") or []
-        answer = canned_answer(model, messages)
+        if base_model in state.no_system_models and any(m.get("role") == "system" for m in messages):
+            self._error(400, "System role not supported", CHAT, code="invalid_request")  # the template raises this
+            return
+        answer, finish = cut(canned_answer(requested, messages), body.get("max_tokens"))
+        kind = fault.kind if fault else None
         prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(answer.split()),
             "total_tokens": prompt_tokens + len(answer.split()),
         }
-        base = {"id": "cmpl-loopback", "created": int(time.time()), "model": model, "system_fingerprint": "loopback"}
-        kind = fault.kind if fault else None
+        if kind == "huge_usage":
+            usage = {"prompt_tokens": 10_000_000, "completion_tokens": 1_000_000, "total_tokens": 11_000_000}
+        base = {"id": "cmpl-loopback", "created": int(time.time()), "model": requested, "system_fingerprint": "loopback"}
         if not body.get("stream"):
-            choice = {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop", "logprobs": None}
+            choice = {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish, "logprobs": None}
             reply = {**base, "object": "chat.completion", "choices": [choice]}
             self._send(200, reply if kind == "no_usage" else {**reply, "usage": usage})
             return
         self._start_chunked("text/event-stream")
+        end = "\r\n" if kind == "crlf" else "\n"
 
-        def event(choices: list[dict[str, Any]], **extra: Any) -> None:
-            self._chunk("data: " + json.dumps({**base, "object": "chat.completion.chunk", "choices": choices, **extra}) + "\n\n")
+        def event(choices: list[dict[str, Any]], usage: Any = None) -> None:
+            chunk = {**base, "object": "chat.completion.chunk", "choices": choices, "usage": usage}
+            self._chunk(f"data: {json.dumps(chunk)}{end}{end}")
 
+        self._chunk(f": keep-alive{end}{end}")  # SSE comment lines are allowed anywhere
         event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None, "logprobs": None}])
         if kind == "stream_error":
-            self._chunk('data: {"error": "model overloaded", "error_type": "overloaded"}\n\n')
+            self._chunk(f'data: {{"error": "model overloaded", "error_type": "overloaded"}}{end}{end}')
             self._end_chunked()
             return
         for i, word in enumerate(re.findall(r"\S+\s*", answer)):
             event([{"index": 0, "delta": {"content": word}, "finish_reason": None, "logprobs": None}])
             if kind == "stream_error_after_token" and i == 1:
-                self._chunk('data: {"error": "generation failed", "error_type": "generation"}\n\n')
+                self._chunk(f'data: {{"error": "generation failed", "error_type": "generation"}}{end}{end}')
                 self._end_chunked()
                 return
-        event([{"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}])
-        if kind != "no_usage":
+        event([{"index": 0, "delta": {}, "finish_reason": finish, "logprobs": None}])
+        if kind != "no_usage" and (body.get("stream_options") or {}).get("include_usage"):
             event([], usage=usage)  # the usage-only chunk that breaks the stock class
-        self._chunk("data: [DONE]\n\n")
+        self._chunk(f"data: [DONE]{end}{end}")
         self._end_chunked()
 
     # ---- HF embeddings ----------------------------------------------------------------------
     def _embed(self, model: str | None, body: dict[str, Any], fault: Fault | None) -> None:
+        state = self.server.state
+        if model not in state.embedding_models:
+            self._send(404, {"error": f"Model {model} does not exist"})
+            return
         inputs = body.get("inputs")
         single = isinstance(inputs, str)
-        texts = [inputs] if single else list(inputs or [])
-        embedder = self.server.embedder
-        if model in self.server.state.token_level_models:
-            out: Any = [token_states(embedder, text).tolist() for text in texts]
+        texts = [inputs] if single else inputs
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            self._error(422, "Failed to deserialize the JSON body: `inputs` must be a string or a list of strings", EMBED)
+            return
+        if len(texts) > MAX_CLIENT_BATCH:
+            self._error(413, f"batch size {len(texts)} > maximum allowed batch size {MAX_CLIENT_BATCH}", EMBED)
+            return
+        if model in state.token_level_models:
+            out: Any = [hashed_states(text).tolist() for text in texts]
         else:
-            out = embedder.get_text_embedding_batch(texts)
+            out = [hashed_embedding(text) for text in texts]
         self._send(200, out[0] if single else out)
 
-    # ---- HF cross-encoder -------------------------------------------------------------------
+    # ---- HF text ranking (text-embeddings-inference /rerank) --------------------------------
     def _rerank(self, model: str | None, body: dict[str, Any], fault: Fault | None) -> None:
-        pairs = body.get("inputs") or []
-        function = (body.get("parameters") or {}).get("function_to_apply", "none")
-        out = []
-        for pair in pairs:
-            logit = overlap_logit(pair.get("text", ""), pair.get("text_pair", ""))
-            score = 1 / (1 + math.exp(-logit)) if function == "sigmoid" else logit
-            out.append([{"label": "LABEL_0", "score": score}])
-        self._send(200, out)
+        if model not in self.server.state.rerank_models:
+            self._send(404, {"error": f"Model {model} does not exist"})
+            return
+        query, texts = body.get("query"), body.get("texts")
+        if not isinstance(query, str) or not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            self._error(422, "Failed to deserialize the JSON body into the target type: missing field `query` or `texts`", RERANK)
+            return
+        if not texts:
+            self._error(400, "`texts` cannot be empty", RERANK, type="empty")
+            return
+        if len(texts) > MAX_CLIENT_BATCH:
+            self._error(413, f"batch size {len(texts)} > maximum allowed batch size {MAX_CLIENT_BATCH}", RERANK)
+            return
+        raw_scores = bool(body.get("raw_scores"))
+        ranks = []
+        for index, text in enumerate(texts):
+            logit = overlap_logit(query, text)
+            ranks.append({"index": index, "score": logit if raw_scores else 1 / (1 + math.exp(-logit))})
+        self._send(200, sorted(ranks, key=lambda r: -r["score"]))
 
     # ---- Ollama -------------------------------------------------------------------------------
+    def _ollama_missing(self, model: str | None) -> bool:
+        if model in self.server.state.ollama_models:
+            return False
+        self._send(404, {"error": f"model '{model}' not found"})
+        return True
+
     def _ollama_chat(self, model: str | None, body: dict[str, Any], fault: Fault | None) -> None:
-        model = model or "unknown"
+        if self._ollama_missing(model):
+            return
+        model = str(model)
         messages = body.get("messages") or []
-        answer = canned_answer(model, messages)
+        answer, finish = cut(canned_answer(model, messages), (body.get("options") or {}).get("num_predict"))
         counts = {"prompt_eval_count": sum(len(str(m.get("content") or "").split()) for m in messages), "eval_count": len(answer.split())}
         created = "2026-01-01T00:00:00Z"
         if body.get("stream") is False:
-            self._send(
-                200,
-                {
-                    "model": model,
-                    "created_at": created,
-                    "message": {"role": "assistant", "content": answer},
-                    "done": True,
-                    "done_reason": "stop",
-                    **counts,
-                },
-            )
+            message = {"role": "assistant", "content": answer}
+            self._send(200, {"model": model, "created_at": created, "message": message, "done": True, "done_reason": finish, **counts})
             return
         self._start_chunked("application/x-ndjson")
         kind = fault.kind if fault else None
@@ -309,18 +469,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._chunk(json.dumps({"error": "model runner stopped"}) + "\n")
                 self._end_chunked()
                 return
-        last = {
-            "model": model,
-            "created_at": created,
-            "message": {"role": "assistant", "content": ""},
-            "done": True,
-            "done_reason": "stop",
-            **counts,
-        }
-        self._chunk(json.dumps(last) + "\n")
+        last = {"model": model, "created_at": created, "message": {"role": "assistant", "content": ""}, "done": True}
+        self._chunk(json.dumps({**last, "done_reason": finish, **counts}) + "\n")
         self._end_chunked()
 
     def _ollama_show(self, model: str | None, body: dict[str, Any], fault: Fault | None) -> None:
+        if self._ollama_missing(model):
+            return
         self._send(
             200,
             {
@@ -334,21 +489,10 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
 
-def token_states(embedder: Any, text: str) -> np.ndarray:
-    """Token-level last_hidden_state of one text from the packaged ONNX model (no padding)."""
-    embedder.load()
-    encoding = embedder._tokenizer.encode(text)
-    ids = np.asarray([encoding.ids], dtype=np.int64)
-    mask = np.asarray([encoding.attention_mask], dtype=np.int64)
-    hidden = embedder._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
-    return hidden[0]
-
-
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     state: LoopbackState
-    embedder: Any
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
@@ -361,11 +505,10 @@ class _Server(ThreadingHTTPServer):
 class LoopbackServer:
     """Start with :meth:`start`; ``url`` is the base to give as ``hf_base_url`` / Ollama ``base_url``."""
 
-    def __init__(self, embedder: Any) -> None:
+    def __init__(self) -> None:
         self.state = LoopbackState()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.state = self.state
-        self._server.embedder = embedder
         self._thread = threading.Thread(target=self._server.serve_forever, name="loopback-server", daemon=True)
 
     @property
@@ -383,9 +526,11 @@ class LoopbackServer:
 
     def reset(self) -> None:
         with self.state.lock:
-            self.state.requests.clear()
-            self.state.faults.clear()
-            self.state.token_level_models.clear()
+            fresh = LoopbackState()
+            for name in ("requests", "faults", "tokens", "chat_models", "no_system_models", "embedding_models", "rerank_models",
+                         "ollama_models", "token_level_models"):  # fmt: skip
+                setattr(self.state, name, getattr(fresh, name))
+            self.state.echo_auth = False
 
     def add_fault(self, route: str, kind: str, model: str | None = None, times: int | None = None, **params: float) -> Fault:
         if kind not in FAULT_KINDS:

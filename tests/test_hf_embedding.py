@@ -1,4 +1,4 @@
-"""HFEmbedding against the loopback server: one POST per batch, pooling, cache, retries, interchangeable vectors."""
+"""HFEmbedding against the loopback server: one POST per batch (at most 32 texts), pooling, cache, retries, 413 and 401."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from llama_index.core import VectorStoreIndex
-from llama_index.core.schema import TextNode
 
 from integrations.backend_errors import RetryExhaustedError
 from integrations.hf_embedding import HFEmbedding
 from tests.conftest_hf import FAKE_TOKEN
+from tests.loopback_server import hashed_embedding, hashed_states
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 TEXTS = [f"Passage {i}: the widget timeout flag sets how long to wait for reply number {i}." for i in range(70)]
@@ -47,13 +46,41 @@ def test_one_post_per_batch_with_unit_vectors(loopback) -> None:
 
 
 @pytest.mark.parametrize("token_level", [False, True])
-def test_vectors_match_the_packaged_local_model(loopback, local_embedder, token_level) -> None:
+def test_vectors_are_what_the_server_computed_pooled_and_normalised(loopback, token_level) -> None:
+    """The fake's model is a word-hashing function, not the app's local model: a client that pools or normalises wrongly fails."""
     if token_level:
         loopback.state.token_level_models.add(MODEL)
-    remote = np.asarray(make(loopback.url).get_text_embedding_batch(list(DOCS.values())))
-    local = np.asarray(local_embedder.get_text_embedding_batch(list(DOCS.values())))
-    cosines = (remote * local).sum(axis=1)
-    assert cosines.min() >= 0.99, cosines
+    texts = list(DOCS.values())
+    remote = np.asarray(make(loopback.url).get_text_embedding_batch(texts))
+    if token_level:
+        expected = np.asarray([hashed_states(t).mean(axis=0) for t in texts])
+    else:
+        expected = np.asarray([hashed_embedding(t) for t in texts])
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(remote, expected, atol=1e-5)
+
+
+def test_more_than_32_texts_never_go_in_one_request_even_when_configured(loopback) -> None:
+    vectors = make(loopback.url, embed_batch_size=100).get_text_embedding_batch(TEXTS)
+    assert len(vectors) == 70 and [len(r.body["inputs"]) for r in loopback.requests("embed")] == [32, 32, 6]
+
+
+def test_a_413_splits_the_batch_and_sends_the_halves(loopback, monkeypatch) -> None:
+    """A server with a smaller max_client_batch_size than 32 answers 413: the batch is halved until it fits."""
+    monkeypatch.setattr("tests.loopback_server.MAX_CLIENT_BATCH", 10)
+    vectors = make(loopback.url).get_text_embedding_batch(TEXTS[:32])
+    assert len(vectors) == 32 and np.allclose(vectors[5], make(loopback.url).get_text_embedding(TEXTS[5]), atol=1e-6)
+    sizes = [len(r.body["inputs"]) for r in loopback.requests("embed")][:-1]
+    assert sizes == [32, 16, 8, 8, 16, 8, 8]
+
+
+def test_without_a_valid_token_the_server_says_401_and_nothing_is_embedded(loopback) -> None:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    for token in (None, "hf_wrong_token"):
+        with pytest.raises(HfHubHTTPError) as caught:
+            make(loopback.url, token=token).get_text_embedding("text")
+        assert caught.value.response.status_code == 401
 
 
 def test_cache_means_no_text_is_paid_twice(loopback, tmp_path) -> None:
@@ -98,20 +125,10 @@ def test_long_rate_limit_gives_up_with_a_clear_error(loopback) -> None:
 
 
 def test_without_a_token_no_authorization_is_sent_not_even_a_saved_one(loopback, saved_token) -> None:
-    make(loopback.url, token=None).get_text_embedding("text")
+    from huggingface_hub.errors import HfHubHTTPError
+
+    with pytest.raises(HfHubHTTPError):
+        make(loopback.url, token=None).get_text_embedding("text")
     [request] = loopback.requests("embed")
     assert "authorization" not in request.headers
     assert saved_token not in str(request.headers)
-
-
-@pytest.mark.parametrize("direction", ["local index, HF queries", "HF index, local queries"])
-def test_an_index_built_with_one_embedder_is_queryable_with_the_other(loopback, local_embedder, direction) -> None:
-    hf = make(loopback.url)
-    build, query = (local_embedder, hf) if direction.startswith("local") else (hf, local_embedder)
-    nodes = [TextNode(id_=key, text=text) for key, text in DOCS.items()]
-    index = VectorStoreIndex(nodes, embed_model=build)
-    for question, expected in [("Which pip command installs the widget?", "install"), ("Where is the cache folder?", "cache")]:
-        hits = index.as_retriever(similarity_top_k=1, embed_model=query).retrieve(question)
-        assert hits[0].node.node_id == expected
-        same = np.dot(local_embedder.get_query_embedding(question), hf.get_query_embedding(question))
-        assert same >= 0.99

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from integrations.hf_rerank import HFCrossEncoderRerank
 from tests.conftest_hf import FAKE_TOKEN
+from tests.loopback_server import overlap_logit
 
 MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 QUESTION = "how long does the widget wait for a reply"
@@ -26,14 +29,14 @@ def make(url: str, **kwargs) -> HFCrossEncoderRerank:
     return HFCrossEncoderRerank(model=MODEL, token=FAKE_TOKEN, base_url=url, **{"top_n": 3, "timeout_s": 1.0, **kwargs})
 
 
-def test_all_pairs_in_one_request_and_new_nodes_returned(loopback) -> None:
+def test_the_text_ranking_contract_query_and_texts_in_one_request(loopback) -> None:
     given = candidates()
     before = [(n.node.node_id, n.score) for n in given]
     out = make(loopback.url).postprocess_nodes(given, query_bundle=QueryBundle(QUESTION))
     [request] = loopback.requests("rerank")
     assert request.path == f"/hf-inference/models/{MODEL}"
-    assert len(request.body["inputs"]) == 8 and request.body["inputs"][0]["text"] == QUESTION
-    assert request.body["inputs"][-1]["text_pair"].startswith("The widget waits")
+    assert request.body["query"] == QUESTION and len(request.body["texts"]) == 8
+    assert request.body["texts"][-1].startswith("The widget waits")
     assert request.headers["authorization"] == f"Bearer {FAKE_TOKEN}"
     assert out[0].node.node_id == "best" and len(out) == 3
     assert all(0.0 <= n.score <= 1.0 for n in out)
@@ -41,14 +44,22 @@ def test_all_pairs_in_one_request_and_new_nodes_returned(loopback) -> None:
     assert not any(o is g for o in out for g in given)
 
 
-def test_logits_are_squashed_to_probabilities(loopback) -> None:
-    out = make(loopback.url, function_to_apply="none").postprocess_nodes(candidates(), query_str=QUESTION)
-    assert out[0].node.node_id == "best" and all(0.0 < n.score < 1.0 for n in out)
+def test_scores_are_read_by_index_not_by_position(loopback) -> None:
+    """The reply is sorted by score: read positionally, the best score would land on the first (unrelated) passage."""
+    out = make(loopback.url, top_n=7).postprocess_nodes(candidates(), query_str=QUESTION)
+    expected = {n.node.node_id: 1 / (1 + math.exp(-overlap_logit(QUESTION, n.node.get_content()))) for n in candidates()}
+    assert out[0].node.node_id == "best"
+    assert all(n.score == pytest.approx(expected[n.node.node_id]) for n in out)
+
+
+def test_more_than_32_candidates_go_in_requests_of_at_most_32(loopback) -> None:
+    out = make(loopback.url, max_candidates=40).postprocess_nodes(candidates(40), query_str=QUESTION)
+    assert [len(r.body["texts"]) for r in loopback.requests("rerank")] == [32, 8] and out[0].node.node_id == "best"
 
 
 def test_at_most_max_candidates_are_scored(loopback) -> None:
     make(loopback.url, max_candidates=5).postprocess_nodes(candidates(30), query_str=QUESTION)
-    assert len(loopback.requests("rerank")[0].body["inputs"]) == 5
+    assert len(loopback.requests("rerank")[0].body["texts"]) == 5
 
 
 def test_no_call_when_the_retriever_returned_top_n_or_fewer(loopback) -> None:
@@ -67,10 +78,14 @@ def test_scores_are_cached_per_model_question_and_node(loopback) -> None:
     assert len(loopback.requests("rerank")) == 2
 
 
-@pytest.mark.parametrize("fault", ["503", "500", "slow", "malformed", "refused"])
+@pytest.mark.parametrize("fault", ["503", "500", "slow", "malformed", "refused", "429_ratelimit", "unknown_model", "bad_token"])
 def test_api_failure_keeps_the_fused_order_and_says_so(loopback, refused, fault) -> None:
     url = refused if fault == "refused" else loopback.url
-    if fault != "refused":
+    if fault == "unknown_model":
+        loopback.state.rerank_models.clear()
+    elif fault == "bad_token":
+        loopback.state.tokens.clear()
+    elif fault != "refused":
         loopback.add_fault("rerank", kind=fault, delay=2.0)
     rerank = make(url, timeout_s=0.3)
     given = candidates()
@@ -82,3 +97,29 @@ def test_api_failure_keeps_the_fused_order_and_says_so(loopback, refused, fault)
     rerank.postprocess_nodes(candidates(), query_str=QUESTION) if fault != "refused" else None
     if fault != "refused":
         assert rerank.last_notice is None  # the notice belongs to one question
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        [[{"label": "LABEL_0", "score": 0.9}]] * 8,  # the old text-classification shape
+        [{"index": 9, "score": 0.9}],  # an index outside the request
+        [{"index": i, "score": "high"} for i in range(8)],
+        {"error": "unexpected"},
+    ],
+)
+def test_a_reply_that_is_not_one_index_and_score_per_passage_keeps_the_fused_order(reply) -> None:
+    rerank = make("http://127.0.0.1:9")
+    with pytest.raises(Exception, match="not one"):
+        rerank._scores_by_index(reply, 8)
+
+
+def test_a_malformed_body_is_rejected_by_the_fake_like_the_real_server(loopback) -> None:
+    """The fake says no to the old text-classification body, as text-embeddings-inference does (422)."""
+    from huggingface_hub.utils import get_session
+
+    old_body = {"inputs": [{"text": QUESTION, "text_pair": "x"}], "parameters": {"function_to_apply": "sigmoid"}}
+    reply = get_session().post(
+        f"{loopback.url}/hf-inference/models/{MODEL}", json=old_body, headers={"authorization": f"Bearer {FAKE_TOKEN}"}
+    )
+    assert reply.status_code == 422

@@ -300,10 +300,9 @@ def test_condensation_rule_without_an_llm() -> None:
 @pytest.fixture
 def loopback() -> Iterator:
     """The loopback Hugging Face router (tests/loopback_server.py)."""
-    from integrations.local_embedding import LocalMiniLMEmbedding
     from tests.loopback_server import LoopbackServer
 
-    server = LoopbackServer(LocalMiniLMEmbedding()).start()
+    server = LoopbackServer().start()
     yield server
     server.stop()
 
