@@ -102,6 +102,9 @@ def _scrub(exc: BaseException, secrets: tuple[str, ...], seen: set[int]) -> None
         return
     seen.add(id(exc))
     exc.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in exc.args)
+    openai_message = _openai_error_message(exc)
+    if openai_message is not None:  # huggingface_hub shows {"error": {"message": ...}} bodies as a dict repr
+        exc.server_message = openai_message
     for name in ("server_message", "error", "msg"):  # HfHubHTTPError, ollama.ResponseError, JSONDecodeError
         value = getattr(exc, name, None)
         if isinstance(value, str):
@@ -110,6 +113,18 @@ def _scrub(exc: BaseException, secrets: tuple[str, ...], seen: set[int]) -> None
     for chained in (exc.__cause__, exc.__context__):
         if chained is not None:
             _scrub(chained, secrets, seen)
+
+
+def _openai_error_message(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if response is None or not hasattr(exc, "server_message"):
+        return None
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError, RuntimeError):
+        return None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) else None
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:

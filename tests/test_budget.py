@@ -106,7 +106,7 @@ def test_past_the_degrade_threshold_only_the_cheapest_model_and_fewer_rerank_can
     assert any(QWEN in str(f) and "passed 80% of the cap" in str(f) for f in answer.fallbacks)
     assert [r.body["model"] for r in hf_env.requests("chat")] == [LLAMA]
     [rerank] = hf_env.requests("rerank")
-    assert len(rerank.body["inputs"]) <= settings.rerank.max_candidates // 2
+    assert len(rerank.body["texts"]) <= settings.rerank.max_candidates // 2
 
 
 def test_error_rate_alert_fires_once_per_crossing(hf_index, hf_env, monkeypatch, caplog) -> None:

@@ -155,3 +155,63 @@ def test_a_wait_longer_than_max_wait_moves_on_even_within_the_deadline(loopback)
     with question_deadline(time.monotonic() + 60), pytest.raises(RetryExhaustedError, match=r"estimated 20 s\) > 10 s longest wait"):
         make(loopback.url).chat(ASK)
     assert time.monotonic() - started < 1.0
+
+
+SYSTEM_ASK = [ChatMessage(role="system", content="Answer from the sources only."), *ASK]
+
+
+def test_a_template_without_a_system_role_gets_it_folded_into_the_first_user_turn_remembered_per_model(loopback) -> None:
+    gemma = "google/gemma-2-2b-it"
+    HFChatLLM._no_system_role.discard(gemma)
+    first = make(loopback.url, model=gemma).chat(SYSTEM_ASK)
+    assert first.message.content.startswith("Echo from google/gemma-2-2b-it")
+    rejected, folded = loopback.requests("chat")
+    assert rejected.body["messages"][0]["role"] == "system"
+    assert [m["role"] for m in folded.body["messages"]] == ["user"]
+    assert folded.body["messages"][0]["content"].startswith("Answer from the sources only.\n\nHow do I set")
+    loopback.reset()
+    "".join(c.delta for c in make(loopback.url, model=gemma).stream_chat(SYSTEM_ASK))  # a new instance: folded at once
+    [request] = loopback.requests("chat")
+    assert [m["role"] for m in request.body["messages"]] == ["user"]
+    make(loopback.url).chat(SYSTEM_ASK)  # other models keep their system message
+    assert loopback.requests("chat")[-1].body["messages"][0]["role"] == "system"
+
+
+def test_an_unknown_model_is_a_400_that_is_not_retried(loopback) -> None:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    with pytest.raises(HfHubHTTPError) as caught:
+        make(loopback.url, model="someone/not-served").chat(SYSTEM_ASK)
+    assert caught.value.response.status_code == 400 and "not supported by any provider" in str(caught.value)
+    assert len(loopback.requests("chat")) == 2  # the system-role retry, then no more
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_cut_at_max_tokens_is_marked_and_carries_a_notice(loopback, stream) -> None:
+    llm = make(loopback.url, num_output=3)
+    if stream:
+        chunks = list(llm.stream_chat(ASK))
+        extra = {k: v for c in chunks for k, v in c.additional_kwargs.items()}
+    else:
+        extra = llm.chat(ASK).additional_kwargs
+    assert extra["truncated"] is True and "cut at the answer-length limit" in extra["notices"][0]
+    assert "truncated" not in make(loopback.url).chat(ASK).additional_kwargs
+
+
+def test_usage_is_asked_for_in_streams_and_the_crlf_sse_variant_is_read(loopback) -> None:
+    loopback.add_fault("chat", "crlf")
+    chunks = list(make(loopback.url).stream_chat(ASK))
+    assert "".join(c.delta for c in chunks).startswith("Echo from")
+    assert loopback.requests("chat")[0].body["stream_options"] == {"include_usage": True}
+    assert any("completion_tokens" in c.additional_kwargs for c in chunks)
+
+
+@pytest.mark.parametrize("kind", ["429_date", "429_ratelimit"])
+def test_rate_limit_waits_come_from_an_http_date_or_the_ratelimit_header(loopback, kind) -> None:
+    loopback.add_fault("chat", kind, retry_after=30)
+    with pytest.raises(RetryExhaustedError, match="(Retry-After|RateLimit reset in) (29|30)") as caught:
+        make(loopback.url, max_wait_s=60, deadline_s=5).chat(ASK)
+    assert len(loopback.requests("chat")) == 1 and 28 <= caught.value.wait_s <= 30
+    loopback.reset()
+    loopback.add_fault("chat", kind, retry_after=1, times=1)
+    assert make(loopback.url, deadline_s=5).chat(ASK).message.content.startswith("Echo from")

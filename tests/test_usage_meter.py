@@ -82,3 +82,21 @@ def test_alerts_fire_once_per_crossing(tmp_path: Path) -> None:
     m.record("chat", "Qwen/Qwen2.5-7B-Instruct", "p", 1_000_000, 0, 10, ok=True)
     assert [a.name for a in fired].count("spend") == 1
     assert set(m.active_alerts()) == {"error_rate", "latency", "spend"}
+
+
+def test_reported_usage_past_the_reservation_is_recorded_and_the_cap_sees_it(tmp_path: Path, loopback) -> None:
+    """A server reporting 10M input / 1M output tokens costs $3.30 at Qwen's price, not the small reservation made before the call."""
+    from llama_index.core.base.llms.types import ChatMessage
+
+    from integrations.hf_chat_llm import HFChatLLM
+    from tests.conftest_hf import FAKE_TOKEN
+
+    m = meter(tmp_path / "u.sqlite", cap=25.0)
+    loopback.add_fault("chat", "huge_usage")
+    llm = HFChatLLM(model_name="Qwen/Qwen2.5-7B-Instruct", token=FAKE_TOKEN, base_url=loopback.url, timeout=2.0, meter=m)
+    llm.chat([ChatMessage(role="user", content="How long is the timeout?")])
+    [(_day, _model, _requests, tokens_in, tokens_out, spent)] = m.by_day_and_model()
+    assert (tokens_in, tokens_out) == (10_000_000, 1_000_000) and spent == pytest.approx(3.30)
+    assert m.month_spend() == pytest.approx(3.30)
+    tight = meter(tmp_path / "u.sqlite", cap=3.0)
+    assert tight.state() == "capped"
