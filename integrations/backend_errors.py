@@ -159,7 +159,10 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, BackendUnavailableError):
         return str(exc)
     try:
-        from huggingface_hub.errors import HfHubHTTPError, TextGenerationError
+        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, TextGenerationError
+
+        if isinstance(exc, OfflineModeIsEnabled):
+            return "offline mode is on (HF_HUB_OFFLINE=1 blocks every Hugging Face request): unset it to use the API"
 
         if isinstance(exc, HfHubHTTPError) and status is not None:
             detail = (exc.server_message or "").strip().splitlines()

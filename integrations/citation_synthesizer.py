@@ -150,6 +150,9 @@ class CitationSynthesizer(BaseSynthesizer):
                     answered_by = chunk.additional_kwargs.get("answered_by") or self._llm.metadata.model_name
                     metadata.update(self._metadata(answered_by, chunk.additional_kwargs, names))
                     response.metadata.update(metadata)
+                for notice in chunk.additional_kwargs.get("notices", []):  # e.g. the last chunk says the answer was cut
+                    if notice not in response.metadata["notices"]:
+                        response.metadata["notices"].append(notice)
                 if chunk.delta:
                     yield chunk.delta
 

@@ -176,14 +176,16 @@ class StorageSettings(BaseModel):
 class Settings(BaseSettings):
     """Effective settings. Build with :func:`load_settings`."""
 
-    model_config = SettingsConfigDict(env_prefix="DOCSRAG_", env_nested_delimiter="__", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DOCSRAG_", env_nested_delimiter="__", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     profile: str = Field(DEFAULT_PROFILE, description="Name of the YAML profile under settings/ that was loaded.")
     profile_reason: str = Field("the default", description="Why this profile was chosen (shown in the page).")
     hf_token: SecretStr | None = Field(
         None,
-        validation_alias=AliasChoices("DOCSRAG_HF_TOKEN", "HF_TOKEN", "HUGGINGFACE_API_TOKEN", "hf_token"),
-        description="Hugging Face token; read from HF_TOKEN or HUGGINGFACE_API_TOKEN.",
+        validation_alias=AliasChoices("DOCSRAG_HF_TOKEN", "HF_TOKEN", "HUGGINGFACE_API_TOKEN", "HUGGING_FACE_HUB_TOKEN", "hf_token"),
+        description="Hugging Face token; the first non-empty of HF_TOKEN, HUGGINGFACE_API_TOKEN, HUGGING_FACE_HUB_TOKEN (legacy).",
     )
     hf_base_url: str = Field(
         "https://router.huggingface.co", description="Base URL of the Hugging Face router; every HF URL is built from it."

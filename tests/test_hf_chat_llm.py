@@ -209,7 +209,7 @@ def test_usage_is_asked_for_in_streams_and_the_crlf_sse_variant_is_read(loopback
 @pytest.mark.parametrize("kind", ["429_date", "429_ratelimit"])
 def test_rate_limit_waits_come_from_an_http_date_or_the_ratelimit_header(loopback, kind) -> None:
     loopback.add_fault("chat", kind, retry_after=30)
-    with pytest.raises(RetryExhaustedError, match="(Retry-After|RateLimit reset in) (29|30)") as caught:
+    with pytest.raises(RetryExhaustedError, match=r"(Retry-After|RateLimit reset in) (29|30)") as caught:
         make(loopback.url, max_wait_s=60, deadline_s=5).chat(ASK)
     assert len(loopback.requests("chat")) == 1 and 28 <= caught.value.wait_s <= 30
     loopback.reset()

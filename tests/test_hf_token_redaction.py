@@ -12,6 +12,7 @@ import logging
 import traceback
 
 import pytest
+from huggingface_hub.errors import HfHubHTTPError
 
 from app.cli import main
 from integrations.backend_errors import redact
@@ -53,7 +54,7 @@ def test_ingest_logs_and_tracebacks_do_not_show_the_token(hf_env, tmp_path, caps
     with caplog.at_level(logging.DEBUG):
         try:
             main(["--profile", "hf_api", "-v", "ingest", str(docs(tmp_path))])
-        except Exception as exc:  # an ingest that cannot embed stops; its traceback is what a user would see
+        except HfHubHTTPError as exc:  # an ingest that cannot embed stops; its traceback is what a user would see
             trace = "".join(traceback.format_exception(exc))
     out, err = capsys.readouterr()
     assert "401" in out + err + caplog.text + trace and "[redacted]" in out + err + caplog.text + trace

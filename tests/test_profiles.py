@@ -135,3 +135,12 @@ def test_a_follow_up_is_rewritten_by_the_llm_from_the_history_without_its_bookke
     assert f"user: {QUESTION}" in condense.body["messages"][0]["content"]
     assert "standalone_question" not in condense.raw_body  # the history's bookkeeping field is not sent to the model
     assert "cache.md" in {n.node.metadata["source"] for n in reply.sources[0].raw_output.source_nodes}
+
+
+def test_a_cut_answer_is_marked_in_the_cli(hf_env, tmp_path, capsys, monkeypatch) -> None:
+    assert main(["--profile", "hf_api", "ingest", str(docs(tmp_path)), "-q"]) == 0
+    monkeypatch.setenv("DOCSRAG_LLM__MAX_TOKENS", "16")
+    capsys.readouterr()
+    assert main(["--profile", "hf_api", "ask", QUESTION]) == 0
+    out = capsys.readouterr().out
+    assert "cut at the answer-length limit" in out and HF_CHAIN[0] in out

@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from llama_index.core.base.llms.types import ChatMessage
 
+from integrations.backend_errors import AllBackendsFailedError
 from settings import available_profiles, load_settings
 from tests.conftest import REPO
 
@@ -55,3 +57,33 @@ def test_a_hugging_face_space_is_detected_unless_a_profile_is_given(monkeypatch:
     assert load_settings("local").profile == "local"
     monkeypatch.setenv("DOCSRAG_PROFILE", "local")
     assert load_settings().profile_reason == "from DOCSRAG_PROFILE"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"HF_TOKEN": "", "HUGGINGFACE_API_TOKEN": "hf_from_api_token"}, "hf_from_api_token"),  # empty must not hide the next
+        ({"HUGGING_FACE_HUB_TOKEN": "hf_legacy"}, "hf_legacy"),
+        ({"HF_TOKEN": "hf_first", "HUGGING_FACE_HUB_TOKEN": "hf_legacy"}, "hf_first"),
+    ],
+)
+def test_the_token_is_the_first_non_empty_of_the_documented_variables(monkeypatch, env, expected) -> None:
+    for name in ("HF_TOKEN", "HUGGINGFACE_API_TOKEN", "HUGGING_FACE_HUB_TOKEN", "DOCSRAG_HF_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings("local").hf_token.get_secret_value() == expected
+
+
+def test_offline_mode_is_named_when_it_blocks_an_api_call(monkeypatch, loopback) -> None:
+    from huggingface_hub import constants
+
+    from integrations.fallback_llm import FallbackLLM
+    from integrations.hf_chat_llm import HFChatLLM
+    from tests.conftest_hf import FAKE_TOKEN
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hf = HFChatLLM(model_name="Qwen/Qwen2.5-7B-Instruct", token=FAKE_TOKEN, base_url=loopback.url, timeout=1.0)
+    last = HFChatLLM(model_name="org/model-b", token=FAKE_TOKEN, base_url=loopback.url, timeout=1.0)
+    with pytest.raises(AllBackendsFailedError, match="offline mode is on"):
+        FallbackLLM(members=[hf, last]).chat([ChatMessage(role="user", content="hi")])
