@@ -84,16 +84,18 @@ def _chain_members(settings: Settings, meter=None) -> list[LLM]:
                     )
                 )
         elif backend == "ollama":
-            from llama_index.llms.ollama import Ollama
+            from integrations.ollama_llm import OllamaLLM
 
             # base_url and context_window explicit: the class ignores OLLAMA_HOST and would call /api/show on every
             # metadata access without a context window.
             members.append(
-                Ollama(
+                OllamaLLM(
                     model=llm.ollama_model,
                     base_url=llm.ollama_base_url,
                     context_window=llm.context_window,
                     request_timeout=llm.timeout_s,
+                    load_allowance_s=llm.ollama_load_allowance_s,
+                    keep_alive=llm.ollama_keep_alive,
                     temperature=llm.temperature,
                     additional_kwargs={"num_predict": llm.max_tokens},
                     is_function_calling_model=False,

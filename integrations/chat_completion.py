@@ -24,6 +24,14 @@ from llama_index.core.base.llms.types import (
 from integrations.backend_errors import aiter_in_thread
 
 
+def finish_marks(label: str, finish_reason: Any) -> dict[str, Any]:
+    """``truncated`` and a notice for a reply cut at the token limit (OpenAI ``finish_reason`` / Ollama ``done_reason``)."""
+    if finish_reason != "length":
+        return {}
+    notice = f"The answer from {label} was cut at the answer-length limit (llm.max_tokens) and is incomplete."
+    return {"truncated": True, "notices": [notice]}
+
+
 class ChatCompletionMixin:
     """Put first among an LLM's bases; the class provides ``chat`` and ``stream_chat``."""
 

@@ -6,8 +6,10 @@ refused connections, malformed replies, retries that would pass the deadline:
 Streams are committed to a member only after its first non-empty token; after
 that a failure raises :class:`StreamInterruptedError` naming the backend — never
 a silent truncation. The deadline (``deadline_s``) covers the whole question:
-members started after it are skipped, and HTTP members cap their timeouts and
-retry waits by it. The last member (the extractive answerer in the app) is
+members started after it are skipped, HTTP members cap their timeouts and
+retry waits by it, and a member's call (up to its first token when streaming)
+is abandoned when the deadline passes even if bytes are still trickling in
+(socket timeouts bound each read, not the reply). The last member (the extractive answerer in the app) is
 always tried, so a question always gets an answer.
 
 Responses carry ``additional_kwargs["answered_by"]`` (e.g. ``hf_api:Qwen/Qwen2.5-7B-Instruct``)
@@ -16,10 +18,12 @@ and ``additional_kwargs["fallbacks"]`` (one human-readable reason per skipped me
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -44,6 +48,42 @@ from integrations.chat_completion import ChatCompletionMixin
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
+T = TypeVar("T")
+
+
+def within(deadline: float, call: Callable[[], T], on_late: Callable[[T], None] | None = None) -> T:
+    """``call()`` in a worker thread, abandoned at ``deadline`` (a total bound: socket timeouts are per read).
+
+    The worker keeps the caller's context (the question deadline, instrumentation spans). A late result is
+    handed to ``on_late`` (to close a stream nobody will read).
+    """
+    box: dict[str, Any] = {}
+    lock = threading.Lock()
+    context = contextvars.copy_context()
+
+    def work() -> None:
+        try:
+            result = context.run(call)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, which re-raises it
+            with lock:
+                box["error"] = exc
+            return
+        with lock:
+            box["result"] = result
+            late = box.get("abandoned", False)
+        if late and on_late is not None:
+            on_late(result)
+
+    worker = threading.Thread(target=work, name="docsrag-backend-call", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()))
+    with lock:
+        if "error" in box:
+            raise box["error"]
+        if "result" in box:
+            return box["result"]
+        box["abandoned"] = True
+    raise BackendUnavailableError("no answer before the question's deadline (a reply still arriving was abandoned)")
 
 
 class BackendSkippedEvent(BaseEvent):
@@ -139,7 +179,10 @@ class FallbackLLM(ChatCompletionMixin, LLM):
                 continue
             try:
                 with question_deadline(deadline):
-                    response = member.chat(messages, **kwargs)
+                    if index == len(self.members) - 1:
+                        response = member.chat(messages, **kwargs)
+                    else:
+                        response = within(deadline, lambda member=member: member.chat(messages, **kwargs))
                 if not (response.message.content or "").strip():
                     raise BackendUnavailableError("the reply had no answer text")
             except errors as exc:
@@ -163,20 +206,27 @@ class FallbackLLM(ChatCompletionMixin, LLM):
                 if self._out_of_time(index, deadline):
                     self._skip(label, f"not tried: the {self.deadline_s:g} s deadline for this question had passed", fallbacks)
                     continue
-                pending: list[ChatResponse] = []
-                stream: Any = None
+                opened: list[Any] = []
+
+                def first_token(member: LLM = member, opened: list[Any] = opened) -> list[ChatResponse]:
+                    stream = iter(member.stream_chat(messages, **kwargs))
+                    opened.append(stream)
+                    pending: list[ChatResponse] = []
+                    for chunk in stream:  # pull up to the first real token before committing
+                        pending.append(chunk)
+                        if chunk.delta:
+                            return pending
+                    raise BackendUnavailableError("the stream ended without any answer text")
+
                 try:
                     with question_deadline(deadline):
-                        stream = iter(member.stream_chat(messages, **kwargs))
-                        for chunk in stream:  # pull up to the first real token before committing
-                            pending.append(chunk)
-                            if chunk.delta:
-                                break
+                        if index == len(self.members) - 1:
+                            pending = first_token()
                         else:
-                            raise BackendUnavailableError("the stream ended without any answer text")
+                            pending = within(deadline, first_token, on_late=lambda _pending, opened=opened: _close(opened))
+                    stream = opened[0]
                 except errors as exc:
-                    if stream is not None and hasattr(stream, "close"):
-                        stream.close()
+                    _close(opened)
                     self._skip(label, describe_failure(exc), fallbacks)
                     if index == len(self.members) - 1:
                         raise self._all_failed(fallbacks) from exc
@@ -198,3 +248,9 @@ class FallbackLLM(ChatCompletionMixin, LLM):
                 return
 
         return gen()
+
+
+def _close(streams: list[Any]) -> None:
+    for stream in streams:
+        if hasattr(stream, "close"):
+            stream.close()

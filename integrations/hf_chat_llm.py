@@ -44,15 +44,11 @@ from llama_index.llms.huggingface_api import HuggingFaceInferenceAPI
 from pydantic import SecretStr
 
 from integrations.backend_errors import BackendUnavailableError, current_deadline, redacted_errors
-from integrations.chat_completion import ChatCompletionMixin
+from integrations.chat_completion import ChatCompletionMixin, finish_marks
 from integrations.hf_http import DEFAULT_HF_BASE_URL, chat_url, secret_value, with_retries
 from integrations.usage_meter import BudgetDegraded, Metering, UsageMeter, estimate_tokens, metered
 
 logger = logging.getLogger(__name__)
-
-
-def truncated_notice(label: str) -> str:
-    return f"The answer from {label} was cut at the answer-length limit (llm.max_tokens) and is incomplete."
 
 
 def fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -231,12 +227,6 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
             max_tokens_in=int(prompt_tokens * 1.25) + 32, max_tokens_out=self.num_output,
         ), prompt_tokens  # fmt: skip
 
-    def _finished(self, finish_reason: Any) -> dict[str, Any]:
-        """``truncated`` and a notice when the reply was cut at ``max_tokens``."""
-        if finish_reason != "length":
-            return {}
-        return {"truncated": True, "notices": [truncated_notice(self.backend_label)]}
-
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         meter_block, prompt_tokens = self._metered(messages)
@@ -251,7 +241,11 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
             raw=dict(output),
-            additional_kwargs={"answered_by": self.backend_label, **reported, **self._finished(output.choices[0].finish_reason)},
+            additional_kwargs={
+                "answered_by": self.backend_label,
+                **reported,
+                **finish_marks(self.backend_label, output.choices[0].finish_reason),
+            },
         )
 
     @llm_chat_callback()
@@ -274,7 +268,7 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
                         delta, finished = "", {}
                         if chunk.choices:  # usage-only chunks have choices: []
                             delta = chunk.choices[0].delta.content or ""
-                            finished = self._finished(chunk.choices[0].finish_reason)
+                            finished = finish_marks(self.backend_label, chunk.choices[0].finish_reason)
                         text += delta
                         reported = _usage(chunk) or reported
                         yield ChatResponse(

@@ -55,6 +55,10 @@ class LLMSettings(BaseModel):
     )
     ollama_model: str = Field("llama3.2:3b", description="Ollama model name.")
     ollama_base_url: str = Field("http://127.0.0.1:11434", description="Ollama server URL.")
+    ollama_keep_alive: str = Field("30m", description="How long Ollama keeps the model loaded after a request (its default is 5m).")
+    ollama_load_allowance_s: float = Field(
+        60.0, ge=0, description="Seconds added to timeout_s for Ollama's first reply, which may wait for a cold model load."
+    )
     gguf_path: str = Field("", description="GGUF model file for the local backend; empty uses the SmolLM2-135M package if installed.")
     n_threads: int = Field(1, ge=1, description="llama.cpp threads (1 is often fastest on a busy 2-core machine).")
     temperature: float = Field(0.1, gt=0.0, le=2.0, description="Sampling temperature (the HF API rejects 0).")

@@ -51,7 +51,7 @@ CHAT, EMBED, RERANK, OLLAMA_CHAT, OLLAMA_SHOW, WHOAMI, MAPPING = (
 )  # fmt: skip
 FAULT_KINDS = (
     "429", "429_date", "429_ratelimit", "503", "503_queue_full", "slow", "malformed", "stream_error",
-    "stream_error_after_token", "500", "no_usage", "huge_usage", "crlf",
+    "stream_error_after_token", "500", "no_usage", "huge_usage", "crlf", "trickle",
 )  # fmt: skip
 MAX_CLIENT_BATCH = 32
 DIM = 384
@@ -185,6 +185,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)
+
+    def _trickle(self, body: bytes, seconds: float) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        pieces = 8
+        step = max(1, len(body) // pieces)
+        for start in range(0, len(body), step):
+            self.wfile.write(body[start : start + step])
+            self.wfile.flush()
+            time.sleep(seconds / pieces)
 
     def _start_chunked(self, content_type: str) -> None:
         self.send_response(200)
@@ -366,6 +378,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not body.get("stream"):
             choice = {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish, "logprobs": None}
             reply = {**base, "object": "chat.completion", "choices": [choice]}
+            if kind == "trickle":  # every read arrives within a socket timeout, the whole reply takes far longer
+                self._trickle(json.dumps({**reply, "usage": usage}).encode(), fault.delay)
+                return
             self._send(200, reply if kind == "no_usage" else {**reply, "usage": usage})
             return
         self._start_chunked("text/event-stream")

@@ -10,13 +10,13 @@ import pytest
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.schema import TextNode
-from llama_index.llms.ollama import Ollama
 
 from integrations.backend_errors import AllBackendsFailedError, StreamInterruptedError
 from integrations.citation_prompt import build_messages
 from integrations.extractive_llm import ExtractiveLLM
 from integrations.fallback_llm import BackendSkippedEvent, FallbackLLM
 from integrations.hf_chat_llm import HFChatLLM
+from integrations.ollama_llm import OllamaLLM
 from tests.conftest_hf import FAKE_TOKEN
 
 A, B, OLLAMA = "org/model-a", "org/model-b", "llama3.2:3b"
@@ -32,6 +32,13 @@ TIMEOUT_S = 0.5
 FAULTS = ["429", "503", "slow", "refused", "malformed", "500", "stream_error"]
 
 
+def ollama(url: str, timeout_s: float = TIMEOUT_S, **kwargs) -> OllamaLLM:
+    return OllamaLLM(
+        model=OLLAMA, base_url=url, context_window=4096, request_timeout=timeout_s, load_allowance_s=0, is_function_calling_model=False,
+        **kwargs,
+    )  # fmt: skip
+
+
 def chain(
     loopback, local_embedder, refused: str | None = None, failing: int = 0, deadline_s: float = DEADLINE_S, timeout_s: float = TIMEOUT_S
 ):
@@ -40,7 +47,7 @@ def chain(
     members = [
         HFChatLLM(model_name=A, token=FAKE_TOKEN, base_url=urls[0], timeout=timeout_s),
         HFChatLLM(model_name=B, token=FAKE_TOKEN, base_url=urls[1], timeout=timeout_s),
-        Ollama(model=OLLAMA, base_url=urls[2], context_window=4096, request_timeout=timeout_s, is_function_calling_model=False),
+        ollama(urls[2], timeout_s),
         ExtractiveLLM(embed_model=local_embedder),
     ]
     return FallbackLLM(members=members, deadline_s=deadline_s)
@@ -174,3 +181,48 @@ def test_async_chat_and_stream_fall_back_across_event_loops(loopback, local_embe
         assert asyncio.run(llm.achat(MESSAGES)).additional_kwargs["answered_by"] == f"hf_api:{B}"
         text, extra = asyncio.run(stream())
         assert extra["answered_by"] == f"hf_api:{B}" and "[1]" in text
+
+
+@pytest.mark.parametrize("mode", ["chat", "stream"])
+def test_an_ollama_answer_cut_at_num_predict_is_marked_and_keep_alive_is_sent(loopback, mode) -> None:
+    llm = ollama(loopback.url, keep_alive="30m", additional_kwargs={"num_predict": 3})
+    if mode == "chat":
+        extra = llm.chat(MESSAGES).additional_kwargs
+    else:
+        extra = {k: v for c in llm.stream_chat(MESSAGES) for k, v in c.additional_kwargs.items()}
+    assert extra["truncated"] is True and "cut at the answer-length limit" in extra["notices"][0]
+    [request] = loopback.requests("ollama_chat")
+    assert request.body["keep_alive"] == "30m" and request.body["options"]["num_predict"] == 3
+    assert "truncated" not in ollama(loopback.url).chat(MESSAGES).additional_kwargs
+
+
+def test_the_ollama_timeout_allows_for_a_model_load() -> None:
+    assert OllamaLLM(model=OLLAMA, request_timeout=30, load_allowance_s=60).request_timeout == 90
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"), [("not_pulled", "Ollama HTTP 404: model 'llama3.2:3b' not found"), ("queue_full", "Ollama HTTP 503")]
+)
+def test_ollama_refusals_move_on_to_the_next_backend(loopback, local_embedder, setup, reason) -> None:
+    if setup == "not_pulled":
+        loopback.state.ollama_models.clear()
+    else:
+        loopback.add_fault("ollama_chat", "503_queue_full")
+    llm = FallbackLLM(members=[ollama(loopback.url), ExtractiveLLM(embed_model=local_embedder)], deadline_s=DEADLINE_S)
+    response = llm.chat(MESSAGES)
+    assert response.additional_kwargs["answered_by"] == "extractive"
+    assert response.additional_kwargs["fallbacks"][0].startswith(f"ollama:{OLLAMA}: {reason}")
+
+
+def test_the_deadline_is_total_even_when_a_reply_trickles_in_under_the_socket_timeout(loopback, local_embedder) -> None:
+    """Each read arrives within the 1 s socket timeout, the reply takes 4 s: the 1.5 s question deadline still holds."""
+    loopback.add_fault("chat", "trickle", model=A, delay=4.0)
+    llm = FallbackLLM(
+        members=[HFChatLLM(model_name=A, token=FAKE_TOKEN, base_url=loopback.url, timeout=1.0), ExtractiveLLM(embed_model=local_embedder)],
+        deadline_s=1.5,
+    )
+    started = time.monotonic()
+    response = llm.chat(MESSAGES)
+    assert time.monotonic() - started < 2.5
+    assert response.additional_kwargs["answered_by"] == "extractive"
+    assert "deadline" in response.additional_kwargs["fallbacks"][0]
