@@ -145,6 +145,18 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from app.doctor import format_table, run_checks
+
+    settings = _settings(args)
+    print(f"profile {settings.profile} ({settings.profile_reason})")
+    checks = run_checks(settings)
+    print(format_table(checks))
+    failed = [c.name for c in checks if c.failed]
+    print(f"{len(checks) - len(failed)} of {len(checks)} checks passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="docsrag: cited answers from your technical documentation")
     parser.add_argument("--profile", help="settings profile under settings/ (default: $DOCSRAG_PROFILE or local)")
@@ -197,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     usage = sub.add_parser("usage", help="API usage and estimated spend by day and model (this month)")
     usage.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
     usage.set_defaults(func=cmd_usage)
+    doctor = sub.add_parser("doctor", help="check the active profile end to end: token, models, Ollama, index (exit 1 on failure)")
+    doctor.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 

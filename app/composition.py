@@ -59,7 +59,8 @@ def build_embed_model(settings: Settings, meter=None) -> BaseEmbedding:
     raise ValueError(f"embedding.backend={emb.backend!r} is not supported; use 'local' or 'hf_api'")
 
 
-def _chain_members(settings: Settings, meter=None) -> list[LLM]:
+def build_chain_members(settings: Settings, meter=None) -> list[LLM]:
+    """The configured answer backends in order (without the extractive answerer)."""
     llm = settings.llm
     members: list[LLM] = []
     for backend in llm.chain:
@@ -127,7 +128,7 @@ def build_llm(settings: Settings, embed_model: BaseEmbedding, meter=None) -> LLM
     # The last resort must not depend on a remote API: with an API embedder it scores sentences by keywords.
     local = embed_model.class_name() == "LocalMiniLMEmbedding"
     extractive = ExtractiveLLM(embed_model=embed_model if local else None)
-    members = _chain_members(settings, meter)
+    members = build_chain_members(settings, meter)
     if not members:
         return extractive
     from integrations.fallback_llm import FallbackLLM

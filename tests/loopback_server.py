@@ -267,9 +267,8 @@ class _Handler(BaseHTTPRequestHandler):
             task, providers = "feature-extraction", ["hf-inference"]
         elif model in state.rerank_models:
             task, providers = "text-ranking", ["hf-inference"]
-        else:
-            self._send(404, {"error": "Repository not found"})
-            return
+        else:  # a model on the Hub that no provider serves
+            task, providers = "text-generation", []
         mapping = {p: {"status": "live", "providerId": model.lower(), "task": task} for p in providers}
         self._send(200, {"id": model, "_id": "0" * 24, "pipeline_tag": task, "inferenceProviderMapping": mapping})
 

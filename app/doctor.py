@@ -1,0 +1,210 @@
+"""`python -m app doctor`: prove that the active profile's chain works before users arrive.
+
+One real call per part, each timed: the token (``whoami``), each HF chat model's
+provider mapping and a 1-token completion, one embedding (its dimension is the
+index's), one rerank, Ollama reachable with its model pulled, and the index
+opening with vectors its embedding model reproduces. A network failure reads
+"unreachable" (offline mode included), an answer the service refused reads
+"FAILED"; local checks run either way. Any failure makes the exit code 1.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from settings import Settings
+
+OK, FAILED, UNREACHABLE, SKIPPED = "ok", "FAILED", "unreachable", "skipped"
+HUB_ENDPOINT = "https://huggingface.co"
+PROBE = "How do I configure the request timeout?"
+
+
+@dataclass
+class Check:
+    name: str
+    result: str
+    detail: str
+    seconds: float
+    fix: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.result in (FAILED, UNREACHABLE)
+
+
+class CheckFailed(Exception):
+    """A check's own verdict: the service answered, but not what the deployment needs."""
+
+    def __init__(self, detail: str, fix: str) -> None:
+        super().__init__(detail)
+        self.fix = fix
+
+
+def _unreachable(exc: BaseException) -> bool:
+    import httpx
+    import httpx2
+
+    # Offline mode (OfflineModeIsEnabled) is a ConnectionError; HF timeouts are TimeoutErrors.
+    return isinstance(exc, ConnectionError | TimeoutError | httpx.TransportError | httpx2.TransportError)
+
+
+def _run(name: str, fix: str, probe: Callable[[], str]) -> Check:
+    from integrations.backend_errors import describe_failure
+
+    started = time.perf_counter()
+    try:
+        detail = probe()
+    except CheckFailed as exc:
+        return Check(name, FAILED, str(exc), time.perf_counter() - started, exc.fix)
+    except Exception as exc:  # noqa: BLE001 - every failure of a probe is reported in its row
+        result = UNREACHABLE if _unreachable(exc) else FAILED
+        return Check(name, result, describe_failure(exc), time.perf_counter() - started, fix)
+    return Check(name, OK, detail, time.perf_counter() - started)
+
+
+def _hub(settings: Settings):
+    from huggingface_hub import HfApi
+
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    # The Hub API (whoami, model info) lives beside the router; HF_ENDPOINT points it elsewhere, as in huggingface_hub.
+    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or HUB_ENDPOINT, token=token or False)
+
+
+def _token_check(settings: Settings) -> str:
+    if settings.hf_token is None or not settings.hf_token.get_secret_value().strip():
+        raise CheckFailed("no token", "set HF_TOKEN (or HUGGINGFACE_API_TOKEN) to a token that may call Inference Providers")
+    return f"valid, user {_hub(settings).whoami()['name']}"
+
+
+def _mapping_check(settings: Settings, model: str) -> str:
+    repo, _, wanted = model.partition(":")
+    info = _hub(settings).model_info(repo, expand=["inferenceProviderMapping"])
+    live = [m.provider for m in info.inference_provider_mapping or [] if m.status == "live" and m.task == "conversational"]
+    if wanted not in ("", "fastest", "cheapest"):
+        live = [p for p in live if p == wanted]
+    if not live:
+        raise CheckFailed(
+            f"no live chat provider{f' {wanted!r}' if wanted else ''}",
+            "pick a model whose Hub page lists Inference Providers for chat (docs/deployment.md), and set llm.hf_models",
+        )
+    return "providers: " + ", ".join(live)
+
+
+def _completion_check(member) -> str:
+    from llama_index.core.base.llms.types import ChatMessage
+
+    reply = member.chat([ChatMessage(role="user", content="Say OK.")], max_tokens=1)
+    if not (reply.message.content or "").strip():
+        raise CheckFailed("empty reply", "try another model in llm.hf_models")
+    return "1-token completion answered"
+
+
+def _ollama_check(member) -> str:
+    import ollama
+
+    try:
+        ollama.Client(host=member.base_url, timeout=member.request_timeout).show(member.model)
+    except ollama.ResponseError as exc:
+        if exc.status_code == 404:
+            raise CheckFailed(f"model {member.model} is not pulled", f"run `ollama pull {member.model}` on the Ollama host") from exc
+        raise
+    return f"{member.model} is pulled"
+
+
+def _embedding_check(embed_model, dim: int) -> str:
+    vector = embed_model.get_text_embedding(PROBE)
+    if len(vector) != dim:
+        raise CheckFailed(f"{len(vector)}-d vectors, the index holds {dim}-d", "use an embedding model of the index's dimension")
+    return f"{dim}-d vector"
+
+
+def _rerank_check(reranker) -> str:
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    texts = ["The request timeout is set with --timeout.", *[f"Unrelated passage {i}." for i in range(reranker.top_n)]]
+    nodes = [NodeWithScore(node=TextNode(text=t), score=0.0) for t in reversed(texts)]
+    out = reranker.postprocess_nodes(nodes, query_str=PROBE)
+    if reranker.last_notice:
+        raise CheckFailed(reranker.last_notice, "check rerank.model is a text-ranking model the router serves, or set rerank.backend")
+    if "--timeout" not in out[0].node.get_content():
+        raise CheckFailed("the matching passage was not ranked first", "check rerank.model")
+    return f"{len(texts)} passages scored"
+
+
+def _index_check(settings: Settings, embed_model, dim: int) -> str:
+    from llama_index.core.schema import MetadataMode
+    from llama_index.core.vector_stores.utils import metadata_dict_to_node
+
+    from app.store import close_vector_store, open_vector_store
+
+    store = open_vector_store(settings, dim)
+    try:
+        rows = store.client.query(
+            collection_name=store.collection_name,
+            filter="",
+            limit=1,
+            output_fields=[store.embedding_field, store.text_key, "_node_content"],
+        )
+        if not rows:
+            return "opens (empty: ingest a folder)"
+        node = metadata_dict_to_node(rows[0], text=rows[0][store.text_key])  # the store keeps the text in its own field
+        stored = rows[0][store.embedding_field]
+        fresh = embed_model.get_text_embedding(node.get_content(metadata_mode=MetadataMode.EMBED))
+        cosine = sum(a * b for a, b in zip(stored, fresh, strict=True)) / (
+            math.sqrt(sum(a * a for a in stored)) * math.sqrt(sum(b * b for b in fresh)) or 1.0
+        )
+        if cosine < 0.99:
+            raise CheckFailed(
+                f"a stored chunk re-embeds at cosine {cosine:.3f}: the index was built with another embedding model",
+                "re-ingest with this profile, or use the embedding settings the index was built with",
+            )
+        return f"opens; a stored chunk re-embeds at cosine {cosine:.4f}"
+    finally:
+        close_vector_store(store, settings)
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    from app.composition import EMBEDDING_DIM, build_chain_members, build_embed_model, build_reranker, uses_hf_api
+    from integrations.hf_chat_llm import HFChatLLM
+    from integrations.ollama_llm import OllamaLLM
+
+    checks: list[Check] = []
+    token_fix = "set HF_TOKEN (or HUGGINGFACE_API_TOKEN) to a valid token"
+    if uses_hf_api(settings):
+        checks.append(_run("token", token_fix, lambda: _token_check(settings)))
+    try:
+        members = build_chain_members(settings)
+        # No embedding cache: every check must reach the service, and a cached vector would hide another model's.
+        embed_model = build_embed_model(settings.model_copy(update={"embedding": settings.embedding.model_copy(update={"cache": False})}))
+        reranker = build_reranker(settings)
+    except ValueError as exc:
+        return [*checks, Check("configuration", FAILED, str(exc), 0.0, "fix the setting named above")]
+    for member in members:
+        if isinstance(member, HFChatLLM):
+            fix = f"check that {member.model_name} is served for chat (docs/deployment.md)"
+            checks.append(_run(f"chat {member.model_name}: providers", fix, lambda m=member: _mapping_check(settings, m.model_name)))
+            checks.append(_run(f"chat {member.model_name}: completion", fix, lambda m=member: _completion_check(m)))
+        elif isinstance(member, OllamaLLM):
+            fix = f"start Ollama at {member.base_url} (llm.ollama_base_url)"
+            checks.append(_run(f"ollama {member.model}", fix, lambda m=member: _ollama_check(m)))
+        else:
+            checks.append(Check(f"{member.class_name()}", OK, "local model file found", 0.0))
+    kind = settings.embedding.backend
+    checks.append(_run(f"embedding ({kind})", "check embedding.model and the token", lambda: _embedding_check(embed_model, EMBEDDING_DIM)))
+    if reranker is not None:
+        checks.append(_run(f"rerank ({settings.rerank.backend})", "check rerank.model", lambda: _rerank_check(reranker)))
+    index_fix = f"check storage.index_dir ({settings.storage.index_dir}) or storage.uri"
+    checks.append(_run("index", index_fix, lambda: _index_check(settings, embed_model, EMBEDDING_DIM)))
+    return checks
+
+
+def format_table(checks: list[Check]) -> str:
+    rows = [("check", "result", "time", "detail / fix")]
+    for c in checks:
+        rows.append((c.name, c.result, f"{c.seconds * 1000:.0f} ms", c.detail + (f" -> fix: {c.fix}" if c.failed and c.fix else "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}" for r in rows)
