@@ -44,7 +44,7 @@ def answer_overhead(server, questions: int) -> list[tuple[str, float, float, flo
     from integrations.hf_chat_llm import HFChatLLM
     from integrations.hf_http import chat_url, hf_headers
 
-    model = "Qwen/Qwen2.5-7B-Instruct"
+    model = "Qwen/Qwen2.5-7B-Instruct-1M"
     hf = HFChatLLM(model_name=model, token=FAKE_TOKEN, base_url=server.url, timeout=30, num_output=512)
     llm = FallbackLLM(members=[hf, ExtractiveLLM()], deadline_s=60)
     nodes = [TextNode(text=f"Passage {i}: " + "The global router assigns routing guides to each net. " * 20) for i in range(5)]

@@ -12,7 +12,7 @@ is abandoned when the deadline passes even if bytes are still trickling in
 (socket timeouts bound each read, not the reply). The last member (the extractive answerer in the app) is
 always tried, so a question always gets an answer.
 
-Responses carry ``additional_kwargs["answered_by"]`` (e.g. ``hf_api:Qwen/Qwen2.5-7B-Instruct``)
+Responses carry ``additional_kwargs["answered_by"]`` (e.g. ``hf_api:Qwen/Qwen2.5-7B-Instruct-1M``)
 and ``additional_kwargs["fallbacks"]`` (one human-readable reason per skipped member).
 """
 

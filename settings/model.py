@@ -50,7 +50,7 @@ class LLMSettings(BaseModel):
         description="Answer backends tried in order; the extractive answerer always comes last. Empty: extractive answers only.",
     )
     hf_models: list[str] = Field(
-        default_factory=lambda: ["Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.2-3B-Instruct", "google/gemma-2-2b-it"],
+        default_factory=lambda: ["Qwen/Qwen2.5-7B-Instruct-1M", "meta-llama/Llama-3.1-8B-Instruct", "google/gemma-2-2b-it"],
         description="HF chat models tried in order (suffixes :fastest, :cheapest or :<provider> allowed).",
     )
     ollama_model: str = Field("llama3.2:3b", description="Ollama model name.")
@@ -125,8 +125,8 @@ class ModelPrice(BaseModel):
 def _default_prices() -> dict[str, ModelPrice]:
     # Estimates for Hugging Face Inference Providers (USD); update from your provider's billing page.
     return {
-        "Qwen/Qwen2.5-7B-Instruct": ModelPrice(input_per_m=0.30, output_per_m=0.30),
-        "meta-llama/Llama-3.2-3B-Instruct": ModelPrice(input_per_m=0.06, output_per_m=0.06),
+        "Qwen/Qwen2.5-7B-Instruct-1M": ModelPrice(input_per_m=0.30, output_per_m=0.30),
+        "meta-llama/Llama-3.1-8B-Instruct": ModelPrice(input_per_m=0.06, output_per_m=0.06),
         "google/gemma-2-2b-it": ModelPrice(input_per_m=0.10, output_per_m=0.10),
         "sentence-transformers/all-MiniLM-L6-v2": ModelPrice(per_k_calls=0.02),
         "cross-encoder/ms-marco-MiniLM-L6-v2": ModelPrice(per_k_calls=0.05),

@@ -57,8 +57,8 @@ MAX_CLIENT_BATCH = 32
 DIM = 384
 ACCEPTED_TOKENS = frozenset({"hf_test_token_not_real", "hf_bench_token_not_real", "hf_loopback_token"})
 CHAT_MODELS = frozenset({
-    "Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.2-3B-Instruct",
-    "google/gemma-2-2b-it", "org/model-a", "org/model-b", "loopback/chat-model",
+    "Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct-1M", "meta-llama/Llama-3.1-8B-Instruct", "google/gemma-2-2b-it",
+    "org/model-a", "org/model-b", "loopback/chat-model",
 })  # fmt: skip
 NO_SYSTEM_MODELS = frozenset({"google/gemma-2-2b-it"})
 EMBEDDING_MODELS = frozenset({"sentence-transformers/all-MiniLM-L6-v2", "other/model"})

@@ -14,7 +14,7 @@ from app.composition import build_query_engine, open_meter, open_runtime
 from settings import load_settings
 from tests.test_profiles import HF_CHAIN, QUESTION, docs
 
-QWEN, LLAMA = "Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.2-3B-Instruct"
+QWEN, LLAMA = "Qwen/Qwen2.5-7B-Instruct-1M", "meta-llama/Llama-3.1-8B-Instruct"
 
 
 @pytest.fixture

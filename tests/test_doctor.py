@@ -31,7 +31,7 @@ def row(out: str, name: str) -> str:
 def test_all_green_against_the_fake_with_one_call_per_part(doctor_env, capsys) -> None:
     code, out = doctor(capsys)
     assert code == 0 and "FAILED" not in out and "unreachable" not in out
-    for name in ("token", "chat Qwen/Qwen2.5-7B-Instruct: providers", "chat google/gemma-2-2b-it: completion", "ollama llama3.2:3b",
+    for name in ("token", "chat Qwen/Qwen2.5-7B-Instruct-1M: providers", "chat google/gemma-2-2b-it: completion", "ollama llama3.2:3b",
                  "embedding (hf_api)", "rerank (hf_api)", "index"):  # fmt: skip
         assert " ok " in row(out, name), row(out, name)
     assert "re-embeds at cosine 1.0000" in row(out, "index")
@@ -43,8 +43,8 @@ def test_all_green_against_the_fake_with_one_call_per_part(doctor_env, capsys) -
     ("breakage", "name", "result", "words"),
     [
         ("bad_token", "token", "FAILED", "HTTP 401"),
-        ("model_not_served", "chat meta-llama/Llama-3.2-3B-Instruct: providers", "FAILED", "no live chat provider"),
-        ("model_not_served", "chat meta-llama/Llama-3.2-3B-Instruct: completion", "FAILED", "not supported by any provider"),
+        ("model_not_served", "chat meta-llama/Llama-3.1-8B-Instruct: providers", "FAILED", "no live chat provider"),
+        ("model_not_served", "chat meta-llama/Llama-3.1-8B-Instruct: completion", "FAILED", "not supported by any provider"),
         ("ollama_not_pulled", "ollama llama3.2:3b", "FAILED", "ollama pull llama3.2:3b"),
         ("embedding_413", "embedding (hf_api)", "ok", "384-d"),
         ("rerank_gone", "rerank (hf_api)", "FAILED", "fused retrieval order was kept"),
@@ -59,7 +59,7 @@ def test_each_failure_mode_is_named_in_its_row_and_the_exit_code_says_so(
     if breakage == "bad_token":
         state.tokens.clear()
     elif breakage == "model_not_served":
-        state.chat_models.discard("meta-llama/Llama-3.2-3B-Instruct")
+        state.chat_models.discard("meta-llama/Llama-3.1-8B-Instruct")
     elif breakage == "ollama_not_pulled":
         state.ollama_models.clear()
     elif breakage == "embedding_413":

@@ -39,7 +39,7 @@ def test_cli_skipped_lines_json_fallbacks_verbose_logs_and_the_embedding_notice(
         assert main(["--profile", "hf_api", "-v", "ask", QUESTION]) == 0
         assert main(["--profile", "hf_api", "ask", "--json", QUESTION]) == 0
     out, err = capsys.readouterr()
-    assert "skipped: hf_api:Qwen/Qwen2.5-7B-Instruct: HTTP 401" in out and "[redacted]" in out  # the echo was there, scrubbed
+    assert "skipped: hf_api:Qwen/Qwen2.5-7B-Instruct-1M: HTTP 401" in out and "[redacted]" in out  # the echo was there, scrubbed
     answer = json.loads(out[out.index("{\n") :])
     assert any("HTTP 401" in str(f) for f in answer["fallbacks"])
     assert any("could not be embedded" in n for n in answer["notices"])

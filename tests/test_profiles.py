@@ -15,7 +15,7 @@ from tests.conftest_hf import FAKE_TOKEN
 from tests.test_answers import CACHE
 from tests.test_ingestion import GUIDE, write
 
-HF_CHAIN = ["hf_api:Qwen/Qwen2.5-7B-Instruct", "hf_api:meta-llama/Llama-3.2-3B-Instruct", "hf_api:google/gemma-2-2b-it"]
+HF_CHAIN = ["hf_api:Qwen/Qwen2.5-7B-Instruct-1M", "hf_api:meta-llama/Llama-3.1-8B-Instruct", "hf_api:google/gemma-2-2b-it"]
 QUESTION = "How do I install the widget?"
 
 
@@ -79,12 +79,12 @@ def test_cli_ask_with_hf_api_prints_a_cited_answer_and_the_fallback_order(hf_env
     print(out)
     assert "[1]" in out and "Sources:\n  [1] guide.md" in out and f"Answered by: {HF_CHAIN[0]}" in out
     asked = [r for r in hf_env.requests("chat") if QUESTION in str(r.body)]
-    assert asked and asked[0].body["model"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert asked and asked[0].body["model"] == "Qwen/Qwen2.5-7B-Instruct-1M"
     [rerank] = hf_env.requests("rerank")  # one batched scoring request per question
     assert rerank.body["query"] == QUESTION
 
-    hf_env.add_fault("chat", "503", model="Qwen/Qwen2.5-7B-Instruct", estimated_time=20)
-    hf_env.add_fault("chat", "429", model="meta-llama/Llama-3.2-3B-Instruct", retry_after=30)
+    hf_env.add_fault("chat", "503", model="Qwen/Qwen2.5-7B-Instruct-1M", estimated_time=20)
+    hf_env.add_fault("chat", "429", model="meta-llama/Llama-3.1-8B-Instruct", retry_after=30)
     assert main(["--profile", "hf_api", "ask", QUESTION]) == 0
     out = capsys.readouterr().out
     print(out)

@@ -83,7 +83,7 @@ def test_offline_mode_is_named_when_it_blocks_an_api_call(monkeypatch, loopback)
     from tests.conftest_hf import FAKE_TOKEN
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    hf = HFChatLLM(model_name="Qwen/Qwen2.5-7B-Instruct", token=FAKE_TOKEN, base_url=loopback.url, timeout=1.0)
+    hf = HFChatLLM(model_name="Qwen/Qwen2.5-7B-Instruct-1M", token=FAKE_TOKEN, base_url=loopback.url, timeout=1.0)
     last = HFChatLLM(model_name="org/model-b", token=FAKE_TOKEN, base_url=loopback.url, timeout=1.0)
     with pytest.raises(AllBackendsFailedError, match="offline mode is on"):
         FallbackLLM(members=[hf, last]).chat([ChatMessage(role="user", content="hi")])

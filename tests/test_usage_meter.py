@@ -21,21 +21,21 @@ def meter(path: Path, cap: float = 1.0, alerts: list[Alert] | None = None, **kwa
 
 def test_spend_survives_a_restart(tmp_path: Path) -> None:
     m = meter(tmp_path / "usage.sqlite")
-    cost = m.record("chat", "Qwen/Qwen2.5-7B-Instruct", "hf-inference", tokens_in=1_000_000, tokens_out=0, latency_ms=800, ok=True)
+    cost = m.record("chat", "Qwen/Qwen2.5-7B-Instruct-1M", "hf-inference", tokens_in=1_000_000, tokens_out=0, latency_ms=800, ok=True)
     assert cost == pytest.approx(0.30)
     m.close()
     again = meter(tmp_path / "usage.sqlite")
     assert again.month_spend() == pytest.approx(0.30)
     [(_day, model, requests, tokens_in, _tokens_out, spent)] = again.by_day_and_model()
-    assert (model, requests, tokens_in, spent) == ("Qwen/Qwen2.5-7B-Instruct", 1, 1_000_000, pytest.approx(0.30))
+    assert (model, requests, tokens_in, spent) == ("Qwen/Qwen2.5-7B-Instruct-1M", 1, 1_000_000, pytest.approx(0.30))
 
 
 def test_provider_suffix_uses_the_base_model_price_and_unknown_models_the_default(tmp_path: Path) -> None:
     m = meter(tmp_path / "u.sqlite")
     assert m.cost("google/gemma-2-2b-it:fastest", 1_000_000, 0) == pytest.approx(0.10)
     assert m.cost("someone/unknown-model", 1_000_000, 0) == pytest.approx(0.5)
-    assert m.cheapest(["Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.2-3B-Instruct", "google/gemma-2-2b-it"]) == (
-        "meta-llama/Llama-3.2-3B-Instruct"
+    assert m.cheapest(["Qwen/Qwen2.5-7B-Instruct-1M", "meta-llama/Llama-3.1-8B-Instruct", "google/gemma-2-2b-it"]) == (
+        "meta-llama/Llama-3.1-8B-Instruct"
     )
 
 
@@ -49,11 +49,11 @@ def test_concurrent_reservations_never_pass_the_cap(tmp_path: Path) -> None:
         barrier.wait()
         for _ in range(10):
             try:
-                r = m.reserve("Qwen/Qwen2.5-7B-Instruct", tokens_in=200_000)  # $0.06 worst case each
+                r = m.reserve("Qwen/Qwen2.5-7B-Instruct-1M", tokens_in=200_000)  # $0.06 worst case each
             except BudgetExceeded as exc:
                 refused.append(str(exc))
                 continue
-            granted.append(m.record("chat", "Qwen/Qwen2.5-7B-Instruct", "x", 150_000, 0, 10, True, reservation=r))
+            granted.append(m.record("chat", "Qwen/Qwen2.5-7B-Instruct-1M", "x", 150_000, 0, 10, True, reservation=r))
 
     threads = [threading.Thread(target=question) for _ in range(8)]
     for t in threads:
@@ -78,8 +78,8 @@ def test_alerts_fire_once_per_crossing(tmp_path: Path) -> None:
     m.record("chat", "m", "p", 0, 0, 10, ok=False)
     m.record("chat", "m", "p", 0, 0, 10, ok=False)
     assert [a.name for a in fired].count("error_rate") == 1
-    m.record("chat", "Qwen/Qwen2.5-7B-Instruct", "p", 2_000_000, 0, 10, ok=True)
-    m.record("chat", "Qwen/Qwen2.5-7B-Instruct", "p", 1_000_000, 0, 10, ok=True)
+    m.record("chat", "Qwen/Qwen2.5-7B-Instruct-1M", "p", 2_000_000, 0, 10, ok=True)
+    m.record("chat", "Qwen/Qwen2.5-7B-Instruct-1M", "p", 1_000_000, 0, 10, ok=True)
     assert [a.name for a in fired].count("spend") == 1
     assert set(m.active_alerts()) == {"error_rate", "latency", "spend"}
 
@@ -93,7 +93,7 @@ def test_reported_usage_past_the_reservation_is_recorded_and_the_cap_sees_it(tmp
 
     m = meter(tmp_path / "u.sqlite", cap=25.0)
     loopback.add_fault("chat", "huge_usage")
-    llm = HFChatLLM(model_name="Qwen/Qwen2.5-7B-Instruct", token=FAKE_TOKEN, base_url=loopback.url, timeout=2.0, meter=m)
+    llm = HFChatLLM(model_name="Qwen/Qwen2.5-7B-Instruct-1M", token=FAKE_TOKEN, base_url=loopback.url, timeout=2.0, meter=m)
     llm.chat([ChatMessage(role="user", content="How long is the timeout?")])
     [(_day, _model, _requests, tokens_in, tokens_out, spent)] = m.by_day_and_model()
     assert (tokens_in, tokens_out) == (10_000_000, 1_000_000) and spent == pytest.approx(3.30)
