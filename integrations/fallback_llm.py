@@ -9,8 +9,9 @@ a silent truncation. The deadline (``deadline_s``) covers the whole question:
 members started after it are skipped, HTTP members cap their timeouts and
 retry waits by it, and a member's call (up to its first token when streaming)
 is abandoned when the deadline passes even if bytes are still trickling in
-(socket timeouts bound each read, not the reply). The last member (the extractive answerer in the app) is
-always tried, so a question always gets an answer.
+(socket timeouts bound each read, not the reply). The last member (the
+extractive answerer in the app) is always tried, so a question always gets an
+answer.
 
 Responses carry ``additional_kwargs["answered_by"]`` (e.g. ``hf_api:Qwen/Qwen2.5-7B-Instruct-1M``)
 and ``additional_kwargs["fallbacks"]`` (one human-readable reason per skipped member).
