@@ -41,16 +41,16 @@ def llm_events():
 
 
 def test_body_carries_the_real_model_id_and_the_url_comes_from_the_base(loopback) -> None:
-    llm = make(loopback.url, model="meta-llama/Llama-3.2-3B-Instruct:fastest")
+    llm = make(loopback.url, model="meta-llama/Llama-3.1-8B-Instruct:fastest")
     assert loopback.requests() == []  # no network probe at construction
     response = llm.chat(ASK)
     [request] = loopback.requests()
     assert request.path == "/v1/chat/completions"
-    assert request.body["model"] == "meta-llama/Llama-3.2-3B-Instruct:fastest"
+    assert request.body["model"] == "meta-llama/Llama-3.1-8B-Instruct:fastest"
     assert request.body["messages"][-1]["content"] == ASK[0].content
     assert request.headers["authorization"] == f"Bearer {FAKE_TOKEN}"
     assert "How do I set the widget timeout?" in response.message.content
-    assert response.additional_kwargs["answered_by"] == "hf_api:meta-llama/Llama-3.2-3B-Instruct:fastest"
+    assert response.additional_kwargs["answered_by"] == "hf_api:meta-llama/Llama-3.1-8B-Instruct:fastest"
 
 
 def test_stream_survives_the_usage_only_chunk_and_events_carry_usage(loopback, llm_events) -> None:
