@@ -2,7 +2,7 @@
 
 The fake answers every HF route with 401 and repeats the header it received (``echo_auth``);
 the token must not appear in the CLI's "skipped:" lines, the ``--json`` fallbacks, ``-v``
-logs, the "could not be embedded" notice, the reranker's notice, or ingest logs and tracebacks.
+logs, the "could not be embedded" notice, the page's fallback warning, or ingest logs and tracebacks.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from app.cli import main
 from integrations.backend_errors import redact
 from tests.conftest_hf import FAKE_TOKEN
 from tests.test_profiles import QUESTION, docs
+from tests.test_streamlit_app import docs_index  # noqa: F401 - the page tests' index, shared
 
 LONG_TOKEN = "hf_" + "A1b2C3d4E5" * 4  # the shape of a real token (hf_ + 30+ letters and digits)
 
@@ -65,3 +66,17 @@ def test_ingest_logs_and_tracebacks_do_not_show_the_token(hf_env, tmp_path, caps
 @pytest.mark.parametrize("text", [f"authorization: Bearer {LONG_TOKEN}", f"token={LONG_TOKEN}", "BEARER abc.def"])
 def test_token_shapes_are_redacted_even_when_not_the_configured_token(text) -> None:
     assert LONG_TOKEN not in redact(text) and "abc.def" not in redact(text) and "[redacted]" in redact(text)
+
+
+def test_the_pages_fallback_warning_does_not_show_the_token(monkeypatch, docs_index, tmp_path, loopback) -> None:  # noqa: F811
+    """Visible to every visitor of a Space."""
+    from html import unescape
+
+    from tests.test_streamlit_app import ask, copy_index, hf_env, open_page
+
+    echo_everything(loopback)
+    at = open_page(monkeypatch, copy_index(docs_index, tmp_path), **hf_env(loopback))
+    reply = ask(at, "How large can the cache grow?")
+    warning = unescape(reply.warning[0].value)
+    assert "HTTP 401" in warning and "redacted" in warning
+    assert "hf_loopback_token" not in warning and "Bearer hf_" not in warning
