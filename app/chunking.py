@@ -11,16 +11,12 @@ from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import BaseNode, Document, MetadataMode, TransformComponent
 
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
+from integrations.node_ids import split_id
 
 logger = logging.getLogger(__name__)
 
 # Average characters per token in technical prose/code, to size code chunks in characters.
 CHARS_PER_TOKEN = 4
-
-
-def chunk_id(index: int, document: Document) -> str:
-    """Deterministic chunk ids: re-ingesting the same piece writes the same rows."""
-    return f"{document.id_}:{index}"
 
 
 class DocumentChunker(TransformComponent):
@@ -30,7 +26,7 @@ class DocumentChunker(TransformComponent):
     chunk_overlap: int = Field(default=24, description="Overlap between neighbouring chunks in tokens.")
 
     def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[BaseNode]:
-        text_splitter = SentenceSplitter(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap, id_func=chunk_id)
+        text_splitter = SentenceSplitter(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap, id_func=split_id)
         out: list[BaseNode] = []
         for node in nodes:
             if not isinstance(node, Document):
@@ -53,7 +49,7 @@ class DocumentChunker(TransformComponent):
 
         try:
             splitter = make_code_splitter(language, self.chunk_size * CHARS_PER_TOKEN)
-            splitter.id_func = chunk_id
+            splitter.id_func = split_id
             return splitter.get_nodes_from_documents([document])
         except ValueError as exc:  # unparseable source: keep it, split as text
             logger.info("%s: %s; splitting as text", document.metadata.get("source"), exc)

@@ -57,6 +57,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"skipped: {source}: {reason}")
     for source in report.removed:
         print(f"removed: {source}")
+    for path, name in report.renamed:
+        print(f"named {name}: another folder in this index already has a file {path}")
     print(report.summary())
     return 0
 
@@ -86,7 +88,7 @@ def cmd_serve_store(args: argparse.Namespace) -> int:
         print(f"  export DOCSRAG_STORAGE__INDEX_DIR={settings.storage.index_dir.resolve()}")
         print("Ctrl-C stops the server.", flush=True)
         code = server.wait()
-        print(f"error: the store server exited by itself with code {code}:\n{server.output()}", file=sys.stderr)
+        print(f"error: the store server exited by itself with code {code} (its output is above)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("stopping the store server…", file=sys.stderr)

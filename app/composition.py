@@ -211,6 +211,8 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
 
 
 def build_retriever(runtime: Runtime, sources: list[str] | None = None, top_k: int | None = None):
+    """The hybrid retriever; ``sources`` (names as the document library shows them) restricts it to those files."""
+    from app.manifest import file_ids_named
     from integrations.hybrid_retriever import MilvusHybridRetriever
 
     r = runtime.settings.retrieval
@@ -223,7 +225,7 @@ def build_retriever(runtime: Runtime, sources: list[str] | None = None, top_k: i
         rrf_k=r.rrf_k,
         dense_weight=r.dense_weight,
         sparse_weight=r.sparse_weight,
-        sources=sources,
+        file_ids=file_ids_named(runtime.settings.storage.index_dir, sources) if sources else None,
     )
 
 
@@ -236,7 +238,7 @@ def build_query_engine(
 ):
     """A LlamaIndex query engine over the index named by the settings.
 
-    ``sources`` restricts retrieval to these files (paths relative to the ingested folder).
+    ``sources`` restricts retrieval to these files (names as the document library shows them).
     """
     from app.query_engine import DocsQueryEngine
     from integrations.citation_synthesizer import CitationSynthesizer

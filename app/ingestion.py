@@ -14,6 +14,8 @@ import hashlib
 import logging
 import os
 import time
+import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +27,10 @@ from llama_index.core.schema import BaseNode, Document, TransformComponent
 from llama_index.core.storage.docstore.keyval_docstore import KVDocumentStore
 
 from app.chunking import DocumentChunker
-from app.manifest import FileRecord, Manifest
+from app.manifest import FileRecord, Manifest, state_file
 from app.readers import SUPPORTED_SUFFIXES, Piece, SkipFile, file_format, read_pieces
-from app.store import chunk_counts_by_source, delete_sources
+from app.store import chunk_counts, delete_files
+from integrations import node_ids
 from integrations.section_context import CONTEXT_KEY, section_spans
 from integrations.sqlite_kvstore import SQLiteKVStore
 from settings import Settings
@@ -48,6 +51,7 @@ class IngestReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
+    renamed: list[tuple[str, str]] = field(default_factory=list)  # (path in its folder, name shown): another folder has that path
     chunks_written: int = 0
     seconds: float = 0.0
 
@@ -63,7 +67,7 @@ class IndexState:
 
     def __init__(self, index_dir: Path) -> None:
         index_dir.mkdir(parents=True, exist_ok=True)
-        path = index_dir / "state.sqlite"
+        path = state_file(index_dir)
         self.kvstore = SQLiteKVStore(path)
         self.docstore = KVDocumentStore(self.kvstore)
         self.manifest = Manifest(path)
@@ -97,13 +101,28 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def piece_documents(source: str, fmt: str, pieces: list[Piece]) -> list[Document]:
+def readable_name(name: str) -> str:
+    """A file name as text that any store and terminal takes: undecodable bytes as U+FFFD, control characters escaped."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch for ch in text)
+
+
+def root_name(base: Path) -> str:
+    """A folder root as the manifest stores it."""
+    return readable_name(str(base))
+
+
+def without_nul(text: str) -> str:
+    return text.replace("\x00", "")
+
+
+def piece_documents(record: FileRecord, pieces: list[Piece]) -> list[Document]:
     documents = []
     spans = section_spans([p.section for p in pieces], [p.text for p in pieces])
     for number, piece in enumerate(pieces):
-        metadata: dict[str, object] = {"source": source, "file_name": Path(source).name, "format": fmt}
+        metadata: dict[str, object] = {"source": record.source, "file_name": Path(record.source).name, "format": record.fmt}
         if piece.section:
-            metadata["section"] = piece.section
+            metadata["section"] = without_nul(piece.section)
         if spans[number] and piece.page is None:  # PDF pages are shown as windows of their chunks
             metadata[CONTEXT_KEY] = spans[number]
         if piece.page is not None:
@@ -113,8 +132,8 @@ def piece_documents(source: str, fmt: str, pieces: list[Piece]) -> list[Document
         metadata.update(piece.extra)
         documents.append(
             Document(
-                id_=f"{source}#{number}",
-                text=piece.text,
+                id_=node_ids.piece_id(record.file_id, number),
+                text=without_nul(piece.text),
                 metadata=metadata,
                 excluded_embed_metadata_keys=EMBED_KEYS_EXCLUDED,
                 excluded_llm_metadata_keys=LLM_KEYS_EXCLUDED,
@@ -141,7 +160,7 @@ class FileOutcome:
     documents: list[Document] = field(default_factory=list)
     pieces: int = 0
     skip_reason: str | None = None
-    unreadable: bool = False  # its old chunks are dropped even if it was never ingested
+    unreadable: bool = False  # with no indexed version to keep, whatever it left is dropped
 
 
 def read_file(path: Path, record: FileRecord) -> FileOutcome:
@@ -152,7 +171,7 @@ def read_file(path: Path, record: FileRecord) -> FileOutcome:
         return FileOutcome(record, skip_reason=str(exc))
     except (OSError, MemoryError, RecursionError, ValueError) as exc:
         return FileOutcome(record, skip_reason=f"unreadable: {type(exc).__name__}: {exc}", unreadable=True)
-    return FileOutcome(record, piece_documents(record.source, record.fmt, pieces), len(pieces))
+    return FileOutcome(record, piece_documents(record, pieces), len(pieces))
 
 
 def chunking_failed(exc: Exception) -> str:
@@ -233,22 +252,27 @@ class Ingestor:
 
         todo: list[tuple[Path, FileRecord]] = []
         seen: set[str] = set()
+        named: dict[str, str] = {}  # names given to new files in this run
         limit = int(self.settings.ingestion.max_file_mb * 1024 * 1024)
         for path in iter_files(root, exclude=index_dir):
-            source = path.relative_to(base).as_posix()
-            seen.add(source)
+            relative = path.relative_to(base).as_posix()
+            file = node_ids.file_id(base, relative)
+            seen.add(file)
+            known = manifest.get(file)
+            source = known.source if known else self._new_name(base, relative, file, named, report)
             stat = path.stat()
             if stat.st_size > limit:
                 report.skipped.append(
                     (source, f"file is {stat.st_size / 1e6:.1f} MB, over the {self.settings.ingestion.max_file_mb:g} MB limit")
                 )
                 continue
-            known = manifest.get(source)
             if known and known.state == "done" and known.size == stat.st_size and known.mtime_ns == stat.st_mtime_ns:
                 report.unchanged.append(source)
                 continue
             digest = sha256_file(path)
-            record = FileRecord(source, str(base), digest, stat.st_size, stat.st_mtime_ns, file_format(path) or "", 0, 0, "pending", 0.0)
+            record = FileRecord(
+                file, source, root_name(base), digest, stat.st_size, stat.st_mtime_ns, file_format(path) or "", 0, 0, "pending", 0.0
+            )
             if known and known.state == "done" and known.sha256 == digest:
                 record.pieces, record.chunks, record.state, record.ingested_at = known.pieces, known.chunks, "done", known.ingested_at
                 manifest.put(record)  # touched, not changed
@@ -258,10 +282,22 @@ class Ingestor:
 
         removed = [
             record
-            for record in manifest.under_root(str(base))
-            if record.source not in seen and (root.is_dir() or record.source == root.name)
+            for record in manifest.under_root(root_name(base))
+            if record.file_id not in seen and (root.is_dir() or record.file_id == node_ids.file_id(base, root.name))
         ]
         return IngestPlan(root=root, base=base, todo=todo, removed=removed)
+
+    def _new_name(self, base: Path, relative: str, file: str, named: dict[str, str], report: IngestReport) -> str:
+        """The name a new file is shown under: its path in its folder, prefixed with the folder when another file has that name."""
+        plain = readable_name(relative)
+        for name in (plain, f"{readable_name(base.name)}/{plain}", f"{root_name(base)}/{plain}", f"{plain} ({file})"):
+            taken = named.get(name) or next((r.file_id for r in self.state.manifest.named([name])), None)
+            if taken in (None, file):
+                named[name] = file
+                if name != plain:
+                    report.renamed.append((plain, name))
+                return name
+        raise AssertionError("a name with the file id is unique")
 
     def apply_removals(self, plan: IngestPlan, report: IngestReport) -> None:
         for record in plan.removed:
@@ -269,9 +305,9 @@ class Ingestor:
             report.removed.append(record.source)
 
     def begin_batch(self, records: list[FileRecord]) -> dict[str, FileRecord | None]:
-        """Mark these files pending (a killed run is repaired from that mark); returns their previous manifest records."""
+        """Mark these files pending (a killed run is repaired from that mark); returns their previous records by file id."""
         manifest = self.state.manifest
-        previous = {record.source: manifest.get(record.source) for record in records}
+        previous = {record.file_id: manifest.get(record.file_id) for record in records}
         manifest.mark_pending(records)
         return previous
 
@@ -295,12 +331,16 @@ class Ingestor:
             if outcome.skip_reason is None:
                 readable.append(outcome)
                 continue
-            report.skipped.append((record.source, outcome.skip_reason))
-            logger.warning("skipped %s: %s", record.source, outcome.skip_reason)
-            if outcome.unreadable or previous[record.source]:
-                self._forget(record)  # the file turned bad: its old chunks no longer match it
+            reason, old = outcome.skip_reason, previous[record.file_id]
+            if old and old.state == "done":  # the version indexed before stays until a readable one replaces it
+                manifest.put(old)
+                reason += "; the previously indexed version is kept"
+            elif outcome.unreadable:
+                self._forget(record)
             else:
-                manifest.remove(record.source)
+                manifest.remove(record.file_id)
+            report.skipped.append((record.source, reason))
+            logger.warning("skipped %s: %s", record.source, reason)
 
         pipeline = self.pipeline if chunks is None else self._pipeline([PrecomputedChunks(chunks)])
         nodes, readable = self._run_pipeline(pipeline, readable, report)
@@ -308,23 +348,21 @@ class Ingestor:
 
         for outcome in readable:
             record, piece_count = outcome.record, outcome.pieces
-            old = previous[record.source]
+            old = previous[record.file_id]
             if old and old.pieces > piece_count:  # pieces that disappeared from a shorter file
-                stale = [f"{record.source}#{n}" for n in range(piece_count, old.pieces)]
+                stale = [node_ids.piece_id(record.file_id, n) for n in range(piece_count, old.pieces)]
                 self.vector_store.delete(stale)
                 for ref in stale:
                     self.state.docstore.delete_ref_doc(ref, raise_error=False)
                     self.state.docstore.delete_document(ref, raise_error=False)
         # A new file's chunks are all written now; only files that had chunks before are counted in the store
         # (a filtered count scans every row on Milvus Lite, too slow to run per file in a large ingest).
-        written: dict[str, int] = {}
-        for node in nodes:
-            written[node.metadata.get("source", "")] = written.get(node.metadata.get("source", ""), 0) + 1
-        counts = chunk_counts_by_source(self.vector_store, [o.record.source for o in readable if previous[o.record.source]])
+        written = Counter((node_ids.parse_piece_id(node.ref_doc_id or "") or ("",))[0] for node in nodes)
+        counts = chunk_counts(self.vector_store, [o.record.file_id for o in readable if previous[o.record.file_id]])
         for outcome in readable:
             record = outcome.record
             record.pieces = outcome.pieces
-            record.chunks = counts.get(record.source, written.get(record.source, 0))
+            record.chunks = counts.get(record.file_id, written[record.file_id])
             record.state = "done"
             record.ingested_at = time.time()
             manifest.put(record)
@@ -362,14 +400,13 @@ class Ingestor:
             report.repaired.append(record.source)
 
     def _forget(self, record: FileRecord) -> None:
-        delete_sources(self.vector_store, [record.source])
-        for number in range(max(record.pieces, 0) or self._known_pieces(record.source)):
-            ref = f"{record.source}#{number}"
+        delete_files(self.vector_store, [record.file_id])
+        for number in range(max(record.pieces, 0) or self._known_pieces(record.file_id)):
+            ref = node_ids.piece_id(record.file_id, number)
             self.state.docstore.delete_ref_doc(ref, raise_error=False)
             self.state.docstore.delete_document(ref, raise_error=False)
-        self.state.manifest.remove(record.source)
+        self.state.manifest.remove(record.file_id)
 
-    def _known_pieces(self, source: str) -> int:
-        prefix = f"{source}#"
-        hashes = self.state.docstore.get_all_document_hashes()
-        return 1 + max((int(doc_id[len(prefix) :]) for doc_id in hashes.values() if doc_id.startswith(prefix)), default=-1)
+    def _known_pieces(self, file: str) -> int:
+        pieces = (node_ids.parse_piece_id(ref) for ref in self.state.docstore.get_all_document_hashes().values())
+        return 1 + max((piece[1] for piece in pieces if piece and piece[0] == file), default=-1)

@@ -1,5 +1,8 @@
 """What the index holds, file by file: content hash, pieces, chunks, and whether a write is in flight.
 
+A file is keyed by its id (integrations.node_ids: its folder root plus its path
+inside it); ``source`` is the name shown for it, unique in the index.
+
 A file is marked ``pending`` before its chunks are written and ``done`` after;
 a run that finds ``pending`` rows (the previous run was killed) deletes those
 files' chunks and ingests them again, so the index never keeps half a file.
@@ -16,6 +19,7 @@ from pathlib import Path
 
 @dataclass
 class FileRecord:
+    file_id: str
     source: str
     root: str
     sha256: str
@@ -28,17 +32,32 @@ class FileRecord:
     ingested_at: float
 
 
+class OldIndexError(RuntimeError):
+    """An index written by a docsrag that named chunks after file names; it must be ingested again."""
+
+
 class Manifest:
     def __init__(self, path: str | Path) -> None:
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
+        columns = [row[1] for row in self._conn.execute("PRAGMA table_info(files)")]
+        if columns and "file_id" not in columns:
+            self._conn.close()
+            index_dir = Path(path).parent
+            raise OldIndexError(
+                f"The index in {index_dir} was written by an older docsrag whose chunk ids were built from file names "
+                "(a file name could corrupt it); this version does not update it. Ingest the documents again into a new "
+                f"index (--index NEW_DIR), or delete {path} and {index_dir / 'milvus.db'} (on a Milvus server: drop the "
+                "collection) and ingest them again; uploaded files in uploads/ stay."
+            )
         self._conn.execute(
             """CREATE TABLE IF NOT EXISTS files (
-                source TEXT PRIMARY KEY, root TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+                file_id TEXT PRIMARY KEY, source TEXT NOT NULL, root TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
                 mtime_ns INTEGER NOT NULL, fmt TEXT NOT NULL, pieces INTEGER NOT NULL, chunks INTEGER NOT NULL,
                 state TEXT NOT NULL, ingested_at REAL NOT NULL)"""
         )
+        self._conn.execute("CREATE INDEX IF NOT EXISTS files_by_source ON files (source)")
 
     def close(self) -> None:
         self._conn.close()
@@ -47,9 +66,13 @@ class Manifest:
         with self._lock:
             return [FileRecord(*row) for row in self._conn.execute(sql, args).fetchall()]
 
-    def get(self, source: str) -> FileRecord | None:
-        rows = self._rows("SELECT * FROM files WHERE source = ?", (source,))
+    def get(self, file_id: str) -> FileRecord | None:
+        rows = self._rows("SELECT * FROM files WHERE file_id = ?", (file_id,))
         return rows[0] if rows else None
+
+    def named(self, sources: list[str]) -> list[FileRecord]:
+        """The files shown under these names."""
+        return [record for source in sources for record in self._rows("SELECT * FROM files WHERE source = ?", (source,))]
 
     def all(self) -> list[FileRecord]:
         return self._rows("SELECT * FROM files ORDER BY source")
@@ -63,8 +86,9 @@ class Manifest:
     def put(self, record: FileRecord) -> None:
         with self._lock:
             self._conn.execute(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
+                    record.file_id,
                     record.source,
                     record.root,
                     record.sha256,
@@ -84,6 +108,31 @@ class Manifest:
             record.ingested_at = time.time()
             self.put(record)
 
-    def remove(self, source: str) -> None:
+    def remove(self, file_id: str) -> None:
         with self._lock:
-            self._conn.execute("DELETE FROM files WHERE source = ?", (source,))
+            self._conn.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
+
+
+def state_file(index_dir: Path) -> Path:
+    """The index's SQLite state file (the pipeline docstore and this manifest)."""
+    return Path(index_dir) / "state.sqlite"
+
+
+def check_index(index_dir: Path) -> None:
+    """Refuse an index written by an older docsrag (OldIndexError says what to do); a missing index is fine."""
+    if state_file(index_dir).is_file():
+        Manifest(state_file(index_dir)).close()
+
+
+def file_ids_named(index_dir: Path, sources: list[str]) -> list[str]:
+    """The ids of the files shown under these names; an unknown name is a ValueError naming it."""
+    manifest = Manifest(state_file(index_dir)) if state_file(index_dir).is_file() else None
+    try:
+        records = manifest.named(sources) if manifest else []
+    finally:
+        if manifest:
+            manifest.close()
+    unknown = sorted(set(sources) - {record.source for record in records})
+    if unknown:
+        raise ValueError(f"no ingested file is named {', '.join(map(repr, unknown))}: give names as the document library lists them")
+    return [record.file_id for record in records]

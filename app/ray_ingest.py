@@ -35,6 +35,7 @@ import numpy as np
 
 from app.ingestion import FileOutcome, Ingestor, IngestReport, Progress, chunking_failed, read_file
 from app.manifest import FileRecord
+from integrations.node_ids import parse_piece_id
 from settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -88,14 +89,14 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
-def known_piece_hashes(ingestor: Ingestor, sources: list[str]) -> dict[str, dict[str, str]]:
-    """Per file, the docstore's hash of each of its pieces (piece id -> hash): workers skip unchanged pieces with it."""
-    wanted = set(sources)
+def known_piece_hashes(ingestor: Ingestor, file_ids: list[str]) -> dict[str, dict[str, str]]:
+    """Per file id, the docstore's hash of each of its pieces (piece id -> hash): workers skip unchanged pieces with it."""
+    wanted = set(file_ids)
     out: dict[str, dict[str, str]] = {}
     for digest, piece_id in ingestor.state.docstore.get_all_document_hashes().items():
-        source = piece_id.rpartition("#")[0]
-        if source in wanted:
-            out.setdefault(source, {})[piece_id] = digest
+        file = (parse_piece_id(piece_id) or ("",))[0]
+        if file in wanted:
+            out.setdefault(file, {})[piece_id] = digest
     return out
 
 
@@ -172,7 +173,7 @@ def _rows(todo: list[tuple[Path, FileRecord]], known: dict[str, dict[str, str]],
             "i": index,
             "record": json.dumps(asdict(record)),
             "path": str(path),
-            "known": json.dumps(known.get(record.source, {})),
+            "known": json.dumps(known.get(record.file_id, {})),
         }
         if ship_bytes:
             row["data"] = path.read_bytes()
@@ -227,7 +228,7 @@ def ray_ingest(
         ctx.print_on_execution_start = False
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         pool = actors or cpus
-        known = known_piece_hashes(ingestor, [record.source for _, record in todo])
+        known = known_piece_hashes(ingestor, [record.file_id for _, record in todo])
         blocks = max(1, min(len(todo), (len(todo) + FILES_PER_PARSE_TASK - 1) // FILES_PER_PARSE_TASK))
         dataset = (
             ray.data.from_items(_rows(todo, known, ship_bytes=bool(address)), override_num_blocks=blocks)

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-import json
+import fcntl
 import logging
 import time
 import warnings
 from pathlib import Path
+from typing import IO
 
+from app.manifest import check_index
 from integrations.keyword_text import KEYWORD_FIELD
+from integrations.node_ids import files_filter
 from settings import Settings
 
 logger = logging.getLogger(__name__)
+
+#: Embedded index files this process opened -> its handle holding their lock (see hold_lite_lock).
+_held: dict[Path, IO] = {}
+
+
+class IndexLocked(RuntimeError):
+    """Another process has the embedded index open."""
 
 
 def is_lite_uri(uri: str) -> bool:
@@ -27,17 +37,57 @@ def check_lite_format(db_file: Path) -> None:
         )
 
 
+def lock_path(db_file: Path) -> Path:
+    """The lock file milvus-lite's embedded mode takes beside the index file (``.<name>.lock``)."""
+    return db_file.parent / f".{db_file.name}.lock"
+
+
+def hold_lite_lock(db_file: Path) -> None:
+    """Take the embedded index's lock for this process before milvus-lite tries, or raise IndexLocked.
+
+    When milvus-lite fails to take the lock itself, it deletes the lock file that
+    the other process holds, and the next process then opens the index beside it.
+    Checking first keeps milvus-lite away from a held lock. The handle stays open
+    until release_lite_lock: closing any handle on the file drops this process's lock.
+    """
+    key = db_file.resolve()
+    if key in _held:
+        return
+    handle = open(lock_path(key), "a")  # noqa: SIM115 - held until release_lite_lock()
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise IndexLocked(f"another process has the index {key} open") from None
+    _held[key] = handle
+
+
+def release_lite_lock(db_file: Path) -> None:
+    handle = _held.pop(db_file.resolve(), None)
+    if handle is not None:
+        handle.close()
+
+
 def open_vector_store(settings: Settings, dim: int):
     """Open (or create) the chunk collection with a dense vector and Milvus' built-in BM25."""
     from llama_index.vector_stores.milvus import MilvusVectorStore
     from llama_index.vector_stores.milvus.utils import BM25BuiltInFunction
     from pymilvus import DataType
 
+    check_index(settings.storage.index_dir)
     uri = settings.storage.milvus_uri()
     if is_lite_uri(uri):
         check_lite_format(Path(uri))
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)  # milvus-lite 2.5 imports it
+        try:
+            hold_lite_lock(Path(uri))
+        except IndexLocked as exc:
+            raise RuntimeError(
+                f"Cannot open the index at {uri}: {exc} (a docsrag page, an ingest, or `serve-store`). Milvus Lite allows one "
+                "process per index: stop that process, or if `serve-store` serves this index, point this process at it with "
+                "DOCSRAG_STORAGE__URI=http://127.0.0.1:<port> (the address serve-store printed)."
+            ) from None
     token = settings.storage.token.get_secret_value() if settings.storage.token else ""
     started = time.perf_counter()
     try:
@@ -57,6 +107,8 @@ def open_vector_store(settings: Settings, dim: int):
             consistency_level="Session",
         )
     except Exception as exc:  # pymilvus raises many types (MilvusException, grpc errors, OSError on a locked dir)
+        if is_lite_uri(uri):
+            release_lite_store(uri)
         hint = (
             "Is another docsrag process using this index? Milvus Lite allows one process per index; "
             "use a Milvus server (storage.uri=http://host:19530) to share an index."
@@ -77,9 +129,16 @@ def close_vector_store(store, settings: Settings) -> None:
     store.client.close()
     uri = settings.storage.milvus_uri()
     if is_lite_uri(uri):
-        from milvus_lite.server_manager import server_manager_instance
+        release_lite_store(uri)
 
+
+def release_lite_store(uri: str) -> None:
+    """Stop this process's Milvus Lite server for the index file (if it runs), then drop the lock."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    if Path(uri).resolve() in {Path(path) for path in server_manager_instance._servers}:  # no public way to ask
         server_manager_instance.release_server(uri)
+    release_lite_lock(Path(uri))
 
 
 def warn_if_lite_too_large(store, settings: Settings) -> int:
@@ -101,16 +160,10 @@ def warn_if_lite_too_large(store, settings: Settings) -> int:
     return chunks
 
 
-def quote(value: str) -> str:
-    """A string literal for a Milvus filter expression."""
-    return json.dumps(value)
-
-
-def delete_sources(store, sources: list[str]) -> None:
+def delete_files(store, file_ids: list[str]) -> None:
     """Delete every chunk of these files (vectors and BM25 terms live in the same rows)."""
-    for start in range(0, len(sources), 200):
-        batch = sources[start : start + 200]
-        store.client.delete(store.collection_name, filter=f"source in [{', '.join(quote(s) for s in batch)}]")
+    for start in range(0, len(file_ids), 200):
+        store.client.delete(store.collection_name, filter=files_filter(file_ids[start : start + 200]))
 
 
 def count_chunks(store) -> int:
@@ -118,9 +171,10 @@ def count_chunks(store) -> int:
     return int(rows[0]["count(*)"]) if rows else 0
 
 
-def chunk_counts_by_source(store, sources: list[str]) -> dict[str, int]:
+def chunk_counts(store, file_ids: list[str]) -> dict[str, int]:
+    """Chunks the store holds for each of these files."""
     counts: dict[str, int] = {}
-    for source in sources:
-        rows = store.client.query(store.collection_name, filter=f"source == {quote(source)}", output_fields=["count(*)"])
-        counts[source] = int(rows[0]["count(*)"]) if rows else 0
+    for file in file_ids:
+        rows = store.client.query(store.collection_name, filter=files_filter([file]), output_fields=["count(*)"])
+        counts[file] = int(rows[0]["count(*)"]) if rows else 0
     return counts

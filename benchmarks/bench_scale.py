@@ -181,8 +181,9 @@ def count_chunks_of(path: Path, source: str, chunker) -> int:
     from app.ingestion import read_file
     from app.manifest import FileRecord
     from app.readers import file_format
+    from integrations.node_ids import file_id
 
-    record = FileRecord(source, "", "", 0, 0, file_format(path) or "", 0, 0, "pending", 0.0)
+    record = FileRecord(file_id(path.parent, path.name), source, "", "", 0, 0, file_format(path) or "", 0, 0, "pending", 0.0)
     outcome = read_file(path, record)
     if outcome.skip_reason:
         return 0

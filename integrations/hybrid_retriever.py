@@ -15,7 +15,6 @@ k distinct passages.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -27,9 +26,11 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
+from integrations import node_ids
 from integrations.backend_errors import describe_failure, transient_errors
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
 from integrations.named_terms import named_terms
+from integrations.node_ids import chunk_id, parse_chunk_id
 from integrations.section_context import CONTEXT_KEY, CONTEXT_WORDS, join_texts, parse_span, words
 
 logger = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ SCORE_KEYS = ["dense_score", "bm25_score"]
 QUESTION_DENSE_KEY = "question_dense_score"
 #: Metadata key: names in the question (acronyms, products, identifiers) that no searched chunk contains.
 MISSING_NAMES_KEY = "question_missing_names"
-#: Chunk ids are "<piece id>:<n>" and piece ids "<source>#<n>" (app.chunking.chunk_id, app.ingestion).
-_CHUNK_ID = re.compile(r"^(?P<source>.*)#(?P<piece>\d+):(?P<index>\d+)$")
 #: Chunks fetched of each piece in a context span (a piece within CONTEXT_WORDS has fewer unless it is mostly symbols).
 SPAN_CHUNKS = 8
 #: Chunks fetched on each side of a hit for its window.
@@ -71,19 +70,6 @@ QUESTION_FRAME = frozenset(_FRAME_WORDS.split())
 EXPANDED_HITS_PER_RESULT = 3
 #: The first results hold at most one passage per heading section (or PDF page); its other passages follow them.
 DISTINCT_SECTION_RESULTS = 5
-
-
-def sources_filter(sources: list[str] | None) -> str:
-    """A Milvus filter for chunks of these files: a range of piece ids ("<source>#<digit>..."), one per file.
-
-    ``source`` is a dynamic JSON field that Milvus Lite decodes row by row
-    (1-3 s at 100k chunks); ``doc_id`` is a real column compared in bulk (~0.1 s).
-    A file named like another's piece id ("x.md#1.md") would also match; the
-    retriever then searches again with the exact, slow ``source`` filter.
-    """
-    if not sources:
-        return ""
-    return " or ".join(f"(doc_id >= {json.dumps(s + '#0')} and doc_id < {json.dumps(s + '#:')})" for s in sources)
 
 
 def bare_heading(text: str) -> bool:
@@ -134,16 +120,6 @@ class Candidates:
         self.scores[key][node_id] = max(score, self.scores[key].get(node_id, score))
 
 
-def chunk_ref(node_id: str) -> tuple[str, int, int] | None:
-    """(source, piece number, chunk index) of a chunk id, None for ids of another shape."""
-    match = _CHUNK_ID.match(node_id)
-    return (match["source"], int(match["piece"]), int(match["index"])) if match else None
-
-
-def chunk_id(source: str, piece: int, index: int) -> str:
-    return f"{source}#{piece}:{index}"
-
-
 def section_span(piece: int, node: Any) -> range | None:
     """The pieces of the hit's section context recorded at ingestion, None when it is shown as a window."""
     span = parse_span(node.metadata.get(CONTEXT_KEY))
@@ -152,7 +128,7 @@ def section_span(piece: int, node: Any) -> range | None:
 
 def context_candidates(node_id: str, node: Any) -> list[str]:
     """Ids of the chunks a hit's context may take: every chunk of its section span, else its piece's chunks around it."""
-    ref = chunk_ref(node_id)
+    ref = parse_chunk_id(node_id)
     if ref is None:
         return []
     source, piece, index = ref
@@ -164,7 +140,7 @@ def context_candidates(node_id: str, node: Any) -> list[str]:
 
 def context_ids(node_id: str, node: Any, texts: dict[str, str], budget: int) -> list[str]:
     """The chunks, in file order, that make up a hit's context, among the chunks whose texts are known."""
-    ref = chunk_ref(node_id)
+    ref = parse_chunk_id(node_id)
     if ref is None:
         return [node_id]
     source, piece, index = ref
@@ -207,7 +183,7 @@ class MilvusHybridRetriever(BaseRetriever):
         rrf_k: int = 60,
         dense_weight: float = 1.0,
         sparse_weight: float = 1.0,
-        sources: list[str] | None = None,
+        file_ids: list[str] | None = None,
         context_words: int = CONTEXT_WORDS,
         split_questions: bool = True,
         **kwargs: Any,
@@ -221,30 +197,24 @@ class MilvusHybridRetriever(BaseRetriever):
         self.rrf_k = rrf_k
         self.dense_weight = dense_weight
         self.sparse_weight = sparse_weight
-        self.sources = sources
+        self.file_ids = file_ids
         self.context_words = context_words
         self.split_questions = split_questions
         super().__init__(**kwargs)
 
     def _search(self, queries: list[Any], field: str, metric: str, limit: int) -> list[list[tuple[str, float, dict]]]:
-        """One Milvus request for all queries: per query, its hits as (id, score, raw hit), within ``sources`` if set."""
+        """One Milvus request for all queries: per query, its hits as (id, score, raw hit), within ``file_ids`` if set."""
         if limit <= 0 or not queries:
             return [[] for _ in queries]
-
-        def search(expr: str) -> list[list[dict]]:
-            return self._store.client.search(
-                collection_name=self._store.collection_name,
-                data=queries,
-                anns_field=field,
-                limit=limit,
-                filter=expr,
-                output_fields=NODE_FIELDS,
-                search_params={"metric_type": metric},
-            )
-
-        result = search(sources_filter(self.sources))
-        if self.sources and any((chunk_ref(hit["id"]) or ("",))[0] not in self.sources for hits in result for hit in hits):
-            result = search(f"source in [{', '.join(json.dumps(s) for s in self.sources)}]")  # exact, slow: names like piece ids
+        result = self._store.client.search(
+            collection_name=self._store.collection_name,
+            data=queries,
+            anns_field=field,
+            limit=limit,
+            filter=node_ids.files_filter(self.file_ids) if self.file_ids is not None else "",
+            output_fields=NODE_FIELDS,
+            search_params={"metric_type": metric},
+        )
         return [[(hit["id"], float(hit["distance"]), hit) for hit in hits] for hits in result]
 
     @property
@@ -360,7 +330,7 @@ class MilvusHybridRetriever(BaseRetriever):
     @staticmethod
     def _merged(hit: Any, ids: list[str], texts: dict[str, str]) -> TextNode:
         """One node for a context of several chunks; it keeps the hit's metadata, so it is labelled with the hit's section."""
-        pieces = [chunk_ref(i)[:2] for i in ids]  # type: ignore[index]
+        pieces = [parse_chunk_id(i)[:2] for i in ids]  # type: ignore[index]
         return TextNode(
             id_=f"{ids[0]}..{ids[-1]}",
             text=join_texts([texts[i] for i in ids], [i > 0 and pieces[i] == pieces[i - 1] for i in range(len(ids))]),

@@ -265,6 +265,13 @@ def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
         data.setdefault("storage", {}).setdefault("index_dir", str(SPACE_DATA_DIR / "docsrag-index"))
     settings = Settings(**data)
     if overrides:
-        merged = _deep_merge(settings.model_dump(), overrides)
-        settings = Settings.model_validate(merged)
+        # Overrides (command-line flags) win over the environment: sections are validated alone, without re-reading it.
+        update = {}
+        for key, value in overrides.items():
+            current = getattr(settings, key)
+            if isinstance(value, dict) and isinstance(current, BaseModel):
+                update[key] = type(current).model_validate(_deep_merge(current.model_dump(), value))
+            else:
+                update[key] = value
+        settings = settings.model_copy(update=update)._check()
     return settings

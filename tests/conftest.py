@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,3 +72,26 @@ def embedding_calls() -> Iterator[list[int]]:
     root.add_event_handler(handler)
     yield calls
     root.event_handlers.remove(handler)
+
+
+def serve_store(index: Path) -> tuple[subprocess.Popen, str]:
+    """``python -m app serve-store`` in its own process, and the URI it serves once it says so."""
+    from app.store_server import free_port
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve-store", "--index", str(index), "--port", str(free_port())],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        line = server.stdout.readline()
+        if not line:
+            pytest.fail(f"serve-store exited: {server.stderr.read()}")
+        found = re.search(r"DOCSRAG_STORAGE__URI=(\S+)", line)
+        if found:
+            return server, found.group(1)
+    server.kill()
+    pytest.fail("serve-store did not start within 60 s")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,10 +17,11 @@ import pytest
 
 from app.store import count_chunks, open_vector_store
 from app.store_server import StoreServer, StoreServerError, free_port
-from integrations.hybrid_retriever import DENSE_FIELD, SPARSE_FIELD, MilvusHybridRetriever, chunk_ref
+from integrations.hybrid_retriever import DENSE_FIELD, SPARSE_FIELD, MilvusHybridRetriever
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
+from integrations.node_ids import chunk_id, file_id, parse_chunk_id, piece_id
 from settings import load_settings
-from tests.conftest import REPO
+from tests.conftest import REPO, serve_store
 
 GUIDE = """# Widget guide
 
@@ -57,11 +57,11 @@ def _nodes(rows: list[tuple[str, str]], seed: int = 7):
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return [
         TextNode(
-            id_=f"{source}#{n}:0",
+            id_=chunk_id(file_id("docs", source), n, 0),
             text=text,
             metadata={"source": source, KEYWORD_FIELD: keyword_text(text)},
             embedding=vector.tolist(),
-            relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=f"{source}#{n}")},
+            relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=piece_id(file_id("docs", source), n))},
         )
         for n, ((source, text), vector) in enumerate(zip(rows, vectors, strict=True))
     ]
@@ -95,14 +95,14 @@ def any_store(request, tmp_path: Path):
 
 def test_filtered_query_returns_k_results_when_k_rows_match(any_store) -> None:
     # 1,200 chunks in 100 files; the filter keeps one file's 12 chunks, all containing the query's terms.
-    # "file042.md#1.md" is named like a piece of file042.md: the filter's id range must not leak it.
+    # "file042.md#1.md" is named like a piece of file042.md: the filter must not leak it.
     text = "Topic {} paragraph {}: the widget timeout is set in the config file."
     rows = [(f"file{f:03d}.md", text.format(f, p)) for f in range(100) for p in range(12)]
     rows += [("file042.md#1.md", text.format(42, p)) for p in range(12)]
     any_store.add(_nodes(rows))
     k = 10
     retriever = MilvusHybridRetriever(
-        vector_store=any_store, embed_model=None, top_k=k, dense_top_k=k, sparse_top_k=k, sources=["file042.md"]
+        vector_store=any_store, embed_model=None, top_k=k, dense_top_k=k, sparse_top_k=k, file_ids=[file_id("docs", "file042.md")]
     )
     query = np.ones(384, dtype=np.float32) / np.sqrt(384)
     dense, sparse = (
@@ -110,14 +110,14 @@ def test_filtered_query_returns_k_results_when_k_rows_match(any_store) -> None:
         retriever._search([keyword_text("widget timeout config")], SPARSE_FIELD, "BM25", k)[0],
     )
     assert len(dense) == k and len(sparse) == k
-    assert {chunk_ref(node_id)[0] for node_id, _, _ in dense + sparse} == {"file042.md"}
+    assert {parse_chunk_id(node_id)[0] for node_id, _, _ in dense + sparse} == {file_id("docs", "file042.md")}
 
     from llama_index.core.schema import QueryBundle
 
     fused = retriever.retrieve(QueryBundle("widget timeout config", embedding=query.tolist()))
     assert len(fused) == k and {n.node.metadata["source"] for n in fused} == {"file042.md"}
     # Exactly k rows match a two-file filter: all k come back.
-    retriever.sources = ["file007.md", "file099.md"]
+    retriever.file_ids = [file_id("docs", "file007.md"), file_id("docs", "file099.md")]
     two = retriever._search([query.tolist()], DENSE_FIELD, "IP", 24)[0]
     assert len(two) == 24
 
@@ -208,22 +208,8 @@ def test_ingest_and_query_processes_share_the_store_server(tmp_path: Path) -> No
     first = _cli("ingest", str(docs), "--index", str(index), "-q")  # an embedded index, later served as it is
     assert first.returncode == 0, first.stderr
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve-store", "--index", str(index), "--port", str(free_port())],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server, uri = serve_store(index)
     try:
-        uri = None
-        deadline = time.time() + 60
-        while uri is None and time.time() < deadline:
-            line = server.stdout.readline()
-            if not line:
-                pytest.fail(f"serve-store exited: {server.stderr.read()}")
-            found = re.search(r"DOCSRAG_STORAGE__URI=(\S+)", line)
-            uri = found.group(1) if found else None
         assert uri and uri.startswith("http://127.0.0.1:")
         env = {**os.environ, "DOCSRAG_STORAGE__URI": uri, "DOCSRAG_STORAGE__INDEX_DIR": str(index)}
 

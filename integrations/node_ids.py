@@ -1,0 +1,72 @@
+"""Ids of the index's rows: a file's id, its pieces' and chunks' ids, and the Milvus filter for a file's chunks.
+
+Ids reach Milvus as primary keys and inside filter expressions that are built
+without escaping (the LlamaIndex integration deletes with ``doc_id in ["<id>"]``;
+Milvus Lite looks ids up in SQL on upsert). So no file name ever appears in an
+id: a file is named by a hash of its folder root and its path inside that root,
+and ids hold only hex digits, ``#``, ``:`` and decimal digits. The readable name
+stays in each chunk's ``source`` metadata.
+
+    file id   <20 hex digits>
+    piece id  <file id>#<piece number>          (a page or section; the chunks' ref doc id)
+    chunk id  <piece id>:<chunk number in the piece>
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from llama_index.core.schema import BaseNode
+
+FILE_ID_DIGITS = 20
+_FILE_ID = re.compile(rf"^[0-9a-f]{{{FILE_ID_DIGITS}}}$")
+_CHUNK_ID = re.compile(rf"^(?P<file>[0-9a-f]{{{FILE_ID_DIGITS}}})#(?P<piece>\d+):(?P<index>\d+)$")
+_PIECE_ID = re.compile(rf"^(?P<file>[0-9a-f]{{{FILE_ID_DIGITS}}})#(?P<piece>\d+)$")
+
+
+def file_id(root: str | Path, relative: str) -> str:
+    """The id of the file at ``relative`` inside the folder ``root``: two folders' README.md are two files."""
+    # fsencode restores the bytes of names that are not valid UTF-8 (surrogate escapes).
+    key = os.fsencode(str(root)) + b"\0" + os.fsencode(relative)
+    return hashlib.sha256(key).hexdigest()[:FILE_ID_DIGITS]
+
+
+def piece_id(file: str, piece: int) -> str:
+    return f"{file}#{piece}"
+
+
+def chunk_id(file: str, piece: int, index: int) -> str:
+    return f"{piece_id(file, piece)}:{index}"
+
+
+def split_id(index: int, piece: BaseNode) -> str:
+    """The node parsers' ``id_func``: the ``index``-th chunk of a piece document (same piece, same ids, same rows)."""
+    return f"{piece.id_}:{index}"
+
+
+def parse_chunk_id(node_id: str) -> tuple[str, int, int] | None:
+    """(file id, piece number, chunk number) of a chunk id, None for ids of another shape."""
+    match = _CHUNK_ID.match(node_id)
+    return (match["file"], int(match["piece"]), int(match["index"])) if match else None
+
+
+def parse_piece_id(node_id: str) -> tuple[str, int] | None:
+    """(file id, piece number) of a piece id, None for ids of another shape."""
+    match = _PIECE_ID.match(node_id)
+    return (match["file"], int(match["piece"])) if match else None
+
+
+def files_filter(file_ids: list[str]) -> str:
+    """A Milvus filter for every chunk of these files: a range of the ``doc_id`` column per file.
+
+    ``doc_id`` (the piece id) is a real column compared in bulk; the ``source``
+    metadata is a JSON field that Milvus Lite decodes row by row. Only file ids
+    are written into the expression, so no file name can change its meaning.
+    """
+    for file in file_ids:
+        if not _FILE_ID.match(file):
+            raise ValueError(f"not a file id: {file!r}")
+    return " or ".join(f'(doc_id >= "{file}#0" and doc_id < "{file}#:")' for file in file_ids)
