@@ -7,16 +7,12 @@ Precedence, highest first: explicit overrides passed to :func:`load_settings`,
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-
-logger = logging.getLogger(__name__)
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 PROFILES_DIR = Path(__file__).resolve().parent
 DEFAULT_PROFILE = "local"
@@ -211,8 +207,13 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init kwargs carry the YAML profile, so the environment wins over it.
-        return env_settings, dotenv_settings, init_settings, file_secret_settings
+        # The YAML profile named by the `profile` argument sits between .env and the defaults; sources merge deeply.
+        profile = init_settings.init_kwargs.get("profile", DEFAULT_PROFILE)
+        sources = [init_settings, env_settings, dotenv_settings, YamlConfigSettingsSource(settings_cls, PROFILES_DIR / f"{profile}.yaml")]
+        if profile == SPACE_PROFILE and SPACE_DATA_DIR.is_dir() and os.access(SPACE_DATA_DIR, os.W_OK):
+            # Spaces' persistent storage survives restarts; the profile and the environment can still override it.
+            sources.append(InitSettingsSource(settings_cls, {"storage": {"index_dir": str(SPACE_DATA_DIR / "docsrag-index")}}))
+        return (*sources, file_secret_settings)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -227,16 +228,6 @@ class Settings(BaseSettings):
 
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-
-
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def choose_profile(profile: str | None = None) -> tuple[str, str]:
@@ -257,21 +248,4 @@ def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
     path = PROFILES_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(f"Unknown settings profile {name!r}: expected {path}. Available: {', '.join(available_profiles())}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    data["profile"] = name
-    data["profile_reason"] = reason
-    if name == SPACE_PROFILE and SPACE_DATA_DIR.is_dir() and os.access(SPACE_DATA_DIR, os.W_OK):
-        # Spaces' persistent storage survives restarts; the environment can still override it.
-        data.setdefault("storage", {}).setdefault("index_dir", str(SPACE_DATA_DIR / "docsrag-index"))
-    settings = Settings(**data)
-    if overrides:
-        # Overrides (command-line flags) win over the environment: sections are validated alone, without re-reading it.
-        update = {}
-        for key, value in overrides.items():
-            current = getattr(settings, key)
-            if isinstance(value, dict) and isinstance(current, BaseModel):
-                update[key] = type(current).model_validate(_deep_merge(current.model_dump(), value))
-            else:
-                update[key] = value
-        settings = settings.model_copy(update=update)._check()
-    return settings
+    return Settings(profile=name, profile_reason=reason, **overrides)

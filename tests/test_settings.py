@@ -87,3 +87,14 @@ def test_offline_mode_is_named_when_it_blocks_an_api_call(monkeypatch, loopback)
     last = HFChatLLM(model_name="org/model-b", token=FAKE_TOKEN, base_url=loopback.url, timeout=1.0)
     with pytest.raises(AllBackendsFailedError, match="offline mode is on"):
         FallbackLLM(members=[hf, last]).chat([ChatMessage(role="user", content="hi")])
+
+
+def test_precedence_is_overrides_then_environment_then_dotenv_then_profile(monkeypatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("DOCSRAG_EMBEDDING__TIMEOUT_S=7\nDOCSRAG_EMBEDDING__BATCH_SIZE=6\n", encoding="utf-8")
+    monkeypatch.setenv("DOCSRAG_STORAGE__INDEX_DIR", str(tmp_path / "from-env"))
+    monkeypatch.setenv("DOCSRAG_EMBEDDING__BATCH_SIZE", "9")
+    s = load_settings("hf_api", storage={"index_dir": str(tmp_path / "from-cli")}, rerank={"top_n": 2})
+    assert s.storage.index_dir == tmp_path / "from-cli"  # an explicit override (the CLI's --index) beats the environment
+    assert s.embedding.batch_size == 9 and s.embedding.timeout_s == 7  # environment over .env over the profile's 32
+    assert s.embedding.backend == "hf_api" and s.rerank.backend == "hf_api" and s.rerank.top_n == 2  # merged section by section
