@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from integrations.sqlite_file import open_sqlite
+
 
 @dataclass
 class FileRecord:
@@ -36,28 +38,30 @@ class OldIndexError(RuntimeError):
     """An index written by a docsrag that named chunks after file names; it must be ingested again."""
 
 
+def _refuse_name_keyed(conn: sqlite3.Connection, path: Path) -> None:
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(files)")]
+    if columns and "file_id" not in columns:
+        index_dir = path.parent
+        raise OldIndexError(
+            f"The index in {index_dir} was written by an older docsrag whose chunk ids were built from file names "
+            "(a file name could corrupt it); this version does not update it. Ingest the documents again into a new "
+            f"index (--index NEW_DIR), or delete {path} and {index_dir / 'milvus.db'} (on a Milvus server: drop the "
+            "collection) and ingest them again; uploaded files in uploads/ stay."
+        )
+
+
 class Manifest:
     def __init__(self, path: str | Path) -> None:
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        columns = [row[1] for row in self._conn.execute("PRAGMA table_info(files)")]
-        if columns and "file_id" not in columns:
-            self._conn.close()
-            index_dir = Path(path).parent
-            raise OldIndexError(
-                f"The index in {index_dir} was written by an older docsrag whose chunk ids were built from file names "
-                "(a file name could corrupt it); this version does not update it. Ingest the documents again into a new "
-                f"index (--index NEW_DIR), or delete {path} and {index_dir / 'milvus.db'} (on a Milvus server: drop the "
-                "collection) and ingest them again; uploaded files in uploads/ stay."
-            )
-        self._conn.execute(
+        self._conn = open_sqlite(
+            path,
             """CREATE TABLE IF NOT EXISTS files (
                 file_id TEXT PRIMARY KEY, source TEXT NOT NULL, root TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
                 mtime_ns INTEGER NOT NULL, fmt TEXT NOT NULL, pieces INTEGER NOT NULL, chunks INTEGER NOT NULL,
-                state TEXT NOT NULL, ingested_at REAL NOT NULL)"""
+                state TEXT NOT NULL, ingested_at REAL NOT NULL);
+            CREATE INDEX IF NOT EXISTS files_by_source ON files (source)""",
+            check=lambda conn: _refuse_name_keyed(conn, Path(path)),
         )
-        self._conn.execute("CREATE INDEX IF NOT EXISTS files_by_source ON files (source)")
 
     def close(self) -> None:
         self._conn.close()

@@ -8,25 +8,23 @@ JSON-backed SimpleKVStore.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from pathlib import Path
 
 from llama_index.core.storage.kvstore.types import DEFAULT_COLLECTION, BaseKVStore
+
+from integrations.sqlite_file import open_sqlite
 
 
 class SQLiteKVStore(BaseKVStore):
     """Key-value collections stored as rows (collection, key, JSON value)."""
 
     def __init__(self, path: str | Path) -> None:
-        self._path = str(path)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(
+        self._conn = open_sqlite(
+            path,
             "CREATE TABLE IF NOT EXISTS kv "
-            "(collection TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (collection, key))"
+            "(collection TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (collection, key))",
         )
 
     def close(self) -> None:

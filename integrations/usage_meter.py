@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from integrations.backend_errors import BackendUnavailableError
+from integrations.sqlite_file import open_sqlite
 from settings.model import ModelPrice
 
 logger = logging.getLogger(__name__)
@@ -80,9 +81,8 @@ class UsageMeter:
         self.alert_window = alert_window
         self.on_alert = on_alert
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.executescript(
+        self._conn = open_sqlite(
+            path,
             """
             CREATE TABLE IF NOT EXISTS usage (
                 ts REAL NOT NULL, kind TEXT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL,
@@ -91,7 +91,7 @@ class UsageMeter:
             CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
             CREATE TABLE IF NOT EXISTS reservations (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, amount REAL NOT NULL);
             CREATE TABLE IF NOT EXISTS alerts (name TEXT PRIMARY KEY, active INTEGER NOT NULL, since REAL NOT NULL);
-            """
+            """,
         )
 
     def close(self) -> None:
