@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import re
+import statistics
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -172,15 +173,12 @@ def citation_checks(answer: str, sources: dict[int, str]) -> tuple[int, int]:
     return valid, total
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default), q in [0, 100]."""
+def p50_p95(values: Sequence[float]) -> tuple[float, float]:
+    """Median and 95th percentile, interpolated between data points (numpy's default); zeros without data."""
     if not values:
-        return 0.0
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+        return 0.0, 0.0
+    twentieths = statistics.quantiles([*values, *values] if len(values) == 1 else values, n=20, method="inclusive")
+    return twentieths[9], twentieths[18]
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -218,9 +216,7 @@ def summarize(questions: Sequence[EvalQuestion], records: Sequence[dict[str, Any
     if refused:
         metrics["refused"] = _mean(float(r) for r in refused)
     for stage in STAGES:
-        values = [r["timings_ms"][stage] for r in records]
-        metrics[f"{stage}_ms_p50"] = percentile(values, 50)
-        metrics[f"{stage}_ms_p95"] = percentile(values, 95)
+        metrics[f"{stage}_ms_p50"], metrics[f"{stage}_ms_p95"] = p50_p95([r["timings_ms"][stage] for r in records])
     return metrics
 
 

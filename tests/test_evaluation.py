@@ -16,7 +16,7 @@ from app.evaluation import (
     format_metrics,
     hit_at_k,
     load_questions,
-    percentile,
+    p50_p95,
     recall_at_k,
     reciprocal_rank,
     select,
@@ -91,11 +91,10 @@ def test_citation_validity_checks_the_source_exists_and_shares_a_trigram_with_it
     assert citation_checks("No citations at all.", sources) == (0, 0)
 
 
-def test_percentile_interpolates_like_numpy() -> None:
-    values = [10.0, 20.0, 30.0, 40.0]
-    assert percentile(values, 50) == 25.0
-    assert percentile(values, 95) == pytest.approx(38.5)
-    assert percentile([], 50) == 0.0
+def test_p50_p95_interpolate_like_numpy() -> None:
+    assert p50_p95([40.0, 10.0, 30.0, 20.0]) == pytest.approx((25.0, 38.5))
+    assert p50_p95([7.0]) == (7.0, 7.0)
+    assert p50_p95([]) == (0.0, 0.0)
 
 
 def printed(metrics: dict) -> dict[str, str]:
