@@ -22,8 +22,8 @@ CHARS_PER_TOKEN = 4
 class DocumentChunker(TransformComponent):
     """Split each document with the splitter that fits its format."""
 
-    chunk_size: int = Field(default=192, description="Chunk size in tokens.")
-    chunk_overlap: int = Field(default=24, description="Overlap between neighbouring chunks in tokens.")
+    chunk_size: int = Field(default=128, description="Chunk size in tokens.")
+    chunk_overlap: int = Field(default=32, description="Overlap between neighbouring chunks in tokens.")
 
     def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[BaseNode]:
         text_splitter = SentenceSplitter(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap, id_func=split_id)

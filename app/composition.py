@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.llms import LLM
 
 from settings import Settings, load_settings
+
+if TYPE_CHECKING:  # imported where used: a process loads only the backends its settings name
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
+    from llama_index.vector_stores.milvus import MilvusVectorStore
+
+    from app.ingestion import Ingestor
+    from app.query_engine import DocsQueryEngine
+    from integrations.hybrid_retriever import MilvusHybridRetriever
+    from integrations.usage_meter import UsageMeter
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +45,7 @@ def uses_hf_api(settings: Settings) -> bool:
     return "hf_api" in (settings.embedding.backend, settings.rerank.backend, *settings.llm.chain)
 
 
-def build_embed_model(settings: Settings, meter=None) -> BaseEmbedding:
+def build_embed_model(settings: Settings, meter: UsageMeter | None = None) -> BaseEmbedding:
     emb = settings.embedding
     if emb.backend == "local":
         from integrations.local_embedding import LocalMiniLMEmbedding
@@ -59,7 +69,7 @@ def build_embed_model(settings: Settings, meter=None) -> BaseEmbedding:
     raise ValueError(f"embedding.backend={emb.backend!r} is not supported; use 'local' or 'hf_api'")
 
 
-def build_chain_members(settings: Settings, meter=None) -> list[LLM]:
+def build_chain_members(settings: Settings, meter: UsageMeter | None = None) -> list[LLM]:
     """The configured answer backends in order (without the extractive answerer)."""
     llm = settings.llm
     members: list[LLM] = []
@@ -121,13 +131,12 @@ def build_chain_members(settings: Settings, meter=None) -> list[LLM]:
     return members
 
 
-def build_llm(settings: Settings, embed_model: BaseEmbedding, meter=None) -> LLM:
+def build_llm(settings: Settings, embed_model: BaseEmbedding, meter: UsageMeter | None = None) -> LLM:
     """The answer backend: the configured chain with the extractive answerer last, or the extractive answerer alone."""
     from integrations.extractive_llm import ExtractiveLLM
 
     # The last resort must not depend on a remote API: with an API embedder it scores sentences by keywords.
-    local = embed_model.class_name() == "LocalMiniLMEmbedding"
-    extractive = ExtractiveLLM(embed_model=embed_model if local else None)
+    extractive = ExtractiveLLM(embed_model=embed_model if settings.embedding.backend == "local" else None)
     members = build_chain_members(settings, meter)
     if not members:
         return extractive
@@ -141,7 +150,7 @@ def build_llm(settings: Settings, embed_model: BaseEmbedding, meter=None) -> LLM
     )
 
 
-def build_reranker(settings: Settings, meter=None):
+def build_reranker(settings: Settings, meter: UsageMeter | None = None) -> BaseNodePostprocessor | None:
     """The cross-encoder reranker, or None when rerank.backend is 'none'."""
     rr = settings.rerank
     if rr.backend == "none":
@@ -175,10 +184,10 @@ class Runtime:
 
     settings: Settings
     embed_model: BaseEmbedding
-    vector_store: object
+    vector_store: MilvusVectorStore
     llm: LLM
-    reranker: object | None = None
-    meter: object | None = None  # a UsageMeter when any backend is a paid API
+    reranker: BaseNodePostprocessor | None = None
+    meter: UsageMeter | None = None  # when any backend is a paid API
 
     def close(self) -> None:
         """Close the store (and stop the embedded Milvus Lite server): the index can then be opened by another process."""
@@ -196,7 +205,7 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
         _hf_token(settings, "this profile")  # fail before creating anything on disk
         meter = open_meter(settings)
     embed_model = build_embed_model(settings, meter)
-    if embed_model.class_name() == "LocalMiniLMEmbedding":
+    if settings.embedding.backend == "local":
         # A local model's load briefly needs more memory than it keeps: done before the store client opens, the
         # client reuses that memory instead of adding to the peak (`ask` peak RSS on ORD-QA 527 vs 594 MB, issue #2).
         embed_model.load()
@@ -210,7 +219,7 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
     )
 
 
-def build_retriever(runtime: Runtime, sources: list[str] | None = None, top_k: int | None = None):
+def build_retriever(runtime: Runtime, sources: list[str] | None = None, top_k: int | None = None) -> MilvusHybridRetriever:
     """The hybrid retriever; ``sources`` (names as the document library shows them) restricts it to those files."""
     from app.manifest import file_ids_named
     from integrations.hybrid_retriever import MilvusHybridRetriever
@@ -235,7 +244,7 @@ def build_query_engine(
     runtime: Runtime | None = None,
     sources: list[str] | None = None,
     streaming: bool = False,
-):
+) -> DocsQueryEngine:
     """A LlamaIndex query engine over the index named by the settings.
 
     ``sources`` restricts retrieval to these files (names as the document library shows them).
@@ -263,7 +272,7 @@ def build_query_engine(
     )
 
 
-def open_meter(settings: Settings):
+def open_meter(settings: Settings) -> UsageMeter:
     """The usage meter of this index (SQLite beside it), with the budget settings."""
     from integrations.usage_meter import UsageMeter
 
@@ -282,7 +291,7 @@ def open_meter(settings: Settings):
     )
 
 
-def build_ingestor(runtime: Runtime):
+def build_ingestor(runtime: Runtime) -> Ingestor:
     from app.ingestion import Ingestor
 
     return Ingestor(runtime.settings, runtime.embed_model, runtime.vector_store)

@@ -61,8 +61,8 @@ class CitationSynthesizer(BaseSynthesizer):
     def __init__(
         self,
         llm: LLM,
-        min_dense_score: float | None = 0.25,
-        min_dense_score_missing_names: float | None = None,
+        min_dense_score: float | None = 0.44,
+        min_dense_score_missing_names: float | None = 0.55,
         streaming: bool = False,
         **kwargs: Any,
     ) -> None:

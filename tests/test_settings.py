@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage
+from pydantic import BaseModel
 
 from integrations.backend_errors import AllBackendsFailedError
 from settings import available_profiles, load_settings
+from settings.model import EmbeddingSettings, IngestionSettings, LLMSettings, RerankSettings, RetrievalSettings
 from tests.conftest import REPO
 
 
@@ -98,3 +102,36 @@ def test_precedence_is_overrides_then_environment_then_dotenv_then_profile(monke
     assert s.storage.index_dir == tmp_path / "from-cli"  # an explicit override (the CLI's --index) beats the environment
     assert s.embedding.batch_size == 9 and s.embedding.timeout_s == 7  # environment over .env over the profile's 32
     assert s.embedding.backend == "hf_api" and s.rerank.backend == "hf_api" and s.rerank.top_n == 2  # merged section by section
+
+
+def _defaults(component: type) -> dict[str, Any]:
+    if issubclass(component, BaseModel):
+        return {name: field.default for name, field in component.model_fields.items()}
+    return {name: p.default for name, p in inspect.signature(component).parameters.items()}
+
+
+def test_component_defaults_are_the_settings_defaults() -> None:
+    from app.chunking import DocumentChunker
+    from integrations.citation_synthesizer import CitationSynthesizer
+    from integrations.cross_encoder_rerank import CrossEncoderRerank
+    from integrations.fallback_llm import FallbackLLM
+    from integrations.hybrid_retriever import MilvusHybridRetriever
+    from integrations.local_embedding import LocalMiniLMEmbedding
+    from integrations.local_llm import LocalGGUFLLM
+
+    same_names = {
+        DocumentChunker: (IngestionSettings, ["chunk_size", "chunk_overlap"]),
+        MilvusHybridRetriever: (RetrievalSettings, ["top_k", "dense_top_k", "sparse_top_k", "rrf_k", "dense_weight", "sparse_weight"]),
+        CitationSynthesizer: (RetrievalSettings, ["min_dense_score", "min_dense_score_missing_names"]),
+        LocalMiniLMEmbedding: (EmbeddingSettings, ["threads", "max_tokens"]),
+        LocalGGUFLLM: (LLMSettings, ["n_threads", "context_window", "max_tokens", "temperature"]),
+        FallbackLLM: (LLMSettings, ["deadline_s", "context_window"]),
+        CrossEncoderRerank: (RerankSettings, ["model", "top_n", "max_candidates"]),
+    }
+    pairs = [(component, name, model, name) for component, (model, names) in same_names.items() for name in names]
+    pairs += [
+        (LocalMiniLMEmbedding, "onnx_batch_size", EmbeddingSettings, "batch_size"),
+        (FallbackLLM, "num_output", LLMSettings, "max_tokens"),
+    ]
+    for component, parameter, model, field in pairs:
+        assert _defaults(component)[parameter] == _defaults(model)[field], f"{component.__name__}.{parameter} != {model.__name__}.{field}"
