@@ -195,10 +195,10 @@ class PrecomputedChunks(TransformComponent):
 class Ingestor:
     """Brings an index up to date with a folder.
 
-    :meth:`ingest` runs three steps that other engines (app.ray_ingest) reuse:
-    :meth:`plan` (which files are new, changed or removed), :meth:`apply_removals`,
-    and per batch :meth:`begin_batch` + :meth:`write_batch` (pipeline docstore
-    upserts, vector store writes, vanished pieces, manifest).
+    :meth:`ingest` runs :meth:`plan` (which files are new, changed or removed),
+    :meth:`apply_removals`, and per batch of read files :meth:`begin_batch` +
+    :meth:`write_batch` (pipeline docstore upserts, vector store writes, vanished
+    pieces, manifest). Another engine (app.ray_ingest) only supplies the batches.
     """
 
     def __init__(self, settings: Settings, embed_model, vector_store) -> None:
@@ -224,21 +224,31 @@ class Ingestor:
     def close(self) -> None:
         self.state.close()
 
-    def ingest(self, root: Path, progress: Progress | None = None) -> IngestReport:
+    def ingest(
+        self,
+        root: Path,
+        progress: Progress | None = None,
+        batches: Callable[[IngestPlan], Iterator[tuple[list[FileOutcome], list[BaseNode] | None]]] | None = None,
+    ) -> IngestReport:
+        """Bring the index up to date with ``root``; ``batches`` turns the plan into read files, with their chunks if made elsewhere."""
         started = time.perf_counter()
         report = IngestReport()
         plan = self.plan(root, report)
         self.apply_removals(plan, report)
-        todo = plan.todo
-        batch_size = self.settings.ingestion.batch_files
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            previous = self.begin_batch([record for _, record in batch])
-            self.write_batch([read_file(path, record) for path, record in batch], previous, report)
+        done = 0
+        for outcomes, chunks in (batches or self.read_batches)(plan):
+            self.write_batch(outcomes, self.begin_batch([outcome.record for outcome in outcomes]), report, chunks)
+            done += len(outcomes)
             if progress:
-                progress(min(start + batch_size, len(todo)), len(todo), batch[-1][1].source)
+                progress(done, len(plan.todo), outcomes[-1].record.source)
         report.seconds = time.perf_counter() - started
         return report
+
+    def read_batches(self, plan: IngestPlan) -> Iterator[tuple[list[FileOutcome], None]]:
+        """The plan's files read here, ``batch_files`` at a time; the pipeline chunks and embeds them."""
+        size = self.settings.ingestion.batch_files
+        for start in range(0, len(plan.todo), size):
+            yield [read_file(path, record) for path, record in plan.todo[start : start + size]], None
 
     def plan(self, root: Path, report: IngestReport) -> IngestPlan:
         """Repair an interrupted run, then compare ``root`` with the manifest; reads only changed files' bytes (to hash them)."""

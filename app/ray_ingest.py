@@ -1,10 +1,9 @@
 """Large ingests on Ray Data: files are parsed and chunked by Ray tasks and embedded by a pool of Ray actors.
 
 Same incremental semantics as :meth:`app.ingestion.Ingestor.ingest`, because
-the same code decides and writes: the Ingestor's :meth:`~Ingestor.plan` picks
-new/changed/removed files from the manifest, removals are applied, and each
-batch of finished files goes through :meth:`~Ingestor.begin_batch` and
-:meth:`~Ingestor.write_batch` in this (driver) process, where the pipeline's
+it is the same loop: this module only supplies its batches. The Ingestor plans
+(new/changed/removed files from the manifest), applies removals and commits
+each batch of finished files in this (driver) process, where the pipeline's
 docstore decides which pieces changed and the vector store is written in
 bulk. Workers only do the CPU work: reading files (:func:`read_file`),
 dropping pieces whose hash the docstore already holds, chunking with the same
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from app.ingestion import FileOutcome, Ingestor, IngestReport, Progress, chunking_failed, read_file
+from app.ingestion import FileOutcome, Ingestor, IngestPlan, IngestReport, Progress, chunking_failed, read_file
 from app.manifest import FileRecord
 from integrations.node_ids import parse_piece_id
 from settings import Settings
@@ -209,15 +208,16 @@ def ray_ingest(
 ) -> IngestReport:
     """Bring the index up to date with ``root`` using Ray Data; the result matches :meth:`Ingestor.ingest`."""
     require_ray()
-    started = time.perf_counter()
-    report = IngestReport()
-    plan = ingestor.plan(root, report)
-    ingestor.apply_removals(plan, report)
+    return ingestor.ingest(root, progress, batches=lambda plan: _ray_batches(ingestor, plan, address, num_cpus, actors))
+
+
+def _ray_batches(
+    ingestor: Ingestor, plan: IngestPlan, address: str | None, num_cpus: int | None, actors: int | None
+) -> Iterator[tuple[list[FileOutcome], list]]:
+    """The plan's files parsed, chunked and embedded on Ray, ``batch_files`` at a time, in the order they finish."""
     todo = plan.todo
     if not todo:  # nothing to parse or embed: don't pay for starting Ray
-        report.seconds = time.perf_counter() - started
-        return report
-
+        return
     import ray
 
     settings = ingestor.settings
@@ -246,17 +246,9 @@ def ray_ingest(
                 num_cpus=EMBED_ACTOR_CPUS,
             )
         )
-        done = 0
-        batch_files = settings.ingestion.batch_files
-        for batch in dataset.iter_batches(batch_size=batch_files, batch_format="numpy", prefetch_batches=1):
+        for batch in dataset.iter_batches(batch_size=settings.ingestion.batch_files, batch_format="numpy", prefetch_batches=1):
             results = list(_decode(batch, todo))
-            previous = ingestor.begin_batch([outcome.record for outcome, _ in results])
-            ingestor.write_batch(
-                [outcome for outcome, _ in results], previous, report, chunks=[node for _, nodes in results for node in nodes]
-            )
-            done += len(results)
-            if progress:
-                progress(done, len(todo), results[-1][0].record.source)
+            yield [outcome for outcome, _ in results], [node for _, nodes in results for node in nodes]
     except ray.exceptions.RayError as exc:
         raise RuntimeError(
             f"the Ray ingest failed: {exc}. Files committed so far stay in the index; run the ingest again to finish the rest"
@@ -264,5 +256,3 @@ def ray_ingest(
     finally:
         if we_started:
             ray.shutdown()
-    report.seconds = time.perf_counter() - started
-    return report
