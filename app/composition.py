@@ -207,7 +207,7 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
     embed_model = build_embed_model(settings, meter)
     if settings.embedding.backend == "local":
         # A local model's load briefly needs more memory than it keeps: done before the store client opens, the
-        # client reuses that memory instead of adding to the peak (`ask` peak RSS on ORD-QA 527 vs 594 MB, issue #2).
+        # client reuses that memory instead of adding to the peak.
         embed_model.load()
     return Runtime(
         settings=settings,

@@ -128,7 +128,7 @@ def _openai_error_message(exc: BaseException) -> str | None:
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions after which the next backend should be tried (GUIDE §3), imported lazily."""
+    """Exceptions after which the next backend should be tried (each client raises its own types), imported lazily."""
     import json
 
     errors: list[type[BaseException]] = [BackendUnavailableError, ConnectionError, TimeoutError, json.JSONDecodeError]

@@ -1,7 +1,7 @@
 """Chat completions through the Hugging Face router, as a thin fix of the stock LlamaIndex class.
 
 ``HuggingFaceInferenceAPI`` (llama-index-llms-huggingface-api 0.8.0) has these
-problems (GUIDE §3), fixed here without re-implementing the client:
+problems, fixed here without re-implementing the client:
 
 1. with a URL as model the body says ``"model": "dummy"`` → the URL is built from
    ``base_url`` and the real model id (with ``:fastest``/``:cheapest``/``:<provider>``)

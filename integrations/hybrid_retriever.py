@@ -248,8 +248,8 @@ class MilvusHybridRetriever(BaseRetriever):
     def _rank(self, texts: list[str], vector: list[float] | None, pool: Candidates) -> list[list[str]]:
         """Per query text, chunk ids best first by weighted RRF of its rankings: dense (whole question) and BM25 (each text).
 
-        Two Milvus requests in all. The parts are searched by keywords only: embedding them too cost as much as the rest
-        of retrieval together (ORD-QA p50 60 vs 40 ms) for recall@5 +0.02 on the dev half and -0.002 on the test half.
+        Two Milvus requests in all. The parts are searched by keywords only: embedding them too costs as much as the rest
+        of retrieval together, for no steady gain in recall.
         """
         dense = self._search([vector], DENSE_FIELD, "IP", self.dense_top_k) if vector is not None else []
         dense += [[] for _ in range(len(texts) - len(dense))]
@@ -273,7 +273,7 @@ class MilvusHybridRetriever(BaseRetriever):
     def _absent(self, names: list[str], pool: Candidates) -> list[str]:
         """The names no chunk contains: those in no candidate's keywords are looked up by one more BM25 request.
 
-        Most names of an answerable question are in its candidates (one ORD-QA question in 90 needs the request).
+        Most names of an answerable question are in its candidates, so the request is rarely needed.
         """
         seen = {term for node in pool.nodes.values() for term in str(node.metadata.get(KEYWORD_FIELD, "")).split()}
         unseen = [name for name in names if not seen.intersection(keyword_text(name).split())]

@@ -5,9 +5,8 @@ technical text is full of identifiers. Prose words are lowercased and stemmed,
 and hyphenated compounds split ("RTL-to-GDS" gives rtl, gds). Code identifiers
 (snake_case, camelCase, dotted.names, a::b, paths) stay whole and exact, without
 separators: ``place_pins`` is the term "placepins", distinct from ``place_pin``.
-Splitting them into parts as well made a question about ``tielo_pin`` match every
-passage about pins (ORD-QA dev MRR@10 0.83 with parts, 0.88 without; neutral on
-the test half, 0.72 vs 0.71). The price: ``detailed_placement`` in a question no
+Splitting them into parts as well would make a question about ``tielo_pin`` match
+every passage about pins. The price: ``detailed_placement`` in a question no
 longer matches the prose "detailed placement". CLI flags lose their dashes, so
 ``-density`` finds "density".
 """

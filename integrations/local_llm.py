@@ -68,7 +68,7 @@ class LocalGGUFLLM(CustomLLM):
     """Chat with a GGUF model through llama-cpp-python, loaded on first use."""
 
     model_path: str = Field(description="Path of the GGUF model file.")
-    n_threads: int = Field(default=1, ge=1, description="llama.cpp threads (1 is often fastest on a busy 2-core machine).")
+    n_threads: int = Field(default=1, ge=1, description="llama.cpp threads (they spin-wait: fewer can be faster on a busy machine).")
     context_window: int = Field(default=4096, ge=512, description="Context size (n_ctx) given to llama.cpp.")
     max_tokens: int = Field(default=512, ge=1, description="Maximum tokens per answer.")
     temperature: float = Field(default=0.1, ge=0.0, le=2.0, description="Sampling temperature.")

@@ -29,7 +29,7 @@ class EmbeddingSettings(BaseModel):
         "sentence-transformers/all-MiniLM-L6-v2",
         description="Model id; the local backend always runs all-MiniLM-L6-v2, whose vectors match this id's.",
     )
-    batch_size: int = Field(8, ge=1, description="Texts per embedding call (8 is fastest for the local ONNX model on 2 cores).")
+    batch_size: int = Field(8, ge=1, description="Texts per embedding call (one onnxruntime run locally, one API request).")
     threads: int = Field(2, ge=1, description="onnxruntime intra-op threads for the local embedder.")
     max_tokens: int = Field(256, ge=16, le=512, description="Word pieces per text; all-MiniLM-L6-v2 was trained on 256.")
     timeout_s: float = Field(30.0, gt=0, description="Timeout of one HF API embedding request (hf_api backend).")
@@ -56,7 +56,7 @@ class LLMSettings(BaseModel):
         60.0, ge=0, description="Seconds added to timeout_s for Ollama's first reply, which may wait for a cold model load."
     )
     gguf_path: str = Field("", description="GGUF model file for the local backend; empty uses the SmolLM2-135M package if installed.")
-    n_threads: int = Field(1, ge=1, description="llama.cpp threads (1 is often fastest on a busy 2-core machine).")
+    n_threads: int = Field(1, ge=1, description="llama.cpp threads (they spin-wait: fewer can be faster on a busy machine).")
     temperature: float = Field(0.1, gt=0.0, le=2.0, description="Sampling temperature (the HF API rejects 0).")
     max_tokens: int = Field(512, ge=16, description="Maximum tokens per answer.")
     context_window: int = Field(4096, ge=512, description="Context window assumed for prompt packing and sent to Ollama.")
@@ -160,8 +160,8 @@ class StorageSettings(BaseModel):
         100_000,
         ge=0,
         description=(
-            "Chunks an embedded (Milvus Lite) index serves within the targets (hybrid retrieval p50 <= 200 ms, reopen <= 10 s on "
-            "2 cores, measured in docs/scaling.md); above it a warning at start-up suggests a Milvus server. 0 turns the warning off."
+            "Chunks an embedded (Milvus Lite) index serves within the latency and reopen targets of docs/scaling.md; above it a "
+            "warning at start-up suggests a Milvus server. 0 turns the warning off."
         ),
     )
 
