@@ -10,9 +10,12 @@ DOCS ?= docs
 
 .PHONY: install extras browser run ingest test lint clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The packages app, integrations and settings are installed in place (pip install -e .), so `import app` works from any
+# folder (the example notebook runs from examples/); their dependencies come pinned from requirements.txt.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
