@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -45,6 +46,8 @@ PACKAGES = ("app", "integrations", "settings")
 EMBED_ACTOR_CPUS = 0.9
 PARSE_TASK_CPUS = 0.1
 FILES_PER_PARSE_TASK = 4
+#: Columns a parse task returns per file; the embedding actors add "vectors".
+FIELDS = ("i", "pieces", "skip_reason", "unreadable", "documents", "chunks")
 
 
 def require_ray():
@@ -110,7 +113,7 @@ def parse_and_chunk(batch: dict[str, Any], chunk_size: int, chunk_overlap: int) 
     from app.chunking import DocumentChunker
 
     chunker = DocumentChunker(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
-    out: dict[str, list] = {"i": [], "pieces": [], "skip_reason": [], "unreadable": [], "documents": [], "chunks": []}
+    out: dict[str, list] = {name: [] for name in FIELDS}
     datas = _column(batch, "data") if "data" in batch else None
     for n, (index, record_json, path, known_json) in enumerate(
         zip(_column(batch, "i"), _column(batch, "record"), _column(batch, "path"), _column(batch, "known"), strict=True)
@@ -130,12 +133,10 @@ def parse_and_chunk(batch: dict[str, Any], chunk_size: int, chunk_overlap: int) 
         except ValueError as exc:  # as in Ingestor.write_batch: the file is skipped, not the run
             outcome = FileOutcome(record, skip_reason=chunking_failed(exc), unreadable=True)
             changed, chunks = [], []
-        out["i"].append(index)
-        out["pieces"].append(outcome.pieces)
-        out["skip_reason"].append(outcome.skip_reason or "")
-        out["unreadable"].append(outcome.unreadable)
-        out["documents"].append(json.dumps([doc_to_json(document) for document in changed]))
-        out["chunks"].append(json.dumps([doc_to_json(chunk) for chunk in chunks]))
+        documents, chunk_texts = (json.dumps([doc_to_json(node) for node in nodes]) for nodes in (changed, chunks))
+        row = (index, outcome.pieces, outcome.skip_reason or "", outcome.unreadable, documents, chunk_texts)
+        for name, value in zip(FIELDS, row, strict=True):
+            out[name].append(value)
     return out
 
 
@@ -155,12 +156,8 @@ class ChunkEmbedder:
         flat = [chunk for chunks in per_file for chunk in chunks]
         if flat:
             self.embed_model(flat)  # as the pipeline's embedding step does: sets chunk.embedding from its embed-mode text
-        vectors = []
-        for chunks in per_file:
-            array = np.asarray([chunk.embedding for chunk in chunks], dtype=np.float32)
-            vectors.append(array.tobytes())
-        out = {name: _column(batch, name) for name in ("i", "pieces", "skip_reason", "unreadable", "documents", "chunks")}
-        out["vectors"] = vectors
+        out = {name: _column(batch, name) for name in FIELDS}
+        out["vectors"] = [np.asarray([chunk.embedding for chunk in chunks], dtype=np.float32).tobytes() for chunks in per_file]
         return out
 
 
@@ -183,7 +180,7 @@ def _decode(batch: dict[str, Any], todo: list[tuple[Path, FileRecord]]) -> Itera
     from llama_index.core.storage.docstore.utils import json_to_doc
 
     for index, pieces, reason, unreadable, documents, chunks, vectors in zip(
-        *(_column(batch, name) for name in ("i", "pieces", "skip_reason", "unreadable", "documents", "chunks", "vectors")),
+        *(_column(batch, name) for name in (*FIELDS, "vectors")),
         strict=True,
     ):
         record = todo[index][1]
@@ -228,7 +225,7 @@ def _ray_batches(
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         pool = actors or cpus
         known = known_piece_hashes(ingestor, [record.file_id for _, record in todo])
-        blocks = max(1, min(len(todo), (len(todo) + FILES_PER_PARSE_TASK - 1) // FILES_PER_PARSE_TASK))
+        blocks = math.ceil(len(todo) / FILES_PER_PARSE_TASK)
         dataset = (
             ray.data.from_items(_rows(todo, known, ship_bytes=bool(address)), override_num_blocks=blocks)
             .map_batches(
