@@ -11,8 +11,9 @@ dropping pieces whose hash the docstore already holds, chunking with the same
 
 Ray is an optional extra (``requirements-scale.txt``) imported only here, and
 only when ``--engine ray`` is used. Without an address a local Ray is started
-(its start-up pays off only for large ingests) and stopped afterwards; with one (``ray://host:10001`` or ``auto``) the job runs on that
-cluster, whose nodes need the same Python packages (requirements.txt and
+(its start-up pays off only for large ingests) and stopped afterwards; with
+one (``ray://host:10001`` or ``auto``) the job runs on that cluster, whose
+nodes need the same Python packages (requirements.txt and
 requirements-scale.txt); file bytes are then sent to the workers, and this
 repository's packages ship as ``py_modules``.
 """
