@@ -2,7 +2,7 @@
 
 Prompts become one user message through LlamaIndex's chat→completion decorators;
 async calls run the sync paths in worker threads (the stock HF async paths lose
-chunks and break across event loops, GUIDE §3).
+chunks and break across event loops).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Embeddings through the Hugging Face Inference API: one synchronous batched POST per batch, cached.
 
 The stock ``HuggingFaceInferenceAPIEmbedding`` (0.6.0) sends one request per
-text on fresh event loops and fails every other call against a keep-alive server
-(GUIDE §3, bug 3), has no timeout and pools with CLS. This subclass sends each
+text on fresh event loops and fails every other call against a keep-alive server,
+has no timeout and pools with CLS. This subclass sends each
 batch as one ``{"inputs": [...]}`` POST to
 ``{base_url}/hf-inference/models/{id}/pipeline/feature-extraction`` (at most 32
 texts, text-embeddings-inference's default limit; a 413 reply splits the batch in
