@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.manifest import Manifest
+from app.manifest import Manifest, OldIndexError
 from integrations.sqlite_kvstore import SQLiteKVStore
 from integrations.usage_meter import UsageMeter
 from settings.model import ModelPrice
@@ -47,3 +47,15 @@ def test_a_file_written_before_versions_were_stamped_still_opens_with_its_rows(t
     reopened = SQLiteKVStore(path)
     assert reopened.get("node-1") == {"text": "kept"}
     reopened.close()
+
+
+def test_a_refused_manifest_is_not_written_to(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    with sqlite3.connect(path) as conn:  # a manifest keyed by file name, as earlier versions wrote it
+        conn.execute("CREATE TABLE files (source TEXT PRIMARY KEY, root TEXT NOT NULL)")
+    with pytest.raises(OldIndexError):
+        Manifest(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert [row[0] for row in conn.execute("SELECT name FROM sqlite_master")] == ["files", "sqlite_autoindex_files_1"]
