@@ -20,9 +20,6 @@ if TYPE_CHECKING:  # imported where used: a process loads only the backends its 
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.vector_stores.milvus import MilvusVectorStore
 
-    from app.ingestion import Ingestor
-    from app.query_engine import DocsQueryEngine
-    from integrations.hybrid_retriever import MilvusHybridRetriever
     from integrations.usage_meter import UsageMeter
 
 logger = logging.getLogger(__name__)
@@ -219,7 +216,7 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
     )
 
 
-def build_retriever(runtime: Runtime, sources: list[str] | None = None, top_k: int | None = None) -> MilvusHybridRetriever:
+def build_retriever(runtime: Runtime, sources: list[str] | None = None, top_k: int | None = None):
     """The hybrid retriever; ``sources`` (names as the document library shows them) restricts it to those files."""
     from app.manifest import file_ids_named
     from integrations.hybrid_retriever import MilvusHybridRetriever
@@ -244,7 +241,7 @@ def build_query_engine(
     runtime: Runtime | None = None,
     sources: list[str] | None = None,
     streaming: bool = False,
-) -> DocsQueryEngine:
+):
     """A LlamaIndex query engine over the index named by the settings.
 
     ``sources`` restricts retrieval to these files (names as the document library shows them).
@@ -291,7 +288,7 @@ def open_meter(settings: Settings) -> UsageMeter:
     )
 
 
-def build_ingestor(runtime: Runtime) -> Ingestor:
+def build_ingestor(runtime: Runtime):
     from app.ingestion import Ingestor
 
     return Ingestor(runtime.settings, runtime.embed_model, runtime.vector_store)

@@ -196,7 +196,7 @@ class Ingestor:
     """Brings an index up to date with a folder.
 
     :meth:`ingest` runs :meth:`plan` (which files are new, changed or removed),
-    :meth:`apply_removals`, and per batch of read files :meth:`begin_batch` +
+    drops removed files, then per batch of read files marks them pending and runs
     :meth:`write_batch` (pipeline docstore upserts, vector store writes, vanished
     pieces, manifest). Another engine (app.ray_ingest) only supplies the batches.
     """
@@ -234,10 +234,15 @@ class Ingestor:
         started = time.perf_counter()
         report = IngestReport()
         plan = self.plan(root, report)
-        self.apply_removals(plan, report)
-        done = 0
+        for record in plan.removed:
+            self._forget(record)
+            report.removed.append(record.source)
+        manifest, done = self.state.manifest, 0
         for outcomes, chunks in (batches or self.read_batches)(plan):
-            self.write_batch(outcomes, self.begin_batch([outcome.record for outcome in outcomes]), report, chunks)
+            records = [outcome.record for outcome in outcomes]
+            previous = {record.file_id: manifest.get(record.file_id) for record in records}
+            manifest.mark_pending(records)  # a killed run is repaired from this mark
+            self.write_batch(outcomes, previous, report, chunks)
             done += len(outcomes)
             if progress:
                 progress(done, len(plan.todo), outcomes[-1].record.source)
@@ -309,18 +314,6 @@ class Ingestor:
                 return name
         raise AssertionError("a name with the file id is unique")
 
-    def apply_removals(self, plan: IngestPlan, report: IngestReport) -> None:
-        for record in plan.removed:
-            self._forget(record)
-            report.removed.append(record.source)
-
-    def begin_batch(self, records: list[FileRecord]) -> dict[str, FileRecord | None]:
-        """Mark these files pending (a killed run is repaired from that mark); returns their previous records by file id."""
-        manifest = self.state.manifest
-        previous = {record.file_id: manifest.get(record.file_id) for record in records}
-        manifest.mark_pending(records)
-        return previous
-
     def write_batch(
         self,
         outcomes: list[FileOutcome],
@@ -328,7 +321,7 @@ class Ingestor:
         report: IngestReport,
         chunks: Sequence[BaseNode] | None = None,
     ) -> None:
-        """Commit a batch begun with :meth:`begin_batch`.
+        """Commit a batch of files marked pending; ``previous`` holds their manifest records before (by file id).
 
         Without ``chunks`` the pipeline chunks and embeds the changed pieces; with
         them (chunked and embedded elsewhere, for the changed pieces at least) it

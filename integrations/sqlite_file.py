@@ -10,10 +10,7 @@ from pathlib import Path
 def open_sqlite(
     path: str | Path, schema: str, version: int = 1, check: Callable[[sqlite3.Connection], None] | None = None
 ) -> sqlite3.Connection:
-    """Autocommit, WAL and a busy timeout; ``schema`` created and ``version`` stamped.
-
-    A file of a newer schema is refused, and so is one ``check`` raises on, before anything is written to it.
-    """
+    """Autocommit, WAL, busy timeout, ``schema`` created, ``version`` stamped; a newer file or one ``check`` rejects is left as it was."""
     conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
     try:
         if (found := conn.execute("PRAGMA user_version").fetchone()[0]) > version:
