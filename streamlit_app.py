@@ -11,9 +11,11 @@ import logging
 import streamlit as st
 
 from app.ui.conversation import Turn, ask, retry_question, show_turn
-from app.ui.render import escape
+from app.ui.library import documents
+from app.ui.links import SourceLinks
 from app.ui.runtime import page_runtime
-from app.ui.sidebar import ingest_on_first_start, render_sidebar
+from app.ui.safe_markdown import escape
+from app.ui.sidebar import follow_ingestion, ingest_on_first_start, render_sidebar
 from settings import load_settings
 
 st.set_page_config(page_title="docsrag", page_icon="📚", layout="wide")
@@ -42,11 +44,13 @@ choices = render_sidebar(runtime)
 if not choices.has_documents:
     st.info(EMPTY_STATE, icon="📂")
 
+links = SourceLinks(settings.sources.base_url, documents(settings))
 turns: list[Turn] = st.session_state.setdefault("turns", [])
 for number, turn in enumerate(turns, start=1):
-    show_turn(turn, retry_key=f"retry-{number}" if number == len(turns) else None)
+    show_turn(turn, retry_key=f"retry-{number}" if number == len(turns) else None, links=links)
 
 placeholder = "Ask about the documentation" if choices.has_documents else "Add documents first (sidebar)"
 question = st.chat_input(placeholder, disabled=not choices.has_documents) or retry_question()
 if question:
-    ask(runtime, turns, question, choices.sources, choices.streaming)
+    ask(runtime, turns, question, choices.sources, choices.streaming, links)
+follow_ingestion(choices.ingest_bar)

@@ -29,17 +29,28 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from app.composition import build_ingestor, open_runtime
+    from app.ingest_progress import IngestProgress
 
     if args.address and args.engine != "ray":
         raise ValueError("--address names a Ray cluster: use it with --engine ray")
     runtime = open_runtime(_settings(args))
     ingestor = build_ingestor(runtime)
+    tracker = IngestProgress(runtime.settings.ingestion.batch_files)
     bar = tqdm(total=0, unit="file", desc="ingesting", disable=args.quiet, file=sys.stderr)
 
+    def show() -> None:  # chunks once the first batch is chunked (not reported by the Ray engine), files until then
+        chunks = tracker.estimated_total()
+        bar.unit = "chunk" if chunks else "file"
+        bar.total, bar.n = (chunks, tracker.embedded) if chunks else (tracker.files_total, tracker.files_done)
+        bar.set_postfix_str(tracker.file_position()[-60:], refresh=True)
+
     def progress(done: int, total: int, current: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(current[-40:], refresh=True)
+        tracker.files(done, total, current)
+        show()
+
+    def embedded(done: int, total: int) -> None:
+        tracker.chunks(done, total)
+        show()
 
     try:
         if args.engine == "ray":
@@ -47,7 +58,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
             report = ray_ingest(ingestor, Path(args.path), address=args.address, progress=progress)
         else:
-            report = ingestor.ingest(Path(args.path), progress=progress)
+            report = ingestor.ingest(Path(args.path), progress=progress, embedded=embedded)
     finally:
         bar.close()
         ingestor.close()

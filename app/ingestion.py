@@ -27,6 +27,7 @@ from llama_index.core.schema import BaseNode, Document, TransformComponent
 from llama_index.core.storage.docstore.keyval_docstore import KVDocumentStore
 
 from app.chunking import DocumentChunker
+from app.ingest_progress import ChunkProgress, EmbedWithProgress
 from app.manifest import FileRecord, Manifest, state_file
 from app.readers import SUPPORTED_SUFFIXES, Piece, SkipFile, file_format, read_pieces
 from app.store import chunk_counts, delete_files
@@ -205,10 +206,11 @@ class Ingestor:
         self.settings = settings
         self.vector_store = vector_store
         self.state = IndexState(settings.storage.index_dir)
+        self.embedding = EmbedWithProgress(embed_model=embed_model)
         self.pipeline = self._pipeline(
             [
                 DocumentChunker(chunk_size=settings.ingestion.chunk_size, chunk_overlap=settings.ingestion.chunk_overlap),
-                embed_model,
+                self.embedding,
             ]
         )
 
@@ -229,8 +231,12 @@ class Ingestor:
         root: Path,
         progress: Progress | None = None,
         batches: Callable[[IngestPlan], Iterator[tuple[list[FileOutcome], list[BaseNode] | None]]] | None = None,
+        embedded: ChunkProgress | None = None,
     ) -> IngestReport:
-        """Bring the index up to date with ``root``; ``batches`` turns the plan into read files, with their chunks if made elsewhere."""
+        """Bring the index up to date with ``root``; ``batches`` turns the plan into read files, with their chunks if made elsewhere.
+
+        ``progress`` hears files as batches finish (and once before the first); ``embedded`` hears chunks as they are embedded here.
+        """
         started = time.perf_counter()
         report = IngestReport()
         plan = self.plan(root, report)
@@ -238,6 +244,9 @@ class Ingestor:
             self._forget(record)
             report.removed.append(record.source)
         manifest, done = self.state.manifest, 0
+        if progress and plan.todo:
+            progress(0, len(plan.todo), plan.todo[0][1].source)
+        self.embedding.listen(embedded)
         for outcomes, chunks in (batches or self.read_batches)(plan):
             records = [outcome.record for outcome in outcomes]
             previous = {record.file_id: manifest.get(record.file_id) for record in records}
@@ -246,6 +255,7 @@ class Ingestor:
             done += len(outcomes)
             if progress:
                 progress(done, len(plan.todo), outcomes[-1].record.source)
+        self.embedding.listen(None)
         report.seconds = time.perf_counter() - started
         return report
 

@@ -112,6 +112,16 @@ class IngestionSettings(BaseModel):
     )
 
 
+class SourcesSettings(BaseModel):
+    base_url: str = Field(
+        "",
+        description=(
+            "Published site of the indexed docs (e.g. https://docs.example.org/en/latest): sources then link to "
+            "<base_url>/<path> (.md/.rst/.txt as .html) at their page or section anchor. Empty: PDFs open from the page."
+        ),
+    )
+
+
 class ModelPrice(BaseModel):
     input_per_m: float = Field(0.0, ge=0, description="USD per million input tokens.")
     output_per_m: float = Field(0.0, ge=0, description="USD per million output tokens.")
@@ -196,6 +206,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    sources: SourcesSettings = Field(default_factory=SourcesSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
 
     @classmethod

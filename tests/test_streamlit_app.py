@@ -45,7 +45,7 @@ The widget cache lives in `~/.cache/widget`. Delete that folder to clear the cac
 
 The cache never grows beyond 500 MB; the oldest entries are evicted first.
 """
-_HEADING = re.compile(r"^\*\*\[(\d+)\] (.+?)\*\*$")
+_HEADING = re.compile(r"^\*\*\[(\d+)\] (.+?)\*\*(?: · \[open ↗\]\((.+)\))?$")
 
 
 # ---- fixtures and helpers -------------------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def ask(at: AppTest, question: str):
 
 
 def answer_text(block) -> str:
-    return block.markdown[0].value
+    return unescape(block.markdown[0].value)
 
 
 def headings(block) -> dict[int, str]:
@@ -159,11 +159,14 @@ def test_answer_shows_numbered_sources_matching_its_citations(monkeypatch, docs_
     assert any(":orange-background[timeout]" in s for s in snippets), snippets
     assert "Answered by **extractive**" in captions(reply)
     assert any("No LLM is configured" in c for c in captions(reply))
-    timings = next(e for e in reply.expander if e.label == "Timings").markdown[0].value
-    for stage in ("retrieve", "rerank", "generate"):
-        assert stage in timings
+    timings = [c for c in captions(reply) if " ms · " in c]  # one line under the answer
+    assert len(timings) == 1, captions(reply)
+    timings = timings[0]
+    assert re.fullmatch(r"(condense [\d,]+ ms · )?retrieve [\d,]+ ms · rerank [\d,]+ ms · generate [\d,]+ ms · total [\d,]+ ms", timings), timings
     full = next(e for e in reply.expander if e.label == f"Full passage [{timeout_source}]")
-    assert "The default timeout is 30 seconds." in full.code[0].value
+    passage = full.markdown[0].value  # rendered as Markdown: headings demoted, code as code, question words highlighted
+    assert "The :orange-background[default] :orange-background[timeout] is 30 seconds." in passage, passage
+    assert passage.startswith("#### :orange-background[Widget] guide\n") and "`pip install" in passage
 
 
 def test_streamed_answer_and_follow_up_condensed_with_the_history(monkeypatch, docs_index: Path) -> None:
@@ -172,8 +175,7 @@ def test_streamed_answer_and_follow_up_condensed_with_the_history(monkeypatch, d
     first = ask(at, "How does the proxy server handle idle connections?")
     assert "closes idle client connections" in answer_text(first)
     assert "▌" not in answer_text(first)
-    timings = next(e for e in first.expander if e.label == "Timings").markdown[0].value
-    assert "first streamed token" in timings
+    assert any(" · first token " in c for c in captions(first)), captions(first)
 
     follow_up = ask(at, "and what is its default timeout?")
     assert "Searched for: and what is its default timeout? (proxy server handle idle connections)" in captions(follow_up)
@@ -205,10 +207,19 @@ def test_empty_index_calls_to_ingest_then_an_uploaded_pdf_is_answerable(monkeypa
 
     [summary] = [unescape(s.value) for s in at.sidebar.success]
     assert summary.startswith("uploads: 1 ingested, 0 unchanged, 1 skipped, 0 removed"), summary
-    assert [unescape(w.value) for w in at.sidebar.warning] == ["Skipped junk.pdf: not a PDF (no %PDF header)"]
+    assert [unescape(w.value) for w in at.sidebar.warning] == ["Skipped junk.pdf: not a PDF (no %PDF header); the upload was not kept"]
     assert list(at.sidebar.dataframe[0].value["file"]) == ["manual.pdf"]
+    assert sorted(p.name for p in (tmp_path / "index" / "uploads").iterdir()) == ["manual.pdf"]  # the rejected one is gone
     assert (tmp_path / "index" / "uploads" / "manual.pdf").read_bytes() == pdf
     assert not at.info and not at.chat_input[0].disabled
+    assert not at.sidebar.file_uploader[0].value and button(at, "Add to index").disabled  # the uploader was emptied
+
+    # The next upload reports only itself: the skipped file is not read (and warned about) again.
+    at.sidebar.file_uploader[0].set_value([("notes.md", b"# Notes\n\nThe widget logs to syslog.\n", "text/markdown")]).run()
+    button(at, "Add to index").click().run()
+    [summary] = [unescape(s.value) for s in at.sidebar.success]
+    assert summary.startswith("uploads: 1 ingested, 1 unchanged, 0 skipped, 0 removed"), summary
+    assert not at.sidebar.warning
 
     reply = ask(at, "How do I start the widget daemon?")
     assert "widgetd" in answer_text(reply)
@@ -232,7 +243,7 @@ def test_upload_names_with_a_path_and_oversized_files_are_rejected(monkeypatch, 
     assert not at.sidebar.success and "No documents yet." in [c.value for c in at.sidebar.caption]
 
 
-def test_reindex_reads_changed_files_with_progress_and_reports_skipped_ones(monkeypatch, tmp_path: Path) -> None:
+def test_reindex_reads_changed_files_and_reports_skipped_ones(monkeypatch, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     write(docs / "widget.md", GUIDE)
     build_index(docs, tmp_path / "index")
@@ -243,7 +254,6 @@ def test_reindex_reads_changed_files_with_progress_and_reports_skipped_ones(monk
     button(at, "Re-index folders").click().run()
     assert not at.exception, at.exception
 
-    assert at.sidebar.progress[0].text == "Index up to date"
     [summary] = [unescape(s.value) for s in at.sidebar.success]
     assert summary.startswith("docs: 1 ingested, 0 unchanged, 1 skipped, 0 removed"), summary
     assert [unescape(w.value) for w in at.sidebar.warning] == ["Skipped broken.pdf: not a PDF (no %PDF header)"]

@@ -18,13 +18,17 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from app.answers import Answer, to_answer
 from app.chat import STANDALONE_KEY, DocsChatEngine, query_response
 from app.composition import Runtime
-from app.ui.render import answer_markdown, escape, render_answer
+from app.ui.links import SourceLinks
+from app.ui.render import answer_markdown, render_answer
+from app.ui.safe_markdown import escape
 from integrations.citation_prompt import clean_citations
 
 logger = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 600
 RETRY_KEY = "retry_question"
+FILTER_KEY = "source_filter"  # the sidebar's "Search only in" multiselect
+CURSOR = "▌"
 
 
 @dataclass
@@ -34,6 +38,7 @@ class Turn:
     searched_for: str | None = None
     error: str | None = None
     partial: str = ""
+    sources: list[str] | None = None  # the document filter the question was asked with
 
 
 def chat_history(turns: list[Turn]) -> list[ChatMessage]:
@@ -56,6 +61,21 @@ def _ask_again(question: str) -> None:
     st.session_state[RETRY_KEY] = question
 
 
+def _search_everything(question: str) -> None:
+    st.session_state[FILTER_KEY] = []
+    st.session_state[RETRY_KEY] = question
+
+
+def render_filter_refusal(turn: Turn, retry_key: str | None) -> None:
+    """A refusal under a document filter says the filter was on and offers to ask again over every document."""
+    if turn.answer is None or not turn.answer.weak_evidence or not turn.sources:
+        return
+    names = ", ".join(turn.sources)
+    st.info(f"Only {escape(names)} {'was' if len(turn.sources) == 1 else 'were'} searched (the sidebar's document filter).")
+    if retry_key:
+        st.button("Search all documents", icon="🔎", key=f"all-{retry_key}", on_click=_search_everything, args=(turn.question,))
+
+
 def retry_question() -> str | None:
     """The question whose "Ask again" button was pressed, once."""
     return st.session_state.pop(RETRY_KEY, None)
@@ -69,14 +89,15 @@ def render_error(turn: Turn, retry_key: str | None) -> None:
         st.button("Ask again", icon="🔁", key=retry_key, on_click=_ask_again, args=(turn.question,))
 
 
-def show_turn(turn: Turn, retry_key: str | None = None) -> None:
-    """Replay a finished turn (with an "Ask again" button when ``retry_key`` is given and it has no answer)."""
+def show_turn(turn: Turn, retry_key: str | None = None, links: SourceLinks | None = None) -> None:
+    """Replay a finished turn (with "Ask again"/"Search all documents" buttons when ``retry_key`` is given)."""
     with st.chat_message("user"):
         st.markdown(escape(turn.question))
     with st.chat_message("assistant"):
         if turn.answer is not None:
             st.markdown(answer_markdown(turn.answer.answer))
-            render_answer(turn.answer, turn.question, turn.searched_for)
+            render_filter_refusal(turn, retry_key)
+            render_answer(turn.answer, turn.question, turn.searched_for, links)
         elif turn.error is None:  # the run was interrupted (e.g. another question was sent meanwhile)
             if turn.partial:
                 st.markdown(answer_markdown(turn.partial))
@@ -94,17 +115,20 @@ def _timed(tokens: Iterator[str], started: float, timings: dict[str, float]) -> 
         yield token
 
 
-def _kept(tokens: Iterator[str], turn: Turn) -> Iterator[str]:
-    """Tokens as they stream, also kept in the turn so a failure mid-stream shows what had arrived."""
+def _stream(slot, tokens: Iterator[str], turn: Turn) -> None:
+    """Show tokens as they arrive, rendered safely (a half-streamed image must not load either) and kept in the turn,
+    so a failure mid-stream shows what had arrived."""
     for token in tokens:
         turn.partial += token
-        yield token
+        slot.markdown(answer_markdown(turn.partial) + CURSOR)
 
 
-def ask(runtime: Runtime, turns: list[Turn], question: str, sources: list[str] | None, streaming: bool) -> Turn:
+def ask(
+    runtime: Runtime, turns: list[Turn], question: str, sources: list[str] | None, streaming: bool, links: SourceLinks | None = None
+) -> Turn:
     """Answer one question on the page. The turn joins ``turns`` first, so nothing can lose the question."""
     history = chat_history(turns)
-    turn = Turn(question=question)
+    turn = Turn(question=question, sources=sources)
     turns.append(turn)
     with st.chat_message("user"):
         st.markdown(escape(question))
@@ -118,7 +142,7 @@ def ask(runtime: Runtime, turns: list[Turn], question: str, sources: list[str] |
                 reply = engine.stream_chat(question) if streaming else engine.chat(question)
             response = query_response(reply)
             if streaming:
-                slot.write_stream(_kept(_timed(reply.response_gen, started, timings), turn), cursor="▌")
+                _stream(slot, _timed(reply.response_gen, started, timings), turn)
                 answer = to_answer(question, response, answer_text=clean_citations(turn.partial, len(response.source_nodes)))
             else:
                 answer = to_answer(question, response)
@@ -131,5 +155,6 @@ def ask(runtime: Runtime, turns: list[Turn], question: str, sources: list[str] |
         answer.timings_ms.update(timings)
         turn.answer, turn.searched_for, turn.partial = answer, response.metadata.get(STANDALONE_KEY), ""
         slot.markdown(answer_markdown(answer.answer))
-        render_answer(answer, question, turn.searched_for)
+        render_filter_refusal(turn, f"retry-{len(turns)}")
+        render_answer(answer, question, turn.searched_for, links)
     return turn

@@ -7,20 +7,18 @@ allows one client per index directory, so a second one must not be opened.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from app.composition import Runtime, build_ingestor
+from app.ingest_progress import IngestProgress
 from app.ingestion import IngestReport
 from app.manifest import FileRecord, Manifest
 from app.ui.uploads import uploads_dir
 from settings import Settings
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[str, int, int, str], None]
 
 
 def documents(settings: Settings) -> list[FileRecord]:
@@ -72,7 +70,7 @@ class IngestOutcome:
         self.skipped.extend(report.skipped)
 
 
-def ingest_folders(runtime: Runtime, folders: list[Path], progress: Progress, outcome: IngestOutcome) -> IngestOutcome:
+def ingest_folders(runtime: Runtime, folders: list[Path], progress: IngestProgress, outcome: IngestOutcome) -> IngestOutcome:
     """Bring the index up to date with each folder; a missing folder is reported, not fatal."""
     ingestor = build_ingestor(runtime)
     try:
@@ -82,9 +80,9 @@ def ingest_folders(runtime: Runtime, folders: list[Path], progress: Progress, ou
                 continue
 
             def step(done: int, total: int, current: str, folder: Path = folder) -> None:
-                progress(str(folder), done, total, current)
+                progress.files(done, total, current, folder=folder.name)
 
-            outcome.add(folder, ingestor.ingest(folder, progress=step))
+            outcome.add(folder, ingestor.ingest(folder, progress=step, embedded=progress.chunks))
     finally:
         ingestor.close()
     return outcome

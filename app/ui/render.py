@@ -1,54 +1,30 @@
-"""How an answer looks on the page: text with [n] markers, numbered sources with highlighted snippets, backend and timings."""
+"""How an answer looks on the page: text with [n] markers, numbered cited sources, backend and timings.
+
+Everything taken from documents or answers goes through app.ui.safe_markdown, so a
+document can change how text looks but never make the page load or link anything.
+"""
 
 from __future__ import annotations
-
-import re
 
 import streamlit as st
 
 from app.answers import Answer, Source
-from integrations.keyword_text import keyword_text
+from app.ui.links import SourceLinks
+from app.ui.safe_markdown import escape, passage, snippet
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")
-_TOKEN = re.compile(r"[A-Za-z0-9][\w.\-/]*[A-Za-z0-9]|\w+")
-_HEADING_MARK = re.compile(r"(?:^|\s)#{1,6}(?=\s)")  # Markdown heading marks left in a flattened chunk opening
-_CODE_SPAN = re.compile(r"(```.*?```|`[^`\n]*`)", re.DOTALL)
-HIGHLIGHT = ":orange-background[{}]"
 STAGES = {
-    "condense": "condense follow-up",
-    "retrieve": "retrieve (dense + BM25)",
+    "condense": "condense",
+    "retrieve": "retrieve",
     "rerank": "rerank",
-    "generate": "generate answer",
-    "first_token": "first streamed token (from asking)",
-    "total": "total (retrieve to answer)",
+    "generate": "generate",
+    "first_token": "first token",
+    "total": "total",
 }
 
 
-def escape(text: str) -> str:
-    """Plain text shown literally by st.markdown (no emphasis, links, math or colour directives)."""
-    return _MD_SPECIAL.sub(r"\\\1", text)
-
-
 def answer_markdown(text: str) -> str:
-    """Answer text for st.markdown: Markdown kept, but a '$' outside code never starts math."""
-    parts = _CODE_SPAN.split(text)
-    return "".join(part if index % 2 else part.replace("$", "\\$") for index, part in enumerate(parts))
-
-
-def highlight(snippet: str, question: str) -> str:
-    """The snippet as Markdown with the words that match the question (same stem, as BM25 sees them) highlighted."""
-    wanted = set(keyword_text(question).split())
-    out: list[str] = []
-    position = 0
-    flat = _HEADING_MARK.sub(" ", " ".join(snippet.split())).strip()
-    for match in _TOKEN.finditer(flat):
-        out.append(escape(flat[position : match.start()]))
-        word = match.group(0)
-        terms = set(keyword_text(word).split())
-        out.append(HIGHLIGHT.format(escape(word)) if terms and terms & wanted else escape(word))
-        position = match.end()
-    out.append(escape(flat[position:]))
-    return "".join(out)
+    """Answer text for st.markdown: its Markdown kept, nothing live (answers quote documents)."""
+    return passage(text)
 
 
 def location(source: Source) -> str:
@@ -62,31 +38,38 @@ def location(source: Source) -> str:
     return " · ".join(parts)
 
 
-def source_heading(source: Source) -> str:
+def source_heading(source: Source, numbered: bool = True) -> str:
     where = location(source)
-    return f"[{source.n}] {source.file_name or source.source}" + (f" — {where}" if where else "")
+    name = source.file_name or source.source
+    return (f"[{source.n}] " if numbered else "") + name + (f" — {where}" if where else "")
 
 
-def render_source(source: Source, question: str) -> None:
+def render_source(source: Source, question: str, links: SourceLinks | None, numbered: bool = True) -> None:
     with st.container(border=True):
-        st.markdown(f"**{escape(source_heading(source))}**")
-        st.markdown(f"> “{highlight(source.snippet, question)}”")
-        with st.expander(f"Full passage [{source.n}]"):
-            st.code(source.text, language=None, wrap_lines=True)
+        heading = f"**{escape(source_heading(source, numbered))}**"
+        url = links.url(source) if links else None
+        if url:  # our own link (the published page or the page-served PDF), never one from the document
+            heading += f" · [open ↗]({url.replace(')', '%29')})"
+        st.markdown(heading)
+        st.markdown(f"> “{snippet(source.snippet, question)}”")
+        label = f"Full passage [{source.n}]" if numbered else f"Full passage: {source.file_name or source.source}"
+        with st.expander(label):
+            st.markdown(passage(source.text, question))
 
 
-def render_sources(answer: Answer, question: str) -> None:
-    """Cited sources in full; sources retrieved but not cited folded away. Numbers match the [n] markers."""
-    cited = [s for s in answer.sources if s.cited]
+def render_sources(answer: Answer, question: str, links: SourceLinks | None = None) -> None:
+    """Cited sources in the order of their numbers (the [n] markers); passages retrieved but not cited folded away,
+    unnumbered."""
+    cited = sorted((s for s in answer.sources if s.cited), key=lambda s: s.n)
     others = [s for s in answer.sources if not s.cited]
     if cited:
         st.markdown("**Sources**")
         for source in cited:
-            render_source(source, question)
+            render_source(source, question, links)
     if others:
         with st.expander(f"{len(others)} more passage{'s' if len(others) > 1 else ''} retrieved but not cited"):
             for source in others:
-                render_source(source, question)
+                render_source(source, question, links, numbered=False)
 
 
 def render_backend(answer: Answer) -> None:
@@ -101,19 +84,18 @@ def render_backend(answer: Answer) -> None:
         st.caption(escape(notice))
 
 
-def render_timings(timings_ms: dict[str, float]) -> None:
-    if not timings_ms:
-        return
-    with st.expander("Timings"):
-        rows = [f"| {STAGES.get(stage, stage)} | {timings_ms[stage]:,.0f} ms |" for stage in STAGES if stage in timings_ms]
-        rows += [f"| {stage} | {value:,.0f} ms |" for stage, value in timings_ms.items() if stage not in STAGES]
-        st.markdown("| stage | time |\n|---|---:|\n" + "\n".join(rows))
+def timings_line(timings_ms: dict[str, float]) -> str:
+    """'retrieve 23 ms · rerank 0 ms · generate 41 ms · total 70 ms'."""
+    known = [f"{STAGES[stage]} {timings_ms[stage]:,.0f} ms" for stage in STAGES if stage in timings_ms]
+    other = [f"{stage} {value:,.0f} ms" for stage, value in timings_ms.items() if stage not in STAGES]
+    return " · ".join(known + other)
 
 
-def render_answer(answer: Answer, question: str, searched_for: str | None = None) -> None:
+def render_answer(answer: Answer, question: str, searched_for: str | None = None, links: SourceLinks | None = None) -> None:
     """Everything under the answer text: what was searched, backend, sources, timings."""
     if searched_for and searched_for != question:
         st.caption(f"Searched for: {escape(searched_for)}")
     render_backend(answer)
-    render_sources(answer, searched_for or question)
-    render_timings(answer.timings_ms)
+    render_sources(answer, searched_for or question, links)
+    if answer.timings_ms:
+        st.caption(escape(timings_line(answer.timings_ms)), help="Time per stage of this answer, in milliseconds.")

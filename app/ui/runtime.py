@@ -1,9 +1,8 @@
-"""The page's runtime, opened once per process and settings, and the lock that serialises ingestion from the page."""
+"""The page's runtime, opened once per process and settings."""
 
 from __future__ import annotations
 
 import logging
-import threading
 
 import streamlit as st
 
@@ -27,9 +26,3 @@ def _open(key: str, _settings: Settings) -> Runtime:
 def page_runtime(settings: Settings) -> Runtime:
     """The shared runtime for these settings (Milvus Lite allows one client per index directory)."""
     return _open(settings.model_dump_json(), settings)
-
-
-@st.cache_resource
-def ingest_lock(key: str) -> threading.Lock:
-    """One ingestion at a time per index, across every browser session of this process."""
-    return threading.Lock()

@@ -9,13 +9,16 @@ from pathlib import Path
 import streamlit as st
 
 from app.composition import Runtime
+from app.ingest_progress import IngestProgress
 from app.store import is_lite_uri
-from app.ui.library import IngestOutcome, documents, first_start_folders, ingest_folders, known_folders, library_rows
-from app.ui.render import escape
-from app.ui.runtime import ingest_lock
+from app.ui.conversation import FILTER_KEY
+from app.ui.ingest_job import IngestJob, busy_message, ingest_slot
+from app.ui.library import IngestOutcome, documents, first_start_folders, known_folders, library_rows
+from app.ui.safe_markdown import escape
 from app.ui.uploads import UploadRejected, allowed_types, store_upload, uploads_dir
 from settings import Settings
 
+POLL_S = 0.5
 NO_RERANK = (
     "Offline reranking is not available: no cross-encoder model ships with docsrag, so passages keep the hybrid "
     "(dense + BM25) order. Set rerank.backend to hf_api to rerank with the Hugging Face API, or to local with "
@@ -28,6 +31,7 @@ class Choices:
     sources: list[str] | None
     streaming: bool
     has_documents: bool
+    ingest_bar: object = None  # this session's running ingestion, followed at the end of the run
 
 
 ALERTS = {
@@ -80,70 +84,102 @@ def _show_outcome(outcome: IngestOutcome) -> None:
         st.error(escape(message))
 
 
-def _ingest(runtime: Runtime, folders: list[Path], outcome: IngestOutcome) -> None:
-    lock = ingest_lock(runtime.settings.storage.milvus_uri())
-    if not lock.acquire(blocking=False):
-        outcome.errors.append("Another ingestion of this index is running; try again when it has finished.")
-        return
-    try:
-        bar = st.progress(0.0, text="Reading files…")
-
-        def progress(folder: str, done: int, total: int, current: str) -> None:
-            bar.progress(done / total if total else 1.0, text=f"{Path(folder).name}: {done}/{total} files · {current}")
-
-        ingest_folders(runtime, folders, progress, outcome)
-        bar.progress(1.0, text="Index up to date")
-    finally:
-        lock.release()
+def _start(runtime: Runtime, job: IngestJob) -> bool:
+    """Start ``job`` for this session; False (saying what runs and when it ends) when another one is running."""
+    running = ingest_slot(runtime.settings.storage.milvus_uri()).start(runtime, job)
+    if running is not None:
+        st.session_state.ingest_outcome = IngestOutcome(errors=[busy_message(running)])
+        return False
+    st.session_state.ingest_job = job
+    st.session_state.pop("ingest_outcome", None)
+    return True
 
 
-def _add_documents(runtime: Runtime, folders: list[Path]) -> None:
+def _store_uploads(runtime: Runtime, files) -> None:
+    """Store the uploads and start ingesting them; the uploader is emptied once they are handled."""
     settings = runtime.settings
-    st.subheader("Add documents")
-    round_ = st.session_state.setdefault("upload_round", 0)
-    files = st.file_uploader(
+    running = ingest_slot(settings.storage.milvus_uri()).running()
+    if running is not None:  # nothing is stored: the files stay in the uploader for later
+        st.session_state.ingest_outcome = IngestOutcome(errors=[busy_message(running)])
+        return
+    outcome, stored = IngestOutcome(), []
+    for upload in files:
+        try:
+            stored.append(store_upload(settings, upload.name, upload.getvalue()))
+        except UploadRejected as exc:
+            outcome.rejected.append(str(exc))
+    job = IngestJob([uploads_dir(settings).resolve()], IngestProgress(settings.ingestion.batch_files), outcome, uploads=stored)
+    if not stored:
+        st.session_state.ingest_outcome = outcome
+    elif not _start(runtime, job):
+        for path in stored:  # another session started first: keep nothing of this round
+            path.unlink(missing_ok=True)
+        return
+    st.session_state.upload_round += 1  # a fresh uploader: the files were handled
+
+
+def _uploader(settings: Settings, round_: int):
+    # No type=: Streamlit would then check every name before the page runs and fail the whole page on one with a
+    # NUL byte; store_upload checks names and types and says why it refuses one.
+    return st.file_uploader(
         "Upload files",
-        type=allowed_types(),
         accept_multiple_files=True,
         key=f"uploads-{round_}",
         max_upload_size=max(1, math.ceil(settings.ingestion.max_file_mb)),
-        help=f"PDF, Markdown, HTML, reST, text or code, up to {settings.ingestion.max_file_mb:g} MB each; "
+        help=f"PDF, Markdown, HTML, reST, text or code ({', '.join(allowed_types())}), up to {settings.ingestion.max_file_mb:g} MB each; "
         f"stored in {uploads_dir(settings)}",
     )
+
+
+def _add_documents(runtime: Runtime, folders: list[Path]):
+    """The upload and re-index controls; returns the progress bar of this session's running ingestion, if any."""
+    settings = runtime.settings
+    st.subheader("Add documents")
+    round_ = st.session_state.setdefault("upload_round", 0)
+    files = _uploader(settings, round_)
     add = st.button("Add to index", type="primary", disabled=not files)
     reindex = st.button(
         "Re-index folders", disabled=not folders, help="Ingest every folder of the library again; only changed files are read."
     )
     if add:
-        outcome = IngestOutcome()
-        stored = 0
-        for upload in files or []:
-            try:
-                store_upload(settings, upload.name, upload.getvalue())
-                stored += 1
-            except UploadRejected as exc:
-                outcome.rejected.append(str(exc))
-        if stored:
-            _ingest(runtime, [uploads_dir(settings).resolve()], outcome)
-        st.session_state.ingest_outcome = outcome
-        st.session_state.upload_round = round_ + 1  # a fresh uploader: the files were handled
-    elif reindex:
-        outcome = IngestOutcome()
-        _ingest(runtime, folders, outcome)
-        st.session_state.ingest_outcome = outcome
+        _store_uploads(runtime, files or [])
+        st.rerun()
+    if reindex:
+        _start(runtime, IngestJob(folders, IngestProgress(settings.ingestion.batch_files), IngestOutcome()))
+        st.rerun()
+    job: IngestJob | None = st.session_state.get("ingest_job")
+    if job is not None:
+        return st.progress(job.progress.fraction(), text=escape(job.status()))
+    other = ingest_slot(settings.storage.milvus_uri()).running()
+    if other is not None:
+        st.info(escape(busy_message(other)), icon="⏳")
     if "ingest_outcome" in st.session_state:
         _show_outcome(st.session_state.ingest_outcome)
+    return None
+
+
+def follow_ingestion(bar) -> None:
+    """Update this session's progress bar until its ingestion ends, then show the outcome (at the end of a run, so
+    a question asked meanwhile is answered first)."""
+    job: IngestJob | None = st.session_state.get("ingest_job")
+    if job is None or bar is None:
+        return
+    while not job.done.wait(POLL_S):
+        bar.progress(job.progress.fraction(), text=escape(job.status()))
+    st.session_state.ingest_outcome = job.outcome
+    del st.session_state["ingest_job"]
+    st.rerun()
 
 
 def ingest_on_first_start(runtime: Runtime) -> bool:
     """On an empty index, ingest ``ingestion.startup_folders`` with visible progress; True when something ran."""
-    folders = first_start_folders(runtime.settings, documents(runtime.settings))
-    if not folders:
+    settings = runtime.settings
+    folders = first_start_folders(settings, documents(settings))
+    if not folders or "ingest_job" in st.session_state:
         return False
     st.info(f"First start: indexing {', '.join(escape(f.name) for f in folders)}. This happens once.", icon="📥")
-    outcome = IngestOutcome()
-    _ingest(runtime, folders, outcome)
-    st.session_state.ingest_outcome = outcome
+    if _start(runtime, IngestJob(folders, IngestProgress(settings.ingestion.batch_files), IngestOutcome())):
+        follow_ingestion(st.progress(0.0, text="Reading files…"))
     return True
 
 
@@ -153,17 +189,17 @@ def render_sidebar(runtime: Runtime) -> Choices:
         st.title("docsrag")
         _backends(runtime)
         library = st.container()
-        _add_documents(runtime, known_folders(settings, documents(settings)))
+        bar = _add_documents(runtime, known_folders(settings, documents(settings)))
         records = documents(settings)  # after any ingestion above
         with library:
             st.subheader("Documents")
             if records:
                 st.dataframe(library_rows(records), hide_index=True)
                 st.caption(f"{len(records)} files · {sum(r.chunks for r in records)} chunks")
-                selected = st.multiselect("Search only in", [r.source for r in records], placeholder="all documents")
+                selected = st.multiselect("Search only in", [r.source for r in records], placeholder="all documents", key=FILTER_KEY)
             else:
                 st.caption("No documents yet.")
                 selected = []
         st.subheader("Options")
         streaming = st.toggle("Stream answers", value=True)
-    return Choices(sources=selected or None, streaming=streaming, has_documents=bool(records))
+    return Choices(sources=selected or None, streaming=streaming, has_documents=bool(records), ingest_bar=bar)

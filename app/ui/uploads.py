@@ -70,3 +70,17 @@ def store_upload(settings: Settings, name: str, data: bytes) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return target
+
+
+def discard_skipped(stored: list[Path], skipped: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Delete the uploads of this round that ingestion skipped, so they are not read (and reported) again by every
+    later upload; returns ``skipped`` with those reasons saying so."""
+    by_name = {path.name: path for path in stored}
+    kept = []
+    for source, reason in skipped:
+        path = by_name.get(Path(source).name)
+        if path is not None and path.is_file():
+            path.unlink()
+            reason += "; the upload was not kept"
+        kept.append((source, reason))
+    return kept

@@ -1,0 +1,84 @@
+"""Where a cited source opens: a PDF at its page, an HTML/Markdown/reST page at its section's anchor.
+
+With ``sources.base_url`` set (the published documentation site), every source
+links to its published page: ``<base_url>/<path>`` with ``.md``/``.rst``/``.txt``
+mapped to ``.html`` (what Sphinx and most site generators produce), plus
+``#page=N`` for PDFs and ``#<section-slug>`` for sections. Without it, PDFs are
+served by the page itself (Streamlit's media endpoint, only files under a folder
+the index was built from) and open at ``#page=N``; other local files have no
+link, because serving a document's HTML from the page's origin would run it live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import unicodedata
+from pathlib import Path
+from urllib.parse import quote
+
+from app.answers import Source
+from app.manifest import FileRecord
+
+logger = logging.getLogger(__name__)
+
+PUBLISHED_AS_HTML = {".md", ".markdown", ".rst", ".txt"}
+
+
+def slug(title: str) -> str:
+    """A heading's anchor as Sphinx (docutils) and GitHub write it: lowercase ASCII words joined by '-'."""
+    ascii_text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii").lower()
+    return re.sub(r"[^a-z0-9_]+", "-", ascii_text).strip("-")
+
+
+def anchor(source: Source) -> str:
+    if source.page is not None:
+        return f"#page={source.page}"
+    if source.section:
+        name = slug(source.section.split(" > ")[-1])
+        return f"#{name}" if name else ""
+    return ""
+
+
+def published_url(base_url: str, source: Source) -> str:
+    """The source's page on the published site."""
+    path = Path(source.source)
+    if path.suffix.lower() in PUBLISHED_AS_HTML:
+        path = path.with_suffix(".html")
+    return f"{base_url.rstrip('/')}/{quote(path.as_posix())}{anchor(source)}"
+
+
+class SourceLinks:
+    """Links for the sources of one page run."""
+
+    def __init__(self, base_url: str, records: list[FileRecord]) -> None:
+        self.base_url = base_url
+        self.files = {record.source: (Path(record.root), record.source) for record in records}
+
+    def url(self, source: Source) -> str | None:
+        if self.base_url:
+            return published_url(self.base_url, source)
+        if source.page is not None and source.source.lower().endswith(".pdf"):
+            served = self._serve(source.source)
+            return f"{served}{anchor(source)}" if served else None
+        return None
+
+    def _serve(self, name: str) -> str | None:
+        """The page's URL for an indexed PDF, or None when it is gone or not inside its folder."""
+        if name not in self.files:
+            return None
+        root, relative = self.files[name]
+        path = (root / relative).resolve()
+        if not path.is_file() or not path.is_relative_to(root.resolve()):
+            return None
+        from streamlit import runtime
+
+        if not runtime.exists():  # bare script runs (no server) cannot serve files
+            return None
+        coordinates = "docsrag-pdf-" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        try:
+            return runtime.get_instance().media_file_mgr.add(str(path), "application/pdf", coordinates)
+        except OSError as exc:
+            logger.warning("cannot serve %s: %s", path, exc)
+            return None
