@@ -26,7 +26,7 @@ class EmbedWithProgress(TransformComponent):
     """The pipeline's embedding step, run in slices so a listener hears how many chunks are embedded."""
 
     embed_model: BaseEmbedding = Field(description="The embedding model the pipeline embeds with.")
-    slice_size: int = Field(64, description="Chunks embedded between two progress reports.")
+    slice_size: int = Field(32, description="Chunks embedded between two progress reports.")
     _listener: ChunkProgress | None = PrivateAttr(None)
 
     def listen(self, listener: ChunkProgress | None) -> None:

@@ -50,6 +50,13 @@ class Alert:
     message: str
 
 
+def usd(amount: float) -> str:
+    """'$25.00', or '$0.005' for amounts under a cent (which two decimals would show as $0.00)."""
+    if 0 < abs(amount) < 0.01:
+        return "$" + f"{amount:.6f}".rstrip("0")
+    return f"${amount:,.2f}"
+
+
 def month_start(now: float | None = None) -> float:
     moment = datetime.fromtimestamp(now if now is not None else time.time(), tz=UTC)
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
@@ -134,7 +141,7 @@ class UsageMeter:
                 if spent + held + amount > self.monthly_cap_usd + 1e-12:
                     self._conn.execute("ROLLBACK")
                     raise BudgetExceeded(
-                        f"monthly API budget of ${self.monthly_cap_usd:.2f} reached (${spent:.4f} spent, ${held:.4f} in flight): "
+                        f"monthly API budget of {usd(self.monthly_cap_usd)} reached (${spent:.4f} spent, ${held:.4f} in flight): "
                         "answering with local backends; raise budget.monthly_cap_usd to continue"
                     )
                 cursor = self._conn.execute("INSERT INTO reservations (ts, amount) VALUES (?, ?)", (time.time(), amount))

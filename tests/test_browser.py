@@ -1,7 +1,11 @@
 """The real page in a real browser: `streamlit run` on a free port, driven by headless Debian Chromium through Selenium.
 
 Needs the Debian packages `chromium` and `chromium-driver` (GUIDE §6b) and `selenium` from PyPI.
-The screenshot lands in tests/artifacts/ (not committed).
+Screenshots land in tests/artifacts/ (not committed) for a person to look at:
+browser_answer.png (an answer with cited sources in order), browser_passage.png (a passage rendered as Markdown, its
+image shown as text), browser_pdf_link.png (a PDF source with its page link), browser_upload_progress.png (an upload's
+progress while a question is answered), browser_busy.png (a second session told when the running upload ends),
+browser_upload_done.png (the outcome, the uploader emptied).
 """
 
 from __future__ import annotations
@@ -10,10 +14,15 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from tests import docfactory
 from tests.chromium import chromium_available, free_port, start_chromium, wait_http
 from tests.conftest import REPO
 from tests.test_ingestion import GUIDE, write
@@ -22,18 +31,67 @@ from tests.test_streamlit_app import PROXY
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = REPO / "tests" / "artifacts"
-SCREENSHOT = ARTIFACTS / "browser_answer.png"
 CHAT_INPUT = "textarea[data-testid='stChatInputTextArea']"
+MESSAGE = "[data-testid='stChatMessage']"
 STARTUP_TIMEOUT_S = 60
+ANSWER_TIMEOUT_S = 90
+RELAY = """# Relay daemon
+
+## Status badge
+
+The relay status badge shows whether the relay daemon is healthy: ![relay status]({url}/exfil.png?leak=secret).
+Raw HTML is shown as text too: <img src="{url}/html.png"> and [the status page]({url}/page).
+
+Start the relay with `relayd --port 7000 --index DIR` and check it with the table below.
+
+| option | default |
+| --- | --- |
+| `--port` | 7000 |
+
+```sh
+relayd --port 7000 --index /srv/relay
+```
+"""
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
 
 
 @pytest.fixture
-def small_index(tmp_path: Path) -> Path:
+def exfil_server():
+    """An HTTP server on 127.0.0.1 that records every request: a document's image must never reach it."""
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Recorder)
+    server.paths = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+def big_guide(sections: int) -> str:
+    """A long Markdown manual (about two chunks per section) so that an upload takes long enough to watch."""
+    body = " ".join(f"Parameter p{n} tunes stage {n} of the pipeline and accepts values from 1 to {n + 10}." for n in range(12))
+    return "# Big manual\n\n" + "\n\n".join(f"## Section {n}\n\n{body}" for n in range(sections)) + "\n"
+
+
+@pytest.fixture
+def small_index(tmp_path: Path, exfil_server) -> Path:
     """Built by the CLI in its own process: Milvus Lite keeps an index locked until its process exits."""
-    write(tmp_path / "docs" / "widget.md", GUIDE)
-    write(tmp_path / "docs" / "proxy.md", PROXY)
+    docs = tmp_path / "docs"
+    write(docs / "widget.md", GUIDE)
+    write(docs / "proxy.md", PROXY)
+    write(docs / "relay.md", RELAY.format(url=f"http://127.0.0.1:{exfil_server.server_port}"))
+    docfactory.make_manual_pdf(docs / "manual.pdf")
     index = tmp_path / "index"
-    subprocess.run([sys.executable, "-m", "app", "ingest", str(tmp_path / "docs"), "--index", str(index), "-q"], cwd=REPO, check=True)
+    subprocess.run([sys.executable, "-m", "app", "ingest", str(docs), "--index", str(index), "-q"], cwd=REPO, check=True)
     return index
 
 
@@ -66,26 +124,168 @@ def browser(tmp_path: Path):
     driver.quit()
 
 
-def test_question_in_the_browser_shows_the_answer_and_its_sources(browser, page_url: str) -> None:
+def by_css(root, css: str):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
+
+    return root.find_elements(By.CSS_SELECTOR, css)
+
+
+def wait_for(driver, condition, timeout: float = ANSWER_TIMEOUT_S):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(page_url)
-    box = WebDriverWait(browser, STARTUP_TIMEOUT_S).until(lambda d: d.find_element(By.CSS_SELECTOR, CHAT_INPUT))
-    box.send_keys("How long may a proxy connection stay idle?")
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+
+
+def ask(driver, question: str):
+    """Send a question and return its finished assistant message."""
+    from selenium.webdriver.common.keys import Keys
+
+    before = len(by_css(driver, MESSAGE))
+    box = wait_for(driver, lambda d: next(iter(by_css(d, CHAT_INPUT)), None), STARTUP_TIMEOUT_S)
+    box.send_keys(question)
     box.send_keys(Keys.ENTER)
-    WebDriverWait(browser, 60, poll_frequency=0.1).until(lambda d: "Answered by" in d.find_element(By.TAG_NAME, "body").text)
 
-    messages = browser.find_elements(By.CSS_SELECTOR, "[data-testid='stChatMessage']")
-    assert len(messages) == 2
-    assert "How long may a proxy connection stay idle?" in messages[0].text
-    answer = messages[1].find_element(By.CSS_SELECTOR, "[data-testid='stMarkdownContainer']")
-    assert answer.is_displayed() and "idle timeout of 90 seconds" in answer.text
-    headings = {e.text: e for e in messages[1].find_elements(By.TAG_NAME, "strong") if e.text.startswith("[")}
-    source = next((e for text, e in headings.items() if re.match(r"\[\d+\] proxy\.md — Proxy server", text)), None)
-    assert source is not None and source.is_displayed(), list(headings)
-    assert "Answered by extractive" in messages[1].text
+    def finished(d):
+        messages = by_css(d, MESSAGE)
+        return len(messages) >= before + 2 and ("Answered by" in messages[-1].text or "Not answered" in messages[-1].text)
 
+    wait_for(driver, finished)
+    return by_css(driver, MESSAGE)[-1]
+
+
+def shot(driver, name: str, element=None) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    assert browser.save_screenshot(str(SCREENSHOT))
+    if element is not None:
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    assert driver.save_screenshot(str(ARTIFACTS / name))
+
+
+def add_button(driver):
+    return next(b for b in by_css(driver, "[data-testid='stSidebar'] button") if b.text == "Add to index")
+
+
+def click_add(driver) -> None:
+    """Press "Add to index" once the page has seen the chosen files (the button is enabled by a rerun)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def press(d) -> bool:
+        try:
+            button = add_button(d)
+            if not button.is_enabled():
+                return False
+            button.click()
+            return True
+        except (StopIteration, StaleElementReferenceException):  # the rerun replaced the sidebar meanwhile
+            return False
+
+    wait_for(driver, press, 30)
+
+
+def test_answers_cite_in_order_and_render_passages_as_markdown_without_live_content(browser, page_url: str, exfil_server) -> None:
+    browser.get(page_url)
+    reply = ask(browser, "What does the relay status badge show?")
+
+    # Citations read in order: the cited sources carry the answer's numbers, in order; uncited ones are unnumbered.
+    answer = by_css(reply, "[data-testid='stMarkdownContainer']")[0].text
+    markers = [int(n) for n in re.findall(r"\[(\d+)\]", answer)]
+    cited = [int(m.group(1)) for t in (e.text for e in by_css(reply, "strong")) if (m := re.match(r"\[(\d+)\] ", t))]
+    assert markers and cited == sorted(set(markers)), (answer, cited)
+    assert re.match(
+        r"\[\d+\] relay\.md — Relay daemon > Status badge", next(e.text for e in by_css(reply, "strong") if "relay.md" in e.text)
+    )
+    shot(browser, "browser_answer.png", reply)
+
+    # The full passage reads like the docs: a demoted heading, code as code (whole, not split by highlights), a table.
+    from selenium.webdriver.common.by import By
+
+    expander = reply.find_element(By.XPATH, ".//strong[contains(., 'relay.md')]/following::details[1]")
+    assert "Full passage" in expander.text
+    by_css(expander, "summary")[0].click()
+    body = wait_for(
+        browser,
+        lambda d: next(
+            (b for b in by_css(expander, "[data-testid='stExpanderDetails'] [data-testid='stMarkdownContainer']") if b.is_displayed()), None
+        ),
+        10,
+    )
+    assert by_css(body, "table"), body.text
+
+    def codes(_) -> list[str]:  # code blocks load their highlighter lazily (a skeleton first)
+        found = [c.get_attribute("textContent") for c in by_css(body, "code")]
+        return found if any("relayd --port 7000 --index /srv/relay" in c for c in found) else []
+
+    found = wait_for(browser, codes, 20)
+    assert "relayd --port 7000 --index DIR" in found, found  # the inline code span is whole
+    # The document's image, raw HTML and link are text: nothing is loaded or linked.
+    shown = body.text.replace("\u2060", "")
+    assert "![relay status](http://127.0.0.1:" in shown and '<img src="http://127.0.0.1:' in shown, shown
+    page_html = browser.page_source
+    assert f"127.0.0.1:{exfil_server.server_port}" not in "".join(
+        (e.get_attribute("src") or "") + (e.get_attribute("href") or "") for e in by_css(browser, "img, a, iframe, source")
+    )
+    assert "exfil.png" in page_html  # shown as text...
+    shot(browser, "browser_passage.png", expander)
+    time.sleep(1)
+    assert exfil_server.paths == []  # ...and never requested
+
+    # Deep link: the PDF source opens at its page, served by the page itself.
+    reply = ask(browser, "How do I start the widget daemon?")
+    link = next(a for a in by_css(reply, "a") if a.text.startswith("open"))
+    href = link.get_attribute("href")
+    assert re.search(r"/media/[0-9a-f]+\.pdf#page=6$", href), href
+    with urllib.request.urlopen(href.split("#")[0], timeout=10) as served:
+        assert served.headers["Content-Type"] == "application/pdf" and served.read(5) == b"%PDF-"
+    shot(browser, "browser_pdf_link.png", link)
+
+
+def test_an_upload_shows_moving_progress_that_a_question_does_not_hide(browser, page_url: str, tmp_path: Path) -> None:
+    big = write(tmp_path / "upload" / "big_manual.md", big_guide(200))
+    small = write(tmp_path / "upload" / "later.md", "# Later\n\nThe later guide.\n")
+    browser.get(page_url)
+    sidebar = wait_for(browser, lambda d: next(iter(by_css(d, "[data-testid='stSidebar']")), None), STARTUP_TIMEOUT_S)
+    wait_for(browser, lambda d: by_css(sidebar, "input[type='file']"), STARTUP_TIMEOUT_S)[0].send_keys(str(big))
+    click_add(browser)
+
+    def progress_text(d) -> str:
+        bars = by_css(d, "[data-testid='stSidebar'] [data-testid='stProgress']")
+        return bars[0].text if bars else ""
+
+    # The uploader is emptied and the progress counts chunks embedded, with the time left.
+    first = wait_for(browser, lambda d: (t := progress_text(d)) and "chunks embedded" in t and t, 60)
+    assert re.search(r"big_manual\.md|uploads: [\d,]+ of ~?[\d,]+ chunks embedded", first), first
+    assert "big_manual.md" not in by_css(browser, "[data-testid='stSidebar'] [data-testid='stFileUploader']")[0].text
+    assert not add_button(browser).is_enabled()
+
+    # A question asked meanwhile is answered while the progress stays and keeps moving.
+    reply = ask(browser, "How long may a proxy connection stay idle?")
+    assert "90 seconds" in reply.text
+    during = progress_text(browser)
+    assert "chunks embedded" in during and "left" in during, during
+    shot(browser, "browser_upload_progress.png", by_css(browser, "[data-testid='stSidebar'] [data-testid='stProgress']")[0])
+    later = wait_for(browser, lambda d: (t := progress_text(d)) and t != during and t, 30)
+    assert int(re.search(r"([\d,]+) of", later).group(1).replace(",", "")) >= int(
+        re.search(r"([\d,]+) of", during).group(1).replace(",", "")
+    )
+
+    # Another session's upload is told when the running one will finish, and keeps its file.
+    first_window = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    browser.get(page_url)
+    other = wait_for(browser, lambda d: next(iter(by_css(d, "[data-testid='stSidebar'] input[type='file']")), None), STARTUP_TIMEOUT_S)
+    other.send_keys(str(small))
+    click_add(browser)
+    busy = wait_for(browser, lambda d: next((e for e in by_css(d, "[data-testid='stAlert']") if "Another ingestion" in e.text), None), 30)
+    assert re.search(r"running \(uploads: .* (about .* left|estimating the time left)\)", busy.text), busy.text
+    assert "later.md" in by_css(browser, "[data-testid='stSidebar'] [data-testid='stFileUploader']")[0].text
+    shot(browser, "browser_busy.png", busy)
+    browser.close()
+    browser.switch_to.window(first_window)
+
+    # When it ends: the outcome, the new file in the library, and the question and answer still there.
+    done = wait_for(
+        browser, lambda d: next((e for e in by_css(d, "[data-testid='stAlert']") if "uploads: 1 ingested" in e.text), None), 300
+    )
+    assert "5 files" in by_css(browser, "[data-testid='stSidebar']")[0].text and not progress_text(browser)
+    assert "90 seconds" in by_css(browser, MESSAGE)[-1].text
+    shot(browser, "browser_upload_done.png", done)
+    shot(browser, "browser_library.png", by_css(browser, "[data-testid='stSidebar'] [data-testid='stDataFrame']")[0])

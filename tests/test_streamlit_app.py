@@ -162,7 +162,9 @@ def test_answer_shows_numbered_sources_matching_its_citations(monkeypatch, docs_
     timings = [c for c in captions(reply) if " ms · " in c]  # one line under the answer
     assert len(timings) == 1, captions(reply)
     timings = timings[0]
-    assert re.fullmatch(r"(condense [\d,]+ ms · )?retrieve [\d,]+ ms · rerank [\d,]+ ms · generate [\d,]+ ms · total [\d,]+ ms", timings), timings
+    assert re.fullmatch(r"(condense [\d,]+ ms · )?retrieve [\d,]+ ms · rerank [\d,]+ ms · generate [\d,]+ ms · total [\d,]+ ms", timings), (
+        timings
+    )
     full = next(e for e in reply.expander if e.label == f"Full passage [{timeout_source}]")
     passage = full.markdown[0].value  # rendered as Markdown: headings demoted, code as code, question words highlighted
     assert "The :orange-background[default] :orange-background[timeout] is 30 seconds." in passage, passage
@@ -393,3 +395,124 @@ def test_an_llm_rewrite_is_its_first_line_without_a_label_and_an_echoed_prompt_i
     assert rewritten_question(DEFAULT_PROMPT.format(question="and its timeout?", chat_history="user: proxy?")) is None
     assert rewritten_question("word " * 61) is None
     assert rewritten_question("  ") is None
+
+
+def test_a_refusal_under_a_document_filter_says_so_and_searches_everything_on_request(monkeypatch, docs_index: Path) -> None:
+    at = open_page(monkeypatch, docs_index)
+    at.sidebar.multiselect[0].set_value(["cache.md"]).run()
+    reply = ask(at, "How long may an idle proxy connection stay open?")
+    assert reply.markdown[0].value and not cited_headings(reply)  # refused: the cache guide does not cover it
+    assert "Not answered: no passage in the documents was close enough to the question." in captions(reply)
+    assert [unescape(i.value) for i in reply.info] == ["Only cache.md was searched (the sidebar's document filter)."]
+
+    button(at, "Search all documents").click().run()
+    assert not at.exception, at.exception
+    assert at.sidebar.multiselect[0].value == []  # the filter is off
+    again = at.chat_message[-1]
+    assert "90 seconds" in answer_text(again) and not again.info
+    assert all(h.startswith("proxy.md") for h in cited_headings(again).values())
+
+    at.sidebar.multiselect[0].set_value(["proxy.md"]).run()  # a filter that does cover it: no note
+    assert not ask(at, "How long may an idle proxy connection stay open?").info
+
+
+def test_an_upload_name_with_a_nul_byte_is_refused_with_a_message(monkeypatch, tmp_path: Path) -> None:
+    at = open_page(monkeypatch, tmp_path / "index")
+    text = b"# Notes\n\nThe widget logs to syslog.\n"
+    at.sidebar.file_uploader[0].set_value([("evil\x00.md", text, "text/markdown"), ("good.md", text, "text/markdown")]).run()
+    assert not at.exception, at.exception
+    button(at, "Add to index").click().run()
+    assert not at.exception, at.exception
+    assert [unescape(e.value) for e in at.sidebar.error] == ["'evil\\x00.md' rejected: the file name contains control characters"]
+    assert [p.name for p in (tmp_path / "index" / "uploads").iterdir()] == ["good.md"]
+    assert list(at.sidebar.dataframe[0].value["file"]) == ["good.md"]
+
+
+def test_passages_render_as_markdown_with_code_kept_and_nothing_live() -> None:
+    from app.ui.safe_markdown import passage, snippet
+
+    text = (
+        "# Proxy\n\nSet `--index DIR` first. ![status](http://127.0.0.1:9/x.png) [docs](http://e.org) <img src=x> www.e.org $x$\n\n"
+        "```toml\nidle = 90  # ![i](http://e/i.png)\n```\n\n| key | default |\n|:---|---:|\n| `idle` | 90 |\n\n"
+        "Usage\n=====\n\n    indented ![c](http://e/c.png)\n- item\n  ```\n![z](http://e/z.png)\n  ```\n\\`![q](http://e/q.png)`\n"
+    )
+    assert passage(text, "What does --index do?").splitlines() == [
+        "#### Proxy",  # headings sit below the page's own
+        "",
+        # Escaped so no link or image can form; a word joiner (U+2060) after "http"/"www" stops GFM's linking of bare URLs.
+        "Set `--index DIR` first. !\\[status\\](http\u2060\\://127.0.0.1\\:9/x.png) \\[docs\\](http\u2060\\://e.org) "
+        "\\<img src=x> www\u2060.e.org \\$x\\$",
+        "",
+        "```toml",  # a fence re-emitted at column 0, so no container can end it early
+        "idle = 90  # ![i](http://e/i.png)",
+        "```",
+        "",
+        "| key | default |",
+        "|:---|---:|",
+        "| `idle` | 90 |",
+        "",
+        "#### Usage",
+        "",
+        "```",
+        "indented ![c](http://e/c.png)",
+        "```",
+        "",
+        "- item",
+        "```",  # a list item's fence hoisted: the unindented image line would otherwise end it and render
+        "![z](http://e/z.png)",
+        "```",
+        "\\\\`![q](http://e/q.png)`",  # the document's escaped backtick stays a literal backslash before real code
+    ]
+    # Highlights wrap words outside code only; a code span containing a question word stays whole.
+    assert snippet("Run `python -m app ingest --index DIR` to pick the index.", "which index?") == (
+        "Run `python -m app ingest --index DIR` to pick the :orange-background[index]\\."
+    )
+
+
+def test_ingest_progress_counts_chunks_and_estimates_the_time_left() -> None:
+    from app.ingest_progress import IngestProgress
+
+    now = [0.0]
+    progress = IngestProgress(batch_files=2, clock=lambda: now[0])
+    progress.files(0, 4, "a.pdf", folder="uploads")
+    assert progress.text() == "uploads: reading and chunking · file 1 of 4 (a.pdf) · estimating the time left"
+    progress.chunks(0, 300)  # the first batch (2 files) chunked into 300
+    now[0] = 10.0
+    progress.chunks(100, 300)
+    assert progress.estimated_total() == 600  # extrapolated: 300 chunks for 2 of 4 files
+    assert progress.text() == "uploads: 100 of ~600 chunks embedded · file 1 of 4 (a.pdf) · about 50 s left"
+    progress.chunks(300, 300)
+    progress.files(2, 4, "b.pdf", folder="uploads")
+    progress.chunks(0, 100)  # the last batch is smaller: the total is now exact
+    now[0] = 40.0
+    assert progress.estimated_total() == 400 and progress.fraction() == 0.75
+    assert progress.text() == "uploads: 300 of 400 chunks embedded · file 3 of 4 (b.pdf) · about 13 s left"
+
+
+def test_sources_link_to_the_published_page_and_anchor_when_a_base_url_is_set() -> None:
+    from app.answers import Source
+    from app.ui.links import SourceLinks
+
+    def source(path: str, **where) -> Source:
+        return Source(n=1, source=path, file_name=path.rsplit("/", 1)[-1], label="", text="", snippet="", cited=True, **where)
+
+    links = SourceLinks("https://docs.example.org/en/latest/", records=[])
+    assert links.url(source("guide/proxy.md", section="Proxy server > Idle timeout")) == (
+        "https://docs.example.org/en/latest/guide/proxy.html#idle-timeout"
+    )
+    assert links.url(source("api.rst", section="Réglages > Délai (s)")) == "https://docs.example.org/en/latest/api.html#delai-s"
+    assert links.url(source("site/index.html", section="Install")) == "https://docs.example.org/en/latest/site/index.html#install"
+    assert links.url(source("manual v2.pdf", page=6)) == "https://docs.example.org/en/latest/manual%20v2.pdf#page=6"
+    assert SourceLinks("", records=[]).url(source("guide/proxy.md", section="Idle timeout")) is None  # never served live
+
+
+def test_a_cap_under_one_cent_is_named_in_full(tmp_path: Path) -> None:
+    from integrations.usage_meter import BudgetExceeded, UsageMeter, usd
+    from settings.model import BudgetSettings
+
+    budget = BudgetSettings(monthly_cap_usd=0.005)
+    meter = UsageMeter(tmp_path / "usage.sqlite", budget.prices, budget.default_price, budget.monthly_cap_usd)
+    with pytest.raises(BudgetExceeded, match=r"^monthly API budget of \$0\.005 reached"):
+        meter.reserve("Qwen/Qwen2.5-7B-Instruct", 100_000, 1_000)
+    meter.close()
+    assert [usd(0.005), usd(0), usd(25), usd(1234.5)] == ["$0.005", "$0.00", "$25.00", "$1,234.50"]

@@ -39,7 +39,7 @@ def library_rows(records: list[FileRecord]) -> list[dict[str, object]]:
         {
             "file": record.source,
             "chunks": record.chunks,
-            "last ingested": datetime.fromtimestamp(record.ingested_at).strftime("%Y-%m-%d %H:%M"),
+            "ingested": datetime.fromtimestamp(record.ingested_at),
         }
         for record in records
     ]

@@ -5,8 +5,8 @@ lists, emphasis; headings demoted below the page's own), while everything that
 could become live content is shown as text: images (the browser would fetch
 their URL), links, raw HTML, autolinks, math and Streamlit's colour/emoji
 directives. Code is passed through untouched (Markdown renders it literally);
-everything else has ``\\ [ ] < $ :`` escaped, which leaves no way to open a
-link, image, HTML tag or directive. Highlights wrap whole words outside code,
+everything else has ``\\ [ ] < $ : ~`` escaped and bare URLs broken by a
+word joiner (U+2060), which leaves no way to open a link, image, HTML tag or directive. Highlights wrap whole words outside code,
 so they never split a code span.
 """
 
@@ -21,7 +21,8 @@ HIGHLIGHT = ":orange-background[{}]"
 HEADING_SHIFT = 3  # a passage's "# Title" becomes a level-4 heading, under the page's own
 _FULL_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")
 _LIVE = re.compile(r"([\\\[\]<$:~])")  # what links, images, HTML, autolinks, math, directives and ~~~ fences start with
-_WWW = re.compile(r"\b(www)\.", re.IGNORECASE)  # GFM links bare www. names
+# GFM links bare URLs after parsing (escapes are gone by then): a word joiner (U+2060) after the scheme or "www" stops it.
+_BARE_URL = re.compile(r"\b(https?|ftp|www)(?=://|\.)", re.IGNORECASE)
 _TOKEN = re.compile(r"[A-Za-z0-9][\w.\-/]*[A-Za-z0-9]|\w+")
 _CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
 _FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
@@ -32,14 +33,18 @@ _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s")
 _HEADING_MARK = re.compile(r"(?:^|\s)#{1,6}(?=\s)")
 
 
+def _unlinked(text: str) -> str:
+    return _BARE_URL.sub("\\1\u2060", text)
+
+
 def escape(text: str) -> str:
     """Plain text shown literally by st.markdown (no emphasis, links, math or colour directives)."""
-    return _FULL_SPECIAL.sub(r"\\\1", text)
+    return _FULL_SPECIAL.sub(r"\\\1", _unlinked(text))
 
 
 def neutralise(text: str) -> str:
     """Markdown text with links, images, HTML, autolinks, math and directives made literal; emphasis and tables kept."""
-    return _WWW.sub(r"\1\\.", _LIVE.sub(r"\\\1", text))
+    return _LIVE.sub(r"\\\1", _unlinked(text))
 
 
 def _highlighter(question: str | None, escaper: Callable[[str], str]) -> Callable[[str], str]:
@@ -49,6 +54,7 @@ def _highlighter(question: str | None, escaper: Callable[[str], str]) -> Callabl
     def run(text: str) -> str:
         if not wanted:
             return escaper(text)
+        text = _unlinked(text)  # before splitting into words, which would hide "http" from "://"
         out, position = [], 0
         for match in _TOKEN.finditer(text):
             word = match.group(0)

@@ -16,6 +16,7 @@ from app.ui.ingest_job import IngestJob, busy_message, ingest_slot
 from app.ui.library import IngestOutcome, documents, first_start_folders, known_folders, library_rows
 from app.ui.safe_markdown import escape
 from app.ui.uploads import UploadRejected, allowed_types, store_upload, uploads_dir
+from integrations.usage_meter import usd
 from settings import Settings
 
 POLL_S = 0.5
@@ -60,7 +61,7 @@ def _usage(meter, settings: Settings) -> None:
     """This month's metered API spend against the cap (profiles that call the HF API)."""
     spent, state, alerts = meter.month_spend(), meter.state(), meter.active_alerts()
     cap = settings.budget.monthly_cap_usd
-    st.progress(min(spent / cap, 1.0) if cap else 1.0, text=escape(f"API usage this month: ${spent:.2f} of ${cap:.2f} ({state})"))
+    st.progress(min(spent / cap, 1.0) if cap else 1.0, text=escape(f"API usage this month: {usd(spent)} of {usd(cap)} ({state})"))
     for alert in alerts:
         st.warning(f"Usage alert: {escape(ALERTS.get(alert, alert))}")
 
@@ -98,10 +99,8 @@ def _start(runtime: Runtime, job: IngestJob) -> bool:
 def _store_uploads(runtime: Runtime, files) -> None:
     """Store the uploads and start ingesting them; the uploader is emptied once they are handled."""
     settings = runtime.settings
-    running = ingest_slot(settings.storage.milvus_uri()).running()
-    if running is not None:  # nothing is stored: the files stay in the uploader for later
-        st.session_state.ingest_outcome = IngestOutcome(errors=[busy_message(running)])
-        return
+    if ingest_slot(settings.storage.milvus_uri()).running() is not None:
+        return  # nothing is stored: the files stay in the uploader, and the sidebar says when the running ingestion ends
     outcome, stored = IngestOutcome(), []
     for upload in files:
         try:
@@ -183,18 +182,24 @@ def ingest_on_first_start(runtime: Runtime) -> bool:
     return True
 
 
+LIBRARY_COLUMNS = {  # the sidebar is ~250 px wide: counts and dates take little room, the file name the rest
+    "file": st.column_config.TextColumn("file"),
+    "chunks": st.column_config.NumberColumn("chunks", width="small"),
+    "ingested": st.column_config.DatetimeColumn("ingested", format="MMM D HH:mm", width="small", help="When the file was last ingested"),
+}
+
+
 def render_sidebar(runtime: Runtime) -> Choices:
     settings = runtime.settings
     with st.sidebar:
         st.title("docsrag")
-        _backends(runtime)
         library = st.container()
         bar = _add_documents(runtime, known_folders(settings, documents(settings)))
         records = documents(settings)  # after any ingestion above
         with library:
             st.subheader("Documents")
             if records:
-                st.dataframe(library_rows(records), hide_index=True)
+                st.dataframe(library_rows(records), hide_index=True, column_config=LIBRARY_COLUMNS, width="stretch")
                 st.caption(f"{len(records)} files · {sum(r.chunks for r in records)} chunks")
                 selected = st.multiselect("Search only in", [r.source for r in records], placeholder="all documents", key=FILTER_KEY)
             else:
@@ -202,4 +207,5 @@ def render_sidebar(runtime: Runtime) -> Choices:
                 selected = []
         st.subheader("Options")
         streaming = st.toggle("Stream answers", value=True)
+        _backends(runtime)
     return Choices(sources=selected or None, streaming=streaming, has_documents=bool(records), ingest_bar=bar)
