@@ -86,10 +86,8 @@ def _show_outcome(outcome: IngestOutcome) -> None:
 
 
 def _start(runtime: Runtime, job: IngestJob) -> bool:
-    """Start ``job`` for this session; False (saying what runs and when it ends) when another one is running."""
-    running = ingest_slot(runtime.settings.storage.milvus_uri()).start(runtime, job)
-    if running is not None:
-        st.session_state.ingest_outcome = IngestOutcome(errors=[busy_message(running)])
+    """Start ``job`` for this session; False when another one is running (the sidebar then says when it ends)."""
+    if ingest_slot(runtime.settings.storage.milvus_uri()).start(runtime, job) is not None:
         return False
     st.session_state.ingest_job = job
     st.session_state.pop("ingest_outcome", None)
@@ -157,28 +155,35 @@ def _add_documents(runtime: Runtime, folders: list[Path]):
     return None
 
 
+def _follow(job: IngestJob, bar) -> None:
+    while not job.done.wait(POLL_S):
+        bar.progress(job.progress.fraction(), text=escape(job.status()))
+
+
 def follow_ingestion(bar) -> None:
     """Update this session's progress bar until its ingestion ends, then show the outcome (at the end of a run, so
     a question asked meanwhile is answered first)."""
     job: IngestJob | None = st.session_state.get("ingest_job")
     if job is None or bar is None:
         return
-    while not job.done.wait(POLL_S):
-        bar.progress(job.progress.fraction(), text=escape(job.status()))
+    _follow(job, bar)
     st.session_state.ingest_outcome = job.outcome
     del st.session_state["ingest_job"]
     st.rerun()
 
 
 def ingest_on_first_start(runtime: Runtime) -> bool:
-    """On an empty index, ingest ``ingestion.startup_folders`` with visible progress; True when something ran."""
+    """On an empty index, ingest ``ingestion.startup_folders`` with visible progress; True when something ran.
+    A visitor arriving while another session does it watches that ingestion instead."""
     settings = runtime.settings
     folders = first_start_folders(settings, documents(settings))
-    if not folders or "ingest_job" in st.session_state:
+    if not folders:
         return False
     st.info(f"First start: indexing {', '.join(escape(f.name) for f in folders)}. This happens once.", icon="📥")
-    if _start(runtime, IngestJob(folders, IngestProgress(settings.ingestion.batch_files), IngestOutcome())):
-        follow_ingestion(st.progress(0.0, text="Reading files…"))
+    job = IngestJob(folders, IngestProgress(settings.ingestion.batch_files), IngestOutcome())
+    job = ingest_slot(settings.storage.milvus_uri()).start(runtime, job) or job
+    _follow(job, st.progress(0.0, text="Reading files…"))
+    st.session_state.ingest_outcome = job.outcome
     return True
 
 
