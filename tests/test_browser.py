@@ -3,7 +3,7 @@
 Needs the Debian packages `chromium` and `chromium-driver` (GUIDE §6b) and `selenium` from PyPI.
 Screenshots land in tests/artifacts/ (not committed) for a person to look at:
 browser_answer.png (an answer with cited sources in order), browser_passage.png (a passage rendered as Markdown, its
-image shown as text), browser_pdf_link.png (a PDF source with its page link), browser_upload_progress.png (an upload's
+image shown as its alt text), browser_pdf_link.png (a PDF source with its page link), browser_upload_progress.png (an upload's
 progress while a question is answered), browser_busy.png (a second session told when the running upload ends),
 browser_upload_done.png (the outcome, the uploader emptied).
 """
@@ -193,6 +193,9 @@ def test_answers_cite_in_order_and_render_passages_as_markdown_without_live_cont
     assert re.match(
         r"\[\d+\] relay\.md — Relay daemon > Status badge", next(e.text for e in by_css(reply, "strong") if "relay.md" in e.text)
     )
+    uncited = next(e for e in by_css(reply, "details") if "retrieved but not cited" in e.text)
+    folded = [e.get_attribute("textContent") for e in by_css(uncited, "strong")]
+    assert folded and not any(t.startswith("[") for t in folded), folded  # uncited passages follow unnumbered
     shot(browser, "browser_answer.png", reply)
 
     # The full passage reads like the docs: a demoted heading, code as code (whole, not split by highlights), a table.
@@ -218,12 +221,12 @@ def test_answers_cite_in_order_and_render_passages_as_markdown_without_live_cont
     assert "relayd --port 7000 --index DIR" in found, found  # the inline code span is whole
     # The document's image, raw HTML and link are text: nothing is loaded or linked.
     shown = body.text.replace("\u2060", "")
-    assert "![relay status](http://127.0.0.1:" in shown and '<img src="http://127.0.0.1:' in shown, shown
-    page_html = browser.page_source
+    assert "[image: relay status]" in shown and '<img src="http://127.0.0.1:' in shown, shown
+    assert f"the status page (http://127.0.0.1:{exfil_server.server_port}/page)" in shown, shown
     assert f"127.0.0.1:{exfil_server.server_port}" not in "".join(
         (e.get_attribute("src") or "") + (e.get_attribute("href") or "") for e in by_css(browser, "img, a, iframe, source")
     )
-    assert "exfil.png" in page_html  # shown as text...
+    assert "html.png" in browser.page_source  # shown as text...
     shot(browser, "browser_passage.png", expander)
     time.sleep(1)
     assert exfil_server.paths == []  # ...and never requested

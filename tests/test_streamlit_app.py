@@ -439,9 +439,9 @@ def test_passages_render_as_markdown_with_code_kept_and_nothing_live() -> None:
     assert passage(text, "What does --index do?").splitlines() == [
         "#### Proxy",  # headings sit below the page's own
         "",
-        # Escaped so no link or image can form; a word joiner (U+2060) after "http"/"www" stops GFM's linking of bare URLs.
-        "Set `--index DIR` first. !\\[status\\](http\u2060\\://127.0.0.1\\:9/x.png) \\[docs\\](http\u2060\\://e.org) "
-        "\\<img src=x> www\u2060.e.org \\$x\\$",
+        # An image as its alt text, a link as its words and address, all escaped so nothing can form a link or image;
+        # a word joiner (U+2060) after "http"/"www" stops GFM's linking of bare URLs.
+        "Set `--index DIR` first. \\[image\\: status\\] docs (http\u2060\\://e.org) \\<img src=x> www\u2060.e.org \\$x\\$",
         "",
         "```toml",  # a fence re-emitted at column 0, so no container can end it early
         "idle = 90  # ![i](http://e/i.png)",

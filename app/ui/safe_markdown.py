@@ -23,6 +23,9 @@ _FULL_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")
 _LIVE = re.compile(r"([\\\[\]<$:~])")  # what links, images, HTML, autolinks, math, directives and ~~~ fences start with
 # GFM links bare URLs after parsing (escapes are gone by then): a word joiner (U+2060) after the scheme or "www" stops it.
 _BARE_URL = re.compile(r"\b(https?|ftp|www)(?=://|\.)", re.IGNORECASE)
+# Inline images and links as the words they carry (then escaped like all text): "[image: alt]", "text (url)".
+_IMAGE = re.compile(r"!\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?(?:\s+[\"'(][^)\n]*)?\)")
+_LINK = re.compile(r"\[([^\]\n]+)\]\(\s*<?([^)\s>]*)>?(?:\s+[\"'(][^)\n]*)?\)")
 _TOKEN = re.compile(r"[A-Za-z0-9][\w.\-/]*[A-Za-z0-9]|\w+")
 _CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
 _FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
@@ -34,6 +37,8 @@ _HEADING_MARK = re.compile(r"(?:^|\s)#{1,6}(?=\s)")
 
 
 def _unlinked(text: str) -> str:
+    text = _IMAGE.sub(lambda m: f"[image: {m.group(1)}]" if m.group(1).strip() else "[image]", text)
+    text = _LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})" if m.group(2) else m.group(1), text)
     return _BARE_URL.sub("\\1\u2060", text)
 
 
