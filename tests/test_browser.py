@@ -147,7 +147,7 @@ def ask(driver, question: str):
 
     def finished(d):
         messages = by_css(d, MESSAGE)
-        return len(messages) >= before + 2 and ("Answered by" in messages[-1].text or "Not answered" in messages[-1].text)
+        return len(messages) >= before + 2 and re.search(r"· total [\d,]+ ms", messages[-1].text)  # the timings line comes last
 
     wait_for(driver, finished)
     return by_css(driver, MESSAGE)[-1]
@@ -239,6 +239,14 @@ def test_answers_cite_in_order_and_render_passages_as_markdown_without_live_cont
     with urllib.request.urlopen(href.split("#")[0], timeout=10) as served:
         assert served.headers["Content-Type"] == "application/pdf" and served.read(5) == b"%PDF-"
     shot(browser, "browser_pdf_link.png", link)
+
+    # A Markdown source opens as text at its heading (a text fragment), served by the page.
+    reply = ask(browser, "How long may a proxy connection stay idle?")
+    link = next(a for a in by_css(reply, "a") if a.text.startswith("open"))
+    href = link.get_attribute("href")
+    assert re.search(r"/media/[0-9a-f]+\.txt#:~:text=Idle%20(timeout|connections)$", href), href
+    with urllib.request.urlopen(href.split("#")[0], timeout=10) as served:
+        assert served.headers["Content-Type"].startswith("text/plain") and served.read().decode() == PROXY
 
 
 def test_an_upload_shows_moving_progress_that_a_question_does_not_hide(browser, page_url: str, tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ links to its published page: ``<base_url>/<path>`` with ``.md``/``.rst``/``.txt`
 mapped to ``.html`` (what Sphinx and most site generators produce), plus
 ``#page=N`` for PDFs and ``#<section-slug>`` for sections. Without it, PDFs are
 served by the page itself (Streamlit's media endpoint, only files under a folder
-the index was built from) and open at ``#page=N``; other local files have no
-link, because serving a document's HTML from the page's origin would run it live.
+the index was built from) and open at ``#page=N``; Markdown, reST and text files
+are served as plain text and open at their heading through a text fragment
+(``#:~:text=Idle%20timeout``). Local HTML files get no link: served from the
+page's origin, a document's HTML would run live.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from app.manifest import FileRecord
 logger = logging.getLogger(__name__)
 
 PUBLISHED_AS_HTML = {".md", ".markdown", ".rst", ".txt"}
+SERVED_AS_TEXT = PUBLISHED_AS_HTML
 
 
 def slug(title: str) -> str:
@@ -59,13 +62,18 @@ class SourceLinks:
     def url(self, source: Source) -> str | None:
         if self.base_url:
             return published_url(self.base_url, source)
-        if source.page is not None and source.source.lower().endswith(".pdf"):
-            served = self._serve(source.source)
+        suffix = Path(source.source).suffix.lower()
+        if source.page is not None and suffix == ".pdf":
+            served = self._serve(source.source, "application/pdf")
             return f"{served}{anchor(source)}" if served else None
+        if suffix in SERVED_AS_TEXT:
+            served = self._serve(source.source, "text/plain")
+            heading = source.section.split(" > ")[-1] if source.section else ""
+            return f"{served}#:~:text={quote(heading)}" if served and heading else served
         return None
 
-    def _serve(self, name: str) -> str | None:
-        """The page's URL for an indexed PDF, or None when it is gone or not inside its folder."""
+    def _serve(self, name: str, mimetype: str) -> str | None:
+        """The page's URL for an indexed file, or None when it is gone or not inside its folder."""
         if name not in self.files:
             return None
         root, relative = self.files[name]
@@ -76,9 +84,9 @@ class SourceLinks:
 
         if not runtime.exists():  # bare script runs (no server) cannot serve files
             return None
-        coordinates = "docsrag-pdf-" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        coordinates = "docsrag-source-" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
         try:
-            return runtime.get_instance().media_file_mgr.add(str(path), "application/pdf", coordinates)
+            return runtime.get_instance().media_file_mgr.add(str(path), mimetype, coordinates)
         except OSError as exc:
             logger.warning("cannot serve %s: %s", path, exc)
             return None
