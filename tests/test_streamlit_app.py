@@ -516,3 +516,15 @@ def test_a_cap_under_one_cent_is_named_in_full(tmp_path: Path) -> None:
         meter.reserve("Qwen/Qwen2.5-7B-Instruct", 100_000, 1_000)
     meter.close()
     assert [usd(0.005), usd(0), usd(25), usd(1234.5)] == ["$0.005", "$0.00", "$25.00", "$1,234.50"]
+
+
+def test_an_upload_named_like_an_indexed_file_is_listed_under_another_name(monkeypatch, docs_index: Path, tmp_path: Path) -> None:
+    at = open_page(monkeypatch, copy_index(docs_index, tmp_path))
+    text = b"# Proxy notes\n\nOur proxy runs on port 3128.\n"
+    at.sidebar.file_uploader[0].set_value([("proxy.md", text, "text/markdown")]).run()
+    button(at, "Add to index").click().run()
+    assert not at.exception, at.exception
+    notes = [unescape(i.value) for i in at.sidebar.info]
+    assert len(notes) == 1 and notes[0].startswith("proxy.md is listed as ") and notes[0] != "proxy.md is listed as proxy.md", notes
+    files = list(at.sidebar.dataframe[0].value["file"])
+    assert "proxy.md" in files and len(files) == 4  # the CLI-ingested proxy.md is still there, beside the upload

@@ -63,11 +63,13 @@ class IngestOutcome:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def add(self, folder: Path, report: IngestReport) -> None:
         self.summaries.append(f"{folder.name}: {report.summary()}")
         self.ingested.extend(report.ingested)
         self.skipped.extend(report.skipped)
+        self.notes.extend(f"{path} is listed as {name}: another folder has a file of that name" for path, name in report.renamed)
 
 
 def ingest_folders(runtime: Runtime, folders: list[Path], progress: IngestProgress, outcome: IngestOutcome) -> IngestOutcome:

@@ -79,6 +79,8 @@ def _backends(runtime: Runtime) -> None:
 def _show_outcome(outcome: IngestOutcome) -> None:
     for summary in outcome.summaries:
         st.success(escape(summary))
+    for note in outcome.notes:
+        st.info(escape(note))
     for source, reason in outcome.skipped:
         st.warning(f"Skipped {escape(source)}: {escape(reason)}")
     for message in outcome.rejected + outcome.errors:
