@@ -272,8 +272,8 @@ def test_an_upload_shows_moving_progress_that_a_question_does_not_hide(browser, 
     assert "90 seconds" in reply.text
     during = progress_text(browser)
     assert "chunks embedded" in during and "left" in during, during
-    shot(browser, "browser_upload_progress.png", by_css(browser, "[data-testid='stSidebar'] [data-testid='stProgress']")[0])
     later = wait_for(browser, lambda d: (t := progress_text(d)) and t != during and t, 30)
+    shot(browser, "browser_upload_progress.png", by_css(browser, "[data-testid='stSidebar'] [data-testid='stProgress']")[0])
     assert int(re.search(r"([\d,]+) of", later).group(1).replace(",", "")) >= int(
         re.search(r"([\d,]+) of", during).group(1).replace(",", "")
     )
