@@ -35,8 +35,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     runtime = open_runtime(_settings(args))
     ingestor = build_ingestor(runtime)
     bar = tqdm(total=0, unit="file", desc="ingesting", disable=args.quiet, file=sys.stderr)
+    committed = [0]
 
     def progress(done: int, total: int, current: str) -> None:
+        committed[0] = done
         bar.total = total
         bar.n = done
         bar.set_postfix_str(current[-40:], refresh=True)
@@ -48,6 +50,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             report = ray_ingest(ingestor, Path(args.path), address=args.address, progress=progress)
         else:
             report = ingestor.ingest(Path(args.path), progress=progress)
+    except KeyboardInterrupt:
+        bar.close()
+        # The batch being written stays marked pending; the next run drops its partial chunks and ingests it again.
+        print(f"interrupted: {committed[0]} files done, run again to continue", file=sys.stderr)
+        return 130
     finally:
         bar.close()
         ingestor.close()
@@ -224,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
