@@ -397,3 +397,13 @@ def test_html_api_entries_become_sections_titled_by_their_signature() -> None:
     pieces = read_html(page)
     assert [p.section for p in pieces] == ["Module", "Module > class m.Pool(size)", "Module > class m.Pool(size) > get()"]
     assert pieces[2].text.endswith("Take one.")
+
+
+def test_html_nested_thousands_of_levels_is_read_as_text() -> None:
+    from app.readers.html import read_html
+
+    page = (
+        "<html><body><h1>Crossref</h1><ul>" + "".join(f"<li><a href='p{n}.html'>page {n}</a>" for n in range(3000)) + "</ul></body></html>"
+    )
+    (piece,) = read_html(page)  # html.parser nests each unclosed <li> inside the previous one
+    assert "page 0" in piece.text and "page 2999" in piece.text

@@ -33,6 +33,8 @@ _API_ENTRY = re.compile(
     r"^(function|class|method|classmethod|staticmethod|attribute|property|data|exception|decorator|option|envvar|"
     r"describe|object|macro|member|type|var|struct|union|enum|enumerator|cmdoption)$"
 )
+#: Pages nesting deeper are read as plain text; real pages nest a few dozen levels.
+MAX_DEPTH = 100
 _SPACES = re.compile(r"\s+")
 _API_MARK = "data-api-entry"
 _ALWAYS_DROP_ROLES = ('[role="navigation"]', '[role="search"]')
@@ -52,11 +54,28 @@ def read_html(text: str) -> list[Piece]:
 
 def html_to_markdown(text: str) -> str:
     soup = BeautifulSoup(text, "html.parser")
+    if _depth(soup) > MAX_DEPTH:
+        # html.parser does not close implied end tags: a page of unclosed <li> nests thousands of levels, deeper than
+        # the recursive walks below (soupsieve, markdownify) can go. Such a page is kept as its plain text.
+        for element in soup.find_all(["script", "style", "template"]):
+            element.decompose()
+        return _BLANK_RUNS.sub("\n\n", soup.get_text("\n").replace("\xa0", " ")).strip()
     root = _main_content(soup)
     _drop_chrome(root, keep_titled=root.name != "body")
     _api_entries_as_headings(soup, root)
     markdown = _converter().convert_soup(root).replace("\xa0", " ")
     return _BLANK_RUNS.sub("\n\n", markdown).strip()
+
+
+def _depth(soup: BeautifulSoup) -> int:
+    """How deep elements nest, measured without recursion."""
+    depth = {id(soup): 0}
+    deepest = 0
+    for element in soup.descendants:  # iterative, in document order
+        if isinstance(element, Tag):
+            depth[id(element)] = level = depth[id(element.parent)] + 1
+            deepest = max(deepest, level)
+    return deepest
 
 
 def _main_content(soup: BeautifulSoup) -> Tag:
