@@ -1,4 +1,11 @@
-"""Turns page/section documents into chunks: code by syntax tree, everything else by sentences."""
+"""Turns page/section documents into chunks: code by syntax tree, everything else by sentences.
+
+Work per file is bounded: a file estimated at more than ``max_file_chunks`` chunks is refused
+(ValueError, so the ingest loop skips that file only); code that is too large, too deeply nested
+or minified, and text with very long lines, are split by lines instead of by syntax or sentences.
+Section paths too long to embed beside a chunk are shortened in what is embedded (the full path
+stays in the ``section`` metadata for display).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.bridge.pydantic import Field
-from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.node_parser import SentenceSplitter, TextSplitter
 from llama_index.core.schema import BaseNode, Document, MetadataMode, TransformComponent
 
+from app.readers.code import split_lines, too_complex_to_parse
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
 from integrations.node_ids import split_id
 
@@ -17,6 +25,20 @@ logger = logging.getLogger(__name__)
 
 # Average characters per token in technical prose/code, to size code chunks in characters.
 CHARS_PER_TOKEN = 4
+#: Lines longer than this (minified code, a megabyte on one line) are cut by length, not by sentences.
+LONG_LINE_CHARS = 100_000
+#: Metadata embedded beside each chunk may take at most this share of the chunk (SentenceSplitter refuses more).
+METADATA_SHARE = 0.5
+SHORT_SECTION_KEY = "heading"  # the shortened section path, embedded instead of an over-long ``section``
+
+
+class LineSplitter(TextSplitter):
+    """Whole lines packed into chunks of at most ``chunk_chars`` characters (longer lines cut): the bounded fallback."""
+
+    chunk_chars: int = Field(default=512, description="Largest chunk in characters.")
+
+    def split_text(self, text: str) -> list[str]:
+        return split_lines(text, self.chunk_chars)
 
 
 class DocumentChunker(TransformComponent):
@@ -24,19 +46,23 @@ class DocumentChunker(TransformComponent):
 
     chunk_size: int = Field(default=128, description="Chunk size in tokens.")
     chunk_overlap: int = Field(default=32, description="Overlap between neighbouring chunks in tokens.")
+    max_file_chunks: int = Field(default=5000, description="Files estimated at more chunks than this are refused.")
 
     def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[BaseNode]:
         text_splitter = SentenceSplitter(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap, id_func=split_id)
+        line_splitter = LineSplitter(chunk_chars=self.chunk_size * CHARS_PER_TOKEN, id_func=split_id)
+        self._check_sizes(nodes)
         out: list[BaseNode] = []
         for node in nodes:
             if not isinstance(node, Document):
                 out.append(node)
                 continue
+            node = self._fit_metadata(node, text_splitter)
             language = node.metadata.get("language")
             if language:
-                out.extend(self._split_code(node, language, text_splitter))
+                out.extend(self._split_code(node, language, line_splitter))
             else:
-                out.extend(text_splitter.get_nodes_from_documents([node]))
+                out.extend(self._split_text(node, text_splitter, line_splitter))
         for chunk in out:
             chunk.metadata[KEYWORD_FIELD] = keyword_text(chunk.get_content(metadata_mode=MetadataMode.EMBED))
             for keys in (chunk.excluded_embed_metadata_keys, chunk.excluded_llm_metadata_keys):
@@ -44,13 +70,91 @@ class DocumentChunker(TransformComponent):
                     keys.append(KEYWORD_FIELD)
         return out
 
-    def _split_code(self, document: Document, language: str, fallback: SentenceSplitter) -> list[BaseNode]:
+    def _check_sizes(self, nodes: Sequence[BaseNode]) -> None:
+        """Refuse a file whose pieces would make more than max_file_chunks chunks, before any splitting work."""
+        chars: dict[str, int] = {}
+        for node in nodes:
+            if isinstance(node, Document):
+                source = str(node.metadata.get("source", node.id_))
+                chars[source] = chars.get(source, 0) + len(node.text)
+        per_chunk = max(1, (self.chunk_size - self.chunk_overlap) * CHARS_PER_TOKEN)
+        for source, total in chars.items():
+            estimate = total // per_chunk
+            if estimate > self.max_file_chunks:
+                raise ValueError(
+                    f"{source} would make about {estimate:,} chunks, over ingestion.max_file_chunks ({self.max_file_chunks:,}); "
+                    "raise the limit to ingest it"
+                )
+
+    def _fit_metadata(self, document: Document, splitter: SentenceSplitter) -> Document:
+        """A copy of the document whose embedded metadata fits beside its chunks (a long title or section path is shortened)."""
+        budget = int(self.chunk_size * METADATA_SHARE)
+        if _metadata_tokens(document, splitter) <= budget:
+            return document
+        metadata = dict(document.metadata)
+        embed_excluded = list(document.excluded_embed_metadata_keys)
+        llm_excluded = list(document.excluded_llm_metadata_keys)
+        section = str(metadata.get("section", ""))
+        if section:
+            embed_excluded.append("section")
+            llm_excluded.append("section")
+        chars = 400
+        while True:
+            if section:
+                metadata[SHORT_SECTION_KEY] = _shorten_path(section, chars)
+            for key, value in document.metadata.items():
+                if key != "section" and isinstance(value, str) and len(value) > chars and key not in embed_excluded + llm_excluded:
+                    metadata[key] = value[: chars - 1] + "…"
+            fitted = document.model_copy(
+                update={
+                    "metadata": metadata,
+                    "excluded_embed_metadata_keys": embed_excluded,
+                    "excluded_llm_metadata_keys": llm_excluded,
+                }
+            )
+            if _metadata_tokens(fitted, splitter) <= budget or chars <= 8:
+                return fitted
+            chars //= 2
+
+    def _split_text(self, document: Document, splitter: SentenceSplitter, lines: LineSplitter) -> list[BaseNode]:
+        if any(len(line) > LONG_LINE_CHARS for line in document.text.splitlines()):
+            logger.info("%s: lines over %d characters; splitting by length", document.metadata.get("source"), LONG_LINE_CHARS)
+            return lines.get_nodes_from_documents([document])
+        return splitter.get_nodes_from_documents([document])
+
+    def _split_code(self, document: Document, language: str, lines: LineSplitter) -> list[BaseNode]:
         from app.readers.code import make_code_splitter
 
-        try:
-            splitter = make_code_splitter(language, self.chunk_size * CHARS_PER_TOKEN)
-            splitter.id_func = split_id
-            return splitter.get_nodes_from_documents([document])
-        except ValueError as exc:  # unparseable source: keep it, split as text
-            logger.info("%s: %s; splitting as text", document.metadata.get("source"), exc)
-            return fallback.get_nodes_from_documents([document])
+        chunk_chars = self.chunk_size * CHARS_PER_TOKEN
+        reason = too_complex_to_parse(document.text, language)
+        if reason is None:
+            try:
+                splitter = make_code_splitter(language, chunk_chars)
+                splitter.id_func = split_id
+                chunks = splitter.get_nodes_from_documents([document])
+            except (ValueError, RecursionError) as exc:  # unparseable source: keep it, split by lines
+                reason = str(exc) or type(exc).__name__
+            else:
+                if len(chunks) <= 2 * (len(document.text) // chunk_chars + 1):
+                    return chunks
+                reason = f"the syntax split gave {len(chunks)} fragments"
+        logger.info("%s: %s; splitting by lines", document.metadata.get("source"), reason)
+        return lines.get_nodes_from_documents([document])
+
+
+def _metadata_tokens(document: Document, splitter: SentenceSplitter) -> int:
+    text = max(document.get_metadata_str(MetadataMode.EMBED), document.get_metadata_str(MetadataMode.LLM), key=len)
+    return len(splitter._tokenizer(text))
+
+
+def _shorten_path(section: str, chars: int) -> str:
+    """The deepest titles of a section path that fit in ``chars`` characters, after "… > "."""
+    if len(section) <= chars:
+        return section
+    titles = section.split(" > ")
+    kept = titles[-1][: max(chars - 5, 1)]
+    for title in reversed(titles[:-1]):
+        if len(title) + len(kept) + 8 > chars:
+            break
+        kept = f"{title} > {kept}"
+    return f"… > {kept}"

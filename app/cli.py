@@ -37,6 +37,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     ingestor = build_ingestor(runtime)
     tracker = IngestProgress(runtime.settings.ingestion.batch_files)
     bar = tqdm(total=0, unit="file", desc="ingesting", disable=args.quiet, file=sys.stderr)
+    committed = [0]
 
     def show() -> None:  # chunks once the first batch is chunked (not reported by the Ray engine), files until then
         chunks = tracker.estimated_total()
@@ -45,6 +46,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         bar.set_postfix_str(tracker.file_position()[-60:], refresh=True)
 
     def progress(done: int, total: int, current: str) -> None:
+        committed[0] = done
         tracker.files(done, total, current)
         show()
 
@@ -59,6 +61,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             report = ray_ingest(ingestor, Path(args.path), address=args.address, progress=progress)
         else:
             report = ingestor.ingest(Path(args.path), progress=progress, embedded=embedded)
+    except KeyboardInterrupt:
+        bar.close()
+        # The batch being written stays marked pending; the next run drops its partial chunks and ingests it again.
+        print(f"interrupted: {committed[0]} files done, run again to continue", file=sys.stderr)
+        return 130
     finally:
         bar.close()
         ingestor.close()
@@ -235,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -29,16 +29,17 @@ from llama_index.core.storage.docstore.keyval_docstore import KVDocumentStore
 from app.chunking import DocumentChunker
 from app.ingest_progress import ChunkProgress, EmbedWithProgress
 from app.manifest import FileRecord, Manifest, state_file
-from app.readers import SUPPORTED_SUFFIXES, Piece, SkipFile, file_format, read_pieces
+from app.readers import DEFAULT_MAX_BYTES, SUPPORTED_SUFFIXES, Piece, SkipFile, file_format, read_pieces
 from app.store import chunk_counts, delete_files
+from app.walker import ReadRefused, read_bounded, walk
 from integrations import node_ids
 from integrations.section_context import CONTEXT_KEY, section_spans
 from integrations.sqlite_kvstore import SQLiteKVStore
 from settings import Settings
+from settings.model import DEFAULT_IGNORE
 
 logger = logging.getLogger(__name__)
 
-SKIPPED_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "node_modules", "__pycache__", ".docsrag"}
 EMBED_KEYS_EXCLUDED = ["source", "format", "page", "page_label", "language", CONTEXT_KEY]
 LLM_KEYS_EXCLUDED = ["format", "language", CONTEXT_KEY]
 
@@ -53,13 +54,15 @@ class IngestReport:
     removed: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     renamed: list[tuple[str, str]] = field(default_factory=list)  # (path in its folder, name shown): another folder has that path
+    ignored: int = 0  # supported files left out by ingestion.ignore and documentation layouts
     chunks_written: int = 0
     seconds: float = 0.0
 
     def summary(self) -> str:
         return (
             f"{len(self.ingested)} ingested, {len(self.unchanged)} unchanged, {len(self.skipped)} skipped, "
-            f"{len(self.removed)} removed ({self.chunks_written} chunks written in {self.seconds:.1f}s)"
+            f"{len(self.removed)} removed, {self.ignored} left out by ingestion.ignore "
+            f"({self.chunks_written} chunks written in {self.seconds:.1f}s)"
         )
 
 
@@ -78,28 +81,17 @@ class IndexState:
         self.kvstore.close()
 
 
-def iter_files(root: Path, exclude: Path | None = None) -> Iterator[Path]:
-    """Supported files under root (or root itself), skipping VCS, venv and index directories."""
-    if root.is_file():
-        yield root
-        return
-    for dirpath, dirnames, filenames in os.walk(root):
-        current = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames if d not in SKIPPED_DIRS and not d.startswith(".") and (exclude is None or current / d != exclude)
-        )
-        for name in sorted(filenames):
-            path = current / name
-            if path.suffix.lower() in SUPPORTED_SUFFIXES and not name.startswith("."):
-                yield path
+def iter_files(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Supported files under root (or root itself) as :func:`app.walker.walk` lists them with the default ignore globs."""
+    return [found.path for found in walk(root.resolve(), _supported, DEFAULT_IGNORE, exclude=exclude).found]
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _supported(name: str) -> bool:
+    return Path(name).suffix.lower() in SUPPORTED_SUFFIXES
+
+
+def sha256_file(path: Path, limit: int) -> str:
+    return hashlib.sha256(read_bounded(path, limit)).hexdigest()
 
 
 def readable_name(name: str) -> str:
@@ -164,12 +156,24 @@ class FileOutcome:
     unreadable: bool = False  # with no indexed version to keep, whatever it left is dropped
 
 
-def read_file(path: Path, record: FileRecord) -> FileOutcome:
-    """Read a file into piece documents; runs anywhere (the Ray engine calls it on workers)."""
+def read_file(path: Path, record: FileRecord, max_bytes: int = DEFAULT_MAX_BYTES) -> FileOutcome:
+    """Read a file into piece documents; runs anywhere (the Ray engine calls it on workers).
+
+    A file whose size is not the one planned, or that changes while it is read, is skipped for this run
+    and ingested again by the next run.
+    """
     try:
-        pieces = read_pieces(path)
+        before = os.stat(path)
+        if before.st_size != record.size:
+            raise SkipFile("changed since the folder was listed; run again to ingest it")
+        pieces = read_pieces(path, max_bytes)
+        after = os.stat(path)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise SkipFile("changed while it was read; run again to ingest it")
     except SkipFile as exc:
         return FileOutcome(record, skip_reason=str(exc))
+    except ReadRefused as exc:
+        return FileOutcome(record, skip_reason=f"not read: {exc.strerror}", unreadable=True)
     except (OSError, MemoryError, RecursionError, ValueError) as exc:
         return FileOutcome(record, skip_reason=f"unreadable: {type(exc).__name__}: {exc}", unreadable=True)
     return FileOutcome(record, piece_documents(record, pieces), len(pieces))
@@ -209,7 +213,11 @@ class Ingestor:
         self.embedding = EmbedWithProgress(embed_model=embed_model)
         self.pipeline = self._pipeline(
             [
-                DocumentChunker(chunk_size=settings.ingestion.chunk_size, chunk_overlap=settings.ingestion.chunk_overlap),
+                DocumentChunker(
+                    chunk_size=settings.ingestion.chunk_size,
+                    chunk_overlap=settings.ingestion.chunk_overlap,
+                    max_file_chunks=settings.ingestion.max_file_chunks,
+                ),
                 self.embedding,
             ]
         )
@@ -247,23 +255,35 @@ class Ingestor:
         if progress and plan.todo:
             progress(0, len(plan.todo), plan.todo[0][1].source)
         self.embedding.listen(embedded)
-        for outcomes, chunks in (batches or self.read_batches)(plan):
-            records = [outcome.record for outcome in outcomes]
-            previous = {record.file_id: manifest.get(record.file_id) for record in records}
-            manifest.mark_pending(records)  # a killed run is repaired from this mark
-            self.write_batch(outcomes, previous, report, chunks)
-            done += len(outcomes)
-            if progress:
-                progress(done, len(plan.todo), outcomes[-1].record.source)
-        self.embedding.listen(None)
+        try:
+            for outcomes, chunks in (batches or self.read_batches)(plan):
+                records = [outcome.record for outcome in outcomes]
+                previous = {record.file_id: manifest.get(record.file_id) for record in records}
+                manifest.mark_pending(records)  # a killed run is repaired from this mark
+                self.write_batch(outcomes, previous, report, chunks)
+                done += len(outcomes)
+                if progress:
+                    progress(done, len(plan.todo), outcomes[-1].record.source)
+        finally:
+            self.embedding.listen(None)
         report.seconds = time.perf_counter() - started
         return report
 
     def read_batches(self, plan: IngestPlan) -> Iterator[tuple[list[FileOutcome], None]]:
-        """The plan's files read here, ``batch_files`` at a time; the pipeline chunks and embeds them."""
-        size = self.settings.ingestion.batch_files
-        for start in range(0, len(plan.todo), size):
-            yield [read_file(path, record) for path, record in plan.todo[start : start + size]], None
+        """The plan's files read here in steps of at most ``batch_files`` files and, past a step's first file,
+        ``batch_mb`` megabytes (so large files commit in small steps); the pipeline chunks and embeds them."""
+        limit = int(self.settings.ingestion.max_file_mb * 1024 * 1024)
+        files, budget = self.settings.ingestion.batch_files, self.settings.ingestion.batch_mb * 1024 * 1024
+        batch: list[tuple[Path, FileRecord]] = []
+        size = 0
+        for path, record in plan.todo:
+            if batch and (len(batch) >= files or size + record.size > budget):
+                yield [read_file(p, r, limit) for p, r in batch], None
+                batch, size = [], 0
+            batch.append((path, record))
+            size += record.size
+        if batch:
+            yield [read_file(p, r, limit) for p, r in batch], None
 
     def plan(self, root: Path, report: IngestReport) -> IngestPlan:
         """Repair an interrupted run, then compare ``root`` with the manifest; reads only changed files' bytes (to hash them)."""
@@ -279,25 +299,30 @@ class Ingestor:
         seen: set[str] = set()
         named: dict[str, str] = {}  # names given to new files in this run
         limit = int(self.settings.ingestion.max_file_mb * 1024 * 1024)
-        for path in iter_files(root, exclude=index_dir):
-            relative = path.relative_to(base).as_posix()
+        listing = walk(root, _supported, self.settings.ingestion.ignore, exclude=index_dir)
+        report.ignored += listing.ignored
+        report.skipped.extend((readable_name(path.relative_to(base).as_posix()), reason) for path, reason in listing.skipped)
+        for found in listing.found:
+            path, relative = found.real, found.path.relative_to(base).as_posix()
             file = node_ids.file_id(base, relative)
             seen.add(file)
             known = manifest.get(file)
             source = known.source if known else self._new_name(base, relative, file, named, report)
-            stat = path.stat()
-            if stat.st_size > limit:
+            if found.size > limit:
                 report.skipped.append(
-                    (source, f"file is {stat.st_size / 1e6:.1f} MB, over the {self.settings.ingestion.max_file_mb:g} MB limit")
+                    (source, f"file is {found.size / 1e6:.1f} MB, over the {self.settings.ingestion.max_file_mb:g} MB limit")
                 )
                 continue
-            if known and known.state == "done" and known.size == stat.st_size and known.mtime_ns == stat.st_mtime_ns:
+            if known and known.state == "done" and known.size == found.size and known.mtime_ns == found.mtime_ns:
                 report.unchanged.append(source)
                 continue
-            digest = sha256_file(path)
-            record = FileRecord(
-                file, source, root_name(base), digest, stat.st_size, stat.st_mtime_ns, file_format(path) or "", 0, 0, "pending", 0.0
-            )
+            try:
+                digest = sha256_file(path, limit)
+            except OSError as exc:  # vanished, made unreadable or swapped since the folder was listed
+                report.skipped.append((source, f"cannot be read: {exc.strerror or exc}"))
+                continue
+            fmt = file_format(found.path) or ""
+            record = FileRecord(file, source, root_name(base), digest, found.size, found.mtime_ns, fmt, 0, 0, "pending", 0.0)
             if known and known.state == "done" and known.sha256 == digest:
                 record.pieces, record.chunks, record.state, record.ingested_at = known.pieces, known.chunks, "done", known.ingested_at
                 manifest.put(record)  # touched, not changed

@@ -100,6 +100,47 @@ class RetrievalSettings(BaseModel):
     )
 
 
+# Defaults of ingestion.ignore: search pages, indexes, source listings and static assets that documentation
+# generators write beside the pages (docs/ingestion.md).
+DEFAULT_IGNORE: tuple[str, ...] = (
+    # Sphinx HTML builds
+    "_static",
+    "_modules",
+    "searchindex.js",
+    "genindex.html",
+    "genindex-*.html",
+    "search.html",
+    "py-modindex.html",
+    "*-modindex.html",
+    # MkDocs
+    "search/main.js",
+    "search/worker.js",
+    "search/lunr.js",
+    "assets/javascripts",
+    "404.html",
+    # Doxygen
+    "*_source.html",
+    "*-members.html",
+    "globals*.html",
+    "functions*.html",
+    "namespacemembers*.html",
+    "search/*_[0-9]*.html",
+    "search/*_[0-9]*.js",
+    "search/search.js",
+    "search/searchdata.js",
+    "jquery.js",
+    "dynsections.js",
+    "menu.js",
+    "menudata.js",
+    "navtree*.js",
+    "resize.js",
+    # DocBook chunked HTML: the back-of-book index
+    "ix[0-9][0-9].html",
+    # minified bundles of any site
+    "*.min.js",
+)
+
+
 class IngestionSettings(BaseModel):
     chunk_size: int = Field(128, ge=64, description="Chunk size in tokens (small chunks match precisely; hits grow to their section).")
     chunk_overlap: int = Field(32, ge=0, description="Overlap between neighbouring chunks in tokens.")
@@ -109,6 +150,17 @@ class IngestionSettings(BaseModel):
     )
     batch_files: int = Field(
         16, ge=1, description="Files committed to the index per step; a killed run resumes after the last committed step."
+    )
+    batch_mb: float = Field(
+        8.0, gt=0, description="A step also ends once its files hold this many megabytes, so large files commit in small steps."
+    )
+    max_file_chunks: int = Field(
+        5000, ge=1, description="A file estimated at more chunks than this is skipped with a message (bounds work per file)."
+    )
+    ignore: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_IGNORE),
+        description="Globs left out of every ingest: without '/' they match any file or folder name, with '/' the end of its "
+        "path. The defaults leave out the search pages, indexes and static files of Sphinx, MkDocs, Doxygen and DocBook builds.",
     )
 
 

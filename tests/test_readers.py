@@ -11,7 +11,7 @@ import pytest
 from llama_index.core.node_parser import CodeSplitter
 
 from app.readers import SkipFile, read_pieces
-from app.readers.code import CODE_LANGUAGES, make_code_splitter, split_code
+from app.readers.code import CODE_LANGUAGES, make_code_splitter
 from app.readers.html import read_html
 from app.readers.markdown import split_markdown
 from app.readers.pdf import read_pdf
@@ -207,7 +207,7 @@ def test_markdown_hash_lines_inside_code_fences_are_not_headings() -> None:
 def test_rst_heading_levels_follow_first_appearance_and_build_paths() -> None:
     pieces = split_rst(factory.SAMPLE_RST)
     assert [p.section for p in pieces] == ["Widget", "Widget > Install", "Widget > Install > Options", "Widget > Usage"]
-    assert ".. code-block:: console\n\n   $ pip install widget" in pieces[1].text
+    assert "```console\n$ pip install widget\n```" in pieces[1].text
     assert "=====" not in pieces[1].text
 
 
@@ -246,6 +246,16 @@ PYTHON_FUNCTIONS = [
     f"    for i in range({n}):\n        total += i\n    return total\n"
     for n in range(6)
 ]
+
+
+def split_code(source: str, language: str, chunk_chars: int) -> list[str]:
+    """Code chunks as ingestion makes them (DocumentChunker sizes code chunks at 4 characters per token)."""
+    from llama_index.core.schema import Document
+
+    from app.chunking import CHARS_PER_TOKEN, DocumentChunker
+
+    chunker = DocumentChunker(chunk_size=chunk_chars // CHARS_PER_TOKEN, chunk_overlap=0)
+    return [chunk.text for chunk in chunker([Document(text=source, metadata={"source": "x", "language": language})])]
 
 
 def test_code_splitter_keeps_each_whole_function_in_one_chunk() -> None:
@@ -289,7 +299,7 @@ def test_unparseable_code_falls_back_to_line_chunks() -> None:
     assert "\n".join(chunks).splitlines() == garbage.splitlines()
 
 
-def test_unknown_language_is_a_value_error_for_the_splitter_and_a_line_split_for_split_code() -> None:
+def test_unknown_language_is_a_value_error_for_the_splitter_and_a_line_split_for_the_chunker() -> None:
     with pytest.raises(ValueError, match="cobol"):
         make_code_splitter("cobol", chunk_chars=100)
     assert split_code("MOVE A TO B.\nSTOP RUN.\n", "cobol", chunk_chars=100) == ["MOVE A TO B.\nSTOP RUN."]
@@ -315,3 +325,85 @@ def test_read_pieces_rejects_unsupported_suffix(docs: Path) -> None:
     path.write_bytes(b"\x89PNG")
     with pytest.raises(SkipFile, match=r"unsupported file type \.png"):
         read_pieces(path)
+
+
+# --- Sphinx markup ---
+
+SPHINX_SOURCE = """Files and folders
+=================
+
+See :func:`os.walk`, :class:`~pathlib.Path`, :meth:`!str.join` and :ref:`the tutorial <tut-files>`.
+
+.. function:: walk(top, topdown=True)
+
+   Generate the file names in a directory tree.
+
+   .. versionchanged:: 3.5
+      Uses :func:`os.scandir`.
+
+   .. code-block:: python
+
+      for root, dirs, files in walk("."):
+          print(":func:`kept`")
+
+.. note::
+
+   Links are not followed.
+
+.. include:: /etc/passwd
+
+After the function.
+"""
+
+
+def test_rst_renders_sphinx_roles_objects_admonitions_and_keeps_code() -> None:
+    pieces = split_rst(SPHINX_SOURCE)
+    assert [p.section for p in pieces] == [
+        "Files and folders",
+        "Files and folders > walk(top, topdown=True)",
+        "Files and folders",
+    ]
+    assert "See os.walk(), Path, str.join() and the tutorial." in pieces[0].text
+    function = pieces[1].text
+    assert "Changed in version 3.5:" in function and "Uses os.scandir()." in function
+    assert '```python\nfor root, dirs, files in walk("."):\n    print(":func:`kept`")\n```' in function
+    assert "Note:" in pieces[2].text and "After the function." in pieces[2].text
+    assert "passwd" not in "".join(p.text for p in pieces) and ".. " not in "".join(p.text for p in pieces)
+
+
+def test_txt_holding_rest_is_read_as_rest_and_prose_stays_text(docs: Path) -> None:
+    sphinx_txt = docs / "guide.rst.txt"
+    sphinx_txt.write_text(SPHINX_SOURCE, encoding="utf-8")
+    plain = docs / "readme.txt"
+    plain.write_text(SPHINX_SOURCE, encoding="utf-8")
+    prose = docs / "notes.txt"
+    prose.write_text("Just notes.\nNothing: to see here.\n", encoding="utf-8")
+    assert (
+        [p.section for p in read_pieces(sphinx_txt)]
+        == [p.section for p in read_pieces(plain)]
+        == [p.section for p in split_rst(SPHINX_SOURCE)]
+    )
+    assert read_pieces(prose)[0].section == ""
+
+
+def test_html_api_entries_become_sections_titled_by_their_signature() -> None:
+    from app.readers.html import read_html
+
+    page = (
+        "<div role='main'><h1>Module</h1><dl class='py class'><dt class='sig'><em>class </em>m.<span>Pool</span>(size)"
+        "<a class='headerlink' href='#m.Pool'>¶</a></dt><dd><p>A pool.</p><dl class='py method'><dt>get()</dt>"
+        "<dd><p>Take one.</p></dd></dl></dd></dl></div>"
+    )
+    pieces = read_html(page)
+    assert [p.section for p in pieces] == ["Module", "Module > class m.Pool(size)", "Module > class m.Pool(size) > get()"]
+    assert pieces[2].text.endswith("Take one.")
+
+
+def test_html_nested_thousands_of_levels_is_read_as_text() -> None:
+    from app.readers.html import read_html
+
+    page = (
+        "<html><body><h1>Crossref</h1><ul>" + "".join(f"<li><a href='p{n}.html'>page {n}</a>" for n in range(3000)) + "</ul></body></html>"
+    )
+    (piece,) = read_html(page)  # html.parser nests each unclosed <li> inside the previous one
+    assert "page 0" in piece.text and "page 2999" in piece.text

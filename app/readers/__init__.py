@@ -7,7 +7,9 @@ from pathlib import Path
 from app.readers.base import Piece, SkipFile
 from app.readers.code import CODE_LANGUAGES
 from app.readers.markdown import split_markdown
+from app.readers.rst import looks_like_rst, split_rst
 from app.readers.text import decode_text
+from app.walker import read_bounded
 
 TEXT_FORMATS = {
     ".md": "markdown",
@@ -18,12 +20,16 @@ TEXT_FORMATS = {
     ".txt": "text",
     ".text": "text",
 }
+#: The ingestion.max_file_mb default, for callers without settings.
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 SUPPORTED_SUFFIXES = frozenset({".pdf", *TEXT_FORMATS, *CODE_LANGUAGES})
 
 
 def file_format(path: Path) -> str | None:
     """'pdf', 'markdown', 'html', 'rst', 'text' or 'code'; None for unsupported files."""
     suffix = path.suffix.lower()
+    if path.name.lower().endswith(".rst.txt"):  # how Sphinx ships reST sources (_sources/)
+        return "rst"
     if suffix == ".pdf":
         return "pdf"
     if suffix in CODE_LANGUAGES:
@@ -31,8 +37,8 @@ def file_format(path: Path) -> str | None:
     return TEXT_FORMATS.get(suffix)
 
 
-def read_pieces(path: Path) -> list[Piece]:
-    """Read one supported file. Raises SkipFile with a user-facing reason for bad input."""
+def read_pieces(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Piece]:
+    """Read one supported file of at most ``max_bytes``. Raises SkipFile with a user-facing reason for bad input."""
     fmt = file_format(path)
     if fmt is None:
         raise SkipFile(f"unsupported file type {path.suffix or '(none)'}")
@@ -41,16 +47,14 @@ def read_pieces(path: Path) -> list[Piece]:
 
         pieces = read_pdf(path)
     else:
-        text = decode_text(path.read_bytes())
+        text = decode_text(read_bounded(path, max_bytes))
         if fmt == "markdown":
             pieces = split_markdown(text)
         elif fmt == "html":
             from app.readers.html import read_html
 
             pieces = read_html(text)
-        elif fmt == "rst":
-            from app.readers.rst import split_rst
-
+        elif fmt == "rst" or (fmt == "text" and looks_like_rst(text)):
             pieces = split_rst(text)
         elif fmt == "code":
             pieces = [Piece(text=text, extra={"language": CODE_LANGUAGES[path.suffix.lower()]})]
@@ -62,4 +66,4 @@ def read_pieces(path: Path) -> list[Piece]:
     return pieces
 
 
-__all__ = ["SUPPORTED_SUFFIXES", "Piece", "SkipFile", "file_format", "read_pieces"]
+__all__ = ["DEFAULT_MAX_BYTES", "SUPPORTED_SUFFIXES", "Piece", "SkipFile", "file_format", "read_pieces"]

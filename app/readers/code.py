@@ -54,6 +54,11 @@ _GRAMMARS: dict[str, tuple[str, str]] = {
     "java": ("tree_sitter_java", "language"),
 }
 
+#: Bounds of the syntax split; past them code is split by lines (see too_complex_to_parse).
+MAX_PARSE_CHARS = 1_000_000
+MAX_LINE_CHARS = 1_000
+MAX_DEPTH = 256
+
 # Parsers are not safe to share between threads: one cache per thread, per language.
 _local = threading.local()
 
@@ -90,14 +95,30 @@ def make_code_splitter(language: str, chunk_chars: int) -> CodeSplitter:
     return CodeSplitter(language=language, parser=parser, max_chars=chunk_chars, count_mode="char", tokenizer=_unused_tokenizer)
 
 
-def split_code(text: str, language: str, chunk_chars: int) -> list[str]:
-    """Split source at syntax boundaries; on any parse problem fall back to a line-based split. Never raises."""
-    try:
-        chunks = make_code_splitter(language, chunk_chars).split_text(text)
-    except Exception as exc:  # noqa: BLE001 - any grammar/parse failure must degrade to plain splitting
-        log.debug("syntax split of %s code failed (%s); splitting by lines", language, exc)
-        return split_lines(text, chunk_chars)
-    return [chunk for chunk in chunks if chunk.strip()]
+def too_complex_to_parse(text: str, language: str) -> str | None:
+    """Why ``text`` should be split by lines rather than by syntax tree (size, minified lines, nesting depth), or None.
+
+    The syntax splitter recurses once per tree level and makes a fragment per tiny node, so deep
+    nesting would exhaust the stack or give thousands of one-character chunks.
+    """
+    if len(text) > MAX_PARSE_CHARS:
+        return f"{len(text):,} characters of code, over the {MAX_PARSE_CHARS:,} parsed by syntax"
+    if any(len(line) > MAX_LINE_CHARS for line in text.splitlines()):
+        return f"lines over {MAX_LINE_CHARS} characters (minified?)"
+    if language not in _GRAMMARS:
+        return None
+    cursor = _parser(language).parse(text.encode("utf-8", "surrogatepass")).walk()
+    depth = 0
+    while True:  # iterative walk: the tree may be deeper than Python's recursion limit
+        if cursor.goto_first_child():
+            depth += 1
+            if depth > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            continue
+        while not cursor.goto_next_sibling():
+            if not cursor.goto_parent():
+                return None
+            depth -= 1
 
 
 def split_lines(text: str, chunk_chars: int) -> list[str]:
