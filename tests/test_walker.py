@@ -242,7 +242,7 @@ def test_steps_end_by_size_as_well_as_by_file_count(tmp_path: Path) -> None:
         ingestor.close()
         runtime.close()
     assert len(report.ingested) == 3
-    assert steps == [1, 2, 3], "each ~2.4 KB file is its own step under a 2 KB budget"
+    assert steps == [0, 1, 2, 3], "progress once before the first step, then each ~2.4 KB file is its own step under a 2 KB budget"
 
 
 def test_oversized_and_pathological_files_are_bounded_and_the_rest_ingested(ingestor, tmp_path: Path) -> None:
