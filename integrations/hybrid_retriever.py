@@ -9,8 +9,9 @@ question and its parts are one Milvus request each.
 
 Each hit grows into its context (integrations.section_context): the section
 span recorded at ingestion, else a window of its piece's chunks, fetched by
-primary key. Hits whose context is already shown are skipped, so the top k are
-k distinct passages.
+primary key. Hits whose context is already shown are skipped, and so are passages
+whose text an earlier result already shows from another file (integrations.near_duplicates;
+the earlier result lists their locations), so the top k are k distinct passages.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from integrations import node_ids
 from integrations.backend_errors import describe_failure, transient_errors
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
 from integrations.named_terms import named_terms
+from integrations.near_duplicates import DUPLICATES_KEY, already_shown, location, shingles
 from integrations.node_ids import chunk_id, parse_chunk_id
 from integrations.section_context import CONTEXT_KEY, CONTEXT_WORDS, join_texts, parse_span, words
 
@@ -289,6 +291,7 @@ class MilvusHybridRetriever(BaseRetriever):
         repeats: list[NodeWithScore] = []  # passages of a section already among the first results
         sections: set[tuple[Any, ...]] = set()
         shown: set[str] = set()
+        kept: list[tuple[frozenset, NodeWithScore]] = []  # each result's trigrams, for near-duplicates
         for position, node_id in enumerate(ranked):
             node = pool.nodes[node_id]
             if position < len(expandable):
@@ -306,13 +309,24 @@ class MilvusHybridRetriever(BaseRetriever):
                 node = self._merged(node, ids, texts)
             elif bare_heading(node.get_content()):
                 continue  # says nothing; its section's content is in other chunks
+            trigrams = shingles(node.get_content())
+            twin = next((result for seen, result in kept if already_shown(trigrams, seen)), None)
+            if twin is not None:  # the same text from another file: one result, both locations
+                places = twin.node.metadata.setdefault(DUPLICATES_KEY, [])
+                if location(node.metadata) not in [location(twin.node.metadata), *places]:
+                    places.append(location(node.metadata))
+                continue
             meta = node.metadata
             section = (meta.get("source"), meta.get("section"), meta.get("page")) if meta.get("section") or meta.get("page") else None
+            result = self._result(node, ids, pool.fused[node_id], pool)
+            for keys in (result.node.excluded_llm_metadata_keys, result.node.excluded_embed_metadata_keys):
+                keys.extend([DUPLICATES_KEY] if DUPLICATES_KEY not in keys else [])
+            kept.append((trigrams, result))
             if section is not None and len(results) < DISTINCT_SECTION_RESULTS and section in sections:
-                repeats.append(self._result(node, ids, pool.fused[node_id], pool))
+                repeats.append(result)
                 continue
             sections.add(section)
-            results.append(self._result(node, ids, pool.fused[node_id], pool))
+            results.append(result)
             if len(results) == DISTINCT_SECTION_RESULTS:
                 results += repeats
                 repeats = []
