@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.evaluation import (
+    STAGES,
     EvalQuestion,
     citation_checks,
     covers,
@@ -28,6 +29,8 @@ from app.evaluation import (
 from tests.conftest import REPO, SHARED_EVAL
 
 ORDQA = SHARED_EVAL / "ord-qa"
+SOLANA = SHARED_EVAL / "solana"
+DJANGO = SHARED_EVAL / "django"
 REFERENCE = "The global router uses the set_routing_alpha command to trade wirelength against path depth for one net."
 
 
@@ -168,7 +171,42 @@ def test_the_ordqa_split_file_matches_the_split_rule() -> None:
 def test_unanswerable_questions_are_plain_jsonl_without_references() -> None:
     questions = load_questions(REPO / "eval" / "unanswerable.jsonl")
     assert len(questions) >= 20
-    assert all(not q.reference_contexts for q in questions)
+    assert all(not q.reference_contexts and not q.answerable for q in questions)
+
+
+@pytest.mark.parametrize(("name", "path"), [("solana", SOLANA / "rag_dataset.json"), ("django", DJANGO / "questions.jsonl")])
+def test_the_solana_and_django_split_files_match_the_split_rule(name: str, path: Path) -> None:
+    split = json.loads((REPO / "eval" / f"{name}_split.json").read_text())
+    ids = [q.id for q in load_questions(path)]
+    assert split["dev"] == [i for i in ids if split_of(i) == "dev"]
+    assert split["test"] == [i for i in ids if split_of(i) == "test"]
+    assert sorted(split["dev"] + split["test"]) == sorted(ids)
+
+
+def test_django_questions_keep_answerable_kind_and_must_mention() -> None:
+    questions = {q.id: q for q in load_questions(DJANGO / "questions.jsonl")}
+    assert questions["django-001"].must_mention == ("SESSION_COOKIE_DOMAIN",) and questions["django-001"].kind == "single"
+    unanswerable = [q for q in questions.values() if not q.answerable]
+    assert len(unanswerable) == 10 and all(not q.reference_contexts and q.kind == "unanswerable" for q in unanswerable)
+
+
+def test_summary_reports_must_mention_and_refusal_rates_over_the_right_questions() -> None:
+    questions = [
+        EvalQuestion("a", "q", ("ref",), must_mention=("SESSION_COOKIE_DOMAIN", "browser")),
+        EvalQuestion("b", "q", ("ref",), must_mention=("managed",)),
+        EvalQuestion("c", "q", ("ref",), must_mention=("orphans",)),  # wrongly refused: not counted in must-mention
+        EvalQuestion("u", "q", answerable=False),
+        EvalQuestion("v", "q", answerable=False),
+    ]
+    answers = {"a": "Set session_cookie_domain to your domain [1].", "b": "Set managed = False [1].", "c": "", "u": "", "v": "Use X [1]."}
+    records = [
+        {"id": q.id, "retrieved": [], "answer": answers[q.id], "sources": [], "timings_ms": dict.fromkeys(STAGES, 1.0)} for q in questions
+    ]
+    metrics = summarize(questions, records, [False, False, True, True, False], k=5)
+    assert metrics["must_mention"] == pytest.approx(2 / 3), "2 of the 3 strings of the 2 answered answerable questions"
+    assert metrics["unanswerable_refused"] == 0.5
+    assert metrics["answerable_refused"] == pytest.approx(1 / 3)
+    assert metrics["refused"] == pytest.approx(2 / 5)
 
 
 # ---------------------------------------------------------------- end to end on an ORD-QA slice
