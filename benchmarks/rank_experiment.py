@@ -157,6 +157,21 @@ def adaptive(row: dict, key: str, weight: float) -> list[int]:
     return rrf_order(row, key, 0.0 if identifiers(row["question"]) else weight)
 
 
+def both_found(row: dict, key: str, weight: float) -> list[int]:
+    """Keep today's order when its first passage was found by both the dense and the BM25 search, else fuse."""
+    top = row["cands"][0] if row["cands"] else {}
+    agreed = top.get("dense") is not None and top.get("bm25") is not None
+    return rrf_order(row, key, 0.0 if agreed else weight)
+
+
+def overlap(row: dict, key: str, weight: float, depth: int = 5) -> list[int]:
+    """The meaning ranking's weight shrinks with how much its top ``depth`` already agrees with today's."""
+    cands = row["cands"][:20]
+    mine = set(sorted(range(len(cands)), key=lambda i: -cands[i][key])[:depth])
+    shared = len(mine & set(range(min(depth, len(cands))))) / depth
+    return rrf_order(row, key, weight * (1 - shared))
+
+
 def by_key(row: dict, key: str) -> list[int]:
     return sorted(range(len(row["cands"])), key=lambda i: -row["cands"][i][key])
 
@@ -167,6 +182,8 @@ for name in ("cos_mean", "cos_max", "cos_first"):
     for w in (0.5, 1.0, 2.0):
         ORDERINGS[f"rrf-{name}-w{w}"] = partial(rrf_order, key=name, weight=w)
         ORDERINGS[f"adapt-{name}-w{w}"] = partial(adaptive, key=name, weight=w)
+        ORDERINGS[f"both-{name}-w{w}"] = partial(both_found, key=name, weight=w)
+        ORDERINGS[f"overlap-{name}-w{w}"] = partial(overlap, key=name, weight=w)
 
 
 def score(args: argparse.Namespace) -> None:
