@@ -326,13 +326,15 @@ class EvalRun:
 
 
 class Evaluator:
-    """Runs questions through the product's retriever (top k, for the metrics) and, unless retrieval-only, its query engine."""
+    """Runs questions through the product's retriever and offline ranking stage (top k, for the metrics) and, unless
+    retrieval-only, its query engine. A cross-encoder (HF API or local model) is not part of the retrieval metrics."""
 
     def __init__(self, runtime: Any, k: int = 10, retrieval_only: bool = False) -> None:
-        from app.composition import build_query_engine, build_retriever
+        from app.composition import build_query_engine, build_ranking_stages, build_retriever
 
         self.k = k
-        self.retriever = build_retriever(runtime, top_k=k)
+        candidates, self.stages = (k, []) if runtime.reranker is not None else build_ranking_stages(runtime, top_n=k)
+        self.retriever = build_retriever(runtime, top_k=candidates)
         self.engine = None if retrieval_only else build_query_engine(runtime=runtime)
 
     def run(self, questions: Sequence[EvalQuestion], progress: Callable[[], None] | None = None) -> EvalRun:
@@ -349,6 +351,8 @@ class Evaluator:
     def ask(self, question: EvalQuestion) -> tuple[dict[str, Any], bool | None]:
         started = time.perf_counter()
         nodes = self.retriever.retrieve(question.question)
+        for stage in self.stages:
+            nodes = stage.postprocess_nodes(nodes, query_str=question.question)
         retrieve_ms = (time.perf_counter() - started) * 1000
         retrieved = [retrieved_entry(rank, scored) for rank, scored in enumerate(nodes, start=1)]
         if self.engine is None:
