@@ -164,6 +164,12 @@ def both_found(row: dict, key: str, weight: float) -> list[int]:
     return rrf_order(row, key, 0.0 if agreed else weight)
 
 
+def no_dense(row: dict, key: str, weight: float) -> list[int]:
+    """Fuse only when the dense search did not find today's first passage (BM25 alone put it first)."""
+    top = row["cands"][0] if row["cands"] else {}
+    return rrf_order(row, key, weight if top.get("dense") is None else 0.0)
+
+
 def overlap(row: dict, key: str, weight: float, depth: int = 5) -> list[int]:
     """The meaning ranking's weight shrinks with how much its top ``depth`` already agrees with today's."""
     cands = row["cands"][:20]
@@ -184,6 +190,7 @@ for name in ("cos_mean", "cos_max", "cos_first"):
         ORDERINGS[f"adapt-{name}-w{w}"] = partial(adaptive, key=name, weight=w)
         ORDERINGS[f"both-{name}-w{w}"] = partial(both_found, key=name, weight=w)
         ORDERINGS[f"overlap-{name}-w{w}"] = partial(overlap, key=name, weight=w)
+        ORDERINGS[f"nodense-{name}-w{w}"] = partial(no_dense, key=name, weight=w)
 
 
 def score(args: argparse.Namespace) -> None:
@@ -202,6 +209,28 @@ def score(args: argparse.Namespace) -> None:
                 print(f"{Path(path).stem:8} {variant:8} {name:14} " + " | ".join(cells))
 
 
+def refusals(args: argparse.Namespace) -> None:
+    """Refusal rates per corpus and half for the weak-evidence thresholds (with and without the missing-names one)."""
+    rules = {"0.44 + 0.55 if names missing": (0.44, 0.55), "0.44 only": (0.44, None), "none": (None, None)}
+    for path in args.dumps:
+        rows = pickle.loads(Path(path).read_bytes())["base"]
+        for label, (base, names) in rules.items():
+            cells = []
+            for half in ("dev", "test"):
+                chosen = [r for r in rows if r["split"] == half]
+
+                def refused(r: dict, base: float | None = base, names: float | None = names) -> bool:
+                    best = r["question_dense"]
+                    limits = [base] + ([names] if r["missing_names"] else [])
+                    return best is not None and any(t is not None and best < t for t in limits)
+
+                unans = [refused(r) for r in chosen if not r["answerable"]]
+                ans = [refused(r) for r in chosen if r["answerable"]]
+                shown = f"{sum(unans)}/{len(unans)}" if unans else "-"
+                cells.append(f"{half} unanswerable refused {shown} answerable refused {sum(ans)}/{len(ans)}")
+            print(f"{Path(path).stem:8} {label:30} " + " | ".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -216,6 +245,9 @@ def main() -> None:
     s.add_argument("--variants", nargs="+", default=["base"])
     s.add_argument("--only", help="regex over ordering names")
     s.set_defaults(func=score)
+    r = sub.add_parser("refusals")
+    r.add_argument("dumps", nargs="+", type=Path)
+    r.set_defaults(func=refusals)
     args = parser.parse_args()
     args.func(args)
 
