@@ -14,7 +14,6 @@ README "Quality" has the numbers and whether the stage is on by default.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import numpy as np
@@ -23,24 +22,26 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-logger = logging.getLogger(__name__)
+from integrations.node_ids import chunk_id, parse_chunk_id
 
-#: Chunk ids are "<source>#<piece>:<index>"; a grown passage's node id is "<first chunk id>..<last chunk id>".
-_CHUNK = re.compile(r"^(?P<source>.*)#(?P<piece>\d+):(?P<index>\d+)$")
+logger = logging.getLogger(__name__)
 
 
 def passage_chunk_ids(node_id: str, chunks_per_piece: int) -> list[str]:
-    """Ids of the chunks a passage may hold, in file order (ids that do not exist are simply not found)."""
+    """Ids of the chunks a passage may hold, in file order (ids that do not exist are simply not found).
+
+    A passage grown from several chunks has the node id "<first chunk id>..<last chunk id>" (hybrid_retriever).
+    """
     first, _, last = node_id.partition("..")
-    a, b = _CHUNK.match(first), _CHUNK.match(last or first)
-    if a is None or b is None or a["source"] != b["source"]:
+    a, b = parse_chunk_id(first), parse_chunk_id(last or first)
+    if a is None or b is None or a[0] != b[0]:
         return [node_id]
-    source, (p1, i1), (p2, i2) = a["source"], (int(a["piece"]), int(a["index"])), (int(b["piece"]), int(b["index"]))
+    file, (p1, i1), (p2, i2) = a[0], a[1:], b[1:]
     ids = []
     for piece in range(p1, p2 + 1):
         start = i1 if piece == p1 else 0
         stop = i2 + 1 if piece == p2 else max(chunks_per_piece, start + 1)
-        ids.extend(f"{source}#{piece}:{k}" for k in range(start, stop))
+        ids.extend(chunk_id(file, piece, k) for k in range(start, stop))
     return ids
 
 

@@ -24,9 +24,10 @@ version and the time the request took, so every request of every user can be fou
 
 
 def test_a_passage_id_names_the_chunks_it_may_hold_in_file_order() -> None:
-    assert passage_chunk_ids("a.md#3:4", 8) == ["a.md#3:4"]
-    assert passage_chunk_ids("a.md#3:2..a.md#3:5", 8) == ["a.md#3:2", "a.md#3:3", "a.md#3:4", "a.md#3:5"]
-    assert passage_chunk_ids("a.md#1:0..a.md#2:1", 3) == ["a.md#1:0", "a.md#1:1", "a.md#1:2", "a.md#2:0", "a.md#2:1"]
+    f = "0123456789abcdef0123"
+    assert passage_chunk_ids(f"{f}#3:4", 8) == [f"{f}#3:4"]
+    assert passage_chunk_ids(f"{f}#3:2..{f}#3:5", 8) == [f"{f}#3:{k}" for k in (2, 3, 4, 5)]
+    assert passage_chunk_ids(f"{f}#1:0..{f}#2:1", 3) == [f"{f}#1:0", f"{f}#1:1", f"{f}#1:2", f"{f}#2:0", f"{f}#2:1"]
     assert passage_chunk_ids("no chunk id", 8) == ["no chunk id"]
 
 
