@@ -28,7 +28,12 @@ import numpy as np
 from app.evaluation import MRR_DEPTH, covers, load_questions, split_of
 
 #: Retriever variants: attribute overrides, and module constants of integrations.hybrid_retriever.
-VARIANTS = {"base": ({}, {}), "nosplit": ({"split_questions": False}, {}), "nodistinct": ({}, {"DISTINCT_SECTION_RESULTS": 0})}
+VARIANTS = {
+    "base": ({}, {}),
+    "nosplit": ({"split_questions": False}, {}),
+    "nodistinct": ({}, {"DISTINCT_SECTION_RESULTS": 0}),
+    "neither": ({"split_questions": False}, {"DISTINCT_SECTION_RESULTS": 0}),
+}
 
 
 def dump(args: argparse.Namespace) -> None:
