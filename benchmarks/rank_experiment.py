@@ -27,13 +27,10 @@ import numpy as np
 
 from app.evaluation import MRR_DEPTH, covers, load_questions, split_of
 
-#: Retriever variants: attribute overrides, and module constants of integrations.hybrid_retriever.
-VARIANTS = {
-    "base": ({}, {}),
-    "nosplit": ({"split_questions": False}, {}),
-    "nodistinct": ({}, {"DISTINCT_SECTION_RESULTS": 0}),
-    "neither": ({"split_questions": False}, {"DISTINCT_SECTION_RESULTS": 0}),
-}
+#: Retriever variants: attribute overrides, and module constants of integrations.hybrid_retriever. The retired
+#: question splitting ({"split_questions": False}) and distinct-sections rule ({"DISTINCT_SECTION_RESULTS": 0}) were
+#: compared this way at commit 51572d0 (README "Quality").
+VARIANTS: dict[str, tuple[dict, dict]] = {"base": ({}, {})}
 
 
 def dump(args: argparse.Namespace) -> None:

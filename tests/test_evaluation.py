@@ -259,9 +259,9 @@ def test_eval_on_an_ordqa_slice_meets_the_hit_at_5_target(tmp_path: Path) -> Non
         assert record["retrieved"][0]["source"] in SLICE_DOCS
 
 
-# All 90 ORD-QA questions as README "Quality and speed" reports them (0.779 / 0.922 / 0.785), less about one question:
+# All 90 ORD-QA questions as README "Quality" reports them (0.738 / 0.900 / 0.777), less about one question:
 # a change that loses references anywhere in the set fails here instead of moving the README's numbers silently.
-FULL_SET_FLOORS = {"recall@5": 0.77, "hit@5": 0.91, "mrr@10": 0.775}
+FULL_SET_FLOORS = {"recall@5": 0.725, "hit@5": 0.885, "mrr@10": 0.765}
 
 
 @pytest.mark.slow
