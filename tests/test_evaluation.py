@@ -227,9 +227,19 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
 
 
+def _ingest_and_evaluate(docs: Path, questions: Path, tmp_path: Path) -> tuple[dict, Path]:
+    """Ingest ``docs`` into a fresh index, run the questions retrieval-only: (metrics, results file)."""
+    index, results = tmp_path / "index", tmp_path / "results.jsonl"
+    ingest = _cli("ingest", str(docs), "--index", str(index), "-q")
+    assert ingest.returncode == 0, ingest.stderr
+    run = _cli("eval", str(questions), "--index", str(index), "--out", str(results), "--retrieval-only", "--json", "-q")
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout), results
+
+
 @pytest.mark.slow
 def test_eval_on_an_ordqa_slice_meets_the_hit_at_5_target(tmp_path: Path) -> None:
-    docs, index = tmp_path / "docs", tmp_path / "index"
+    docs = tmp_path / "docs"
     docs.mkdir()
     for name in SLICE_DOCS:
         (docs / name).write_bytes((ORDQA / "docs" / name).read_bytes())
@@ -238,13 +248,7 @@ def test_eval_on_an_ordqa_slice_meets_the_hit_at_5_target(tmp_path: Path) -> Non
     lines = [line for line in (ORDQA / "questions.jsonl").read_text().splitlines() if json.loads(line)["id"] in wanted]
     questions.write_text("\n".join(lines) + "\n")
 
-    ingest = _cli("ingest", str(docs), "--index", str(index), "-q")
-    assert ingest.returncode == 0, ingest.stderr
-    results = tmp_path / "results.jsonl"
-    run = _cli("eval", str(questions), "--index", str(index), "--out", str(results), "--retrieval-only", "--json", "-q")
-    assert run.returncode == 0, run.stderr
-
-    metrics = json.loads(run.stdout)
+    metrics, results = _ingest_and_evaluate(docs, questions, tmp_path)
     print(metrics)
     assert metrics["questions"] == len(SLICE_QUESTIONS)
     assert metrics["hit@5"] >= HIT_AT_5_TARGET
@@ -266,13 +270,7 @@ FULL_SET_FLOORS = {"recall@5": 0.725, "hit@5": 0.885, "mrr@10": 0.765}
 
 @pytest.mark.slow
 def test_retrieval_quality_on_all_ordqa_questions_does_not_regress(tmp_path: Path) -> None:
-    index = tmp_path / "index"
-    ingest = _cli("ingest", str(ORDQA / "docs"), "--index", str(index), "-q")
-    assert ingest.returncode == 0, ingest.stderr
-    results = tmp_path / "results.jsonl"
-    run = _cli("eval", str(ORDQA / "questions.jsonl"), "--index", str(index), "--out", str(results), "--retrieval-only", "--json", "-q")
-    assert run.returncode == 0, run.stderr
-    metrics = json.loads(run.stdout)
+    metrics, _ = _ingest_and_evaluate(ORDQA / "docs", ORDQA / "questions.jsonl", tmp_path)
     assert metrics["with_references"] == 90
     below = {name: round(metrics[name], 3) for name, floor in FULL_SET_FLOORS.items() if metrics[name] < floor}
     assert not below, f"ORD-QA retrieval fell below {FULL_SET_FLOORS}: {below}; questions missed@5: {metrics['missed@5']}"
@@ -314,15 +312,9 @@ def _corpus_slice(corpus: str, docs: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("corpus", ["solana", "django"])
 def test_retrieval_on_a_slice_of_each_other_corpus_does_not_regress(tmp_path: Path, corpus: str) -> None:
-    docs, index = tmp_path / "docs", tmp_path / "index"
+    docs = tmp_path / "docs"
     docs.mkdir()
-    questions = _corpus_slice(corpus, docs)
-    ingest = _cli("ingest", str(docs), "--index", str(index), "-q")
-    assert ingest.returncode == 0, ingest.stderr
-    results = tmp_path / "results.jsonl"
-    run = _cli("eval", str(questions), "--index", str(index), "--out", str(results), "--retrieval-only", "--json", "-q")
-    assert run.returncode == 0, run.stderr
-    metrics = json.loads(run.stdout)
+    metrics, _ = _ingest_and_evaluate(docs, _corpus_slice(corpus, docs), tmp_path)
     print(corpus, {name: metrics[name] for name in ("hit@5", "recall@5", "mrr@10")})
     floors = SLICE_FLOORS[corpus]
     below = {name: round(metrics[name], 3) for name, floor in floors.items() if metrics[name] < floor}
