@@ -49,7 +49,7 @@ class MeaningRerank(BaseNodePostprocessor):
     """Reorder retrieved passages by RRF of their retrieval order and the question's cosine over their chunks."""
 
     top_n: int = Field(default=5, ge=1, description="Passages returned.")
-    weight: float = Field(default=1.0, ge=0.0, description="Weight of the meaning ranking when the two searches disagree.")
+    weight: float = Field(default=0.0, ge=0.0, description="Weight of the meaning ranking when the searches disagree (0: order kept).")
     rrf_k: int = Field(default=10, ge=1, description="Reciprocal rank fusion constant.")
     chunks_per_piece: int = Field(default=8, ge=1, description="Chunks looked up per piece of a passage spanning pieces.")
 
