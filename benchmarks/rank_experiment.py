@@ -29,7 +29,7 @@ from app.evaluation import MRR_DEPTH, covers, load_questions, split_of
 
 #: Retriever variants: attribute overrides, and module constants of integrations.hybrid_retriever. The retired
 #: question splitting ({"split_questions": False}) and distinct-sections rule ({"DISTINCT_SECTION_RESULTS": 0}) were
-#: compared this way at commit 51572d0 (README "Quality").
+#: compared this way before they were retired (README "Quality").
 VARIANTS: dict[str, tuple[dict, dict]] = {"base": ({}, {})}
 
 
