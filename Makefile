@@ -8,7 +8,7 @@ PORT ?= 8501
 ADDRESS ?= localhost
 DOCS ?= docs
 
-.PHONY: install extras browser run ingest test lint clean
+.PHONY: install extras browser run ingest test lint quality clean
 
 # The packages app, integrations and settings are installed in place (pip install -e .), so `import app` works from any
 # folder (the example notebook runs from examples/); their dependencies come pinned from requirements.txt.
@@ -45,6 +45,10 @@ run: ingest
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The quality table of README: ORD-QA, Solana and Django x dev/test (builds the three indexes once under .docsrag/quality).
+quality: install
+	$(BIN)/python benchmarks/bench_quality.py
 
 test: lint extras browser
 	$(BIN)/python -m pytest

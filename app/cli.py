@@ -133,9 +133,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from app.composition import open_runtime
     from app.evaluation import evaluate, format_metrics, load_questions, select, summarize, write_results
 
-    questions = select(load_questions(args.questions), args.split, args.limit)
+    questions = select([q for path in args.questions for q in load_questions(path)], args.split, args.limit)
     if not questions:
-        raise ValueError(f"no questions in {args.questions} for split {args.split!r}")
+        raise ValueError(f"no questions in {', '.join(map(str, args.questions))} for split {args.split!r}")
     runtime = open_runtime(_settings(args))
     run = evaluate(runtime, questions, k=args.k, retrieval_only=args.retrieval_only, show_progress=not args.quiet)
     write_results(run.records, args.out)
@@ -216,7 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     ask.set_defaults(func=cmd_ask)
 
     ev = sub.add_parser("eval", help="run a question set; write per-question results and print retrieval/answer metrics")
-    ev.add_argument("questions", type=Path, help="JSONL (id, question[, reference_contexts]) or a LlamaIndex rag_dataset.json")
+    ev.add_argument(
+        "questions",
+        type=Path,
+        nargs="+",
+        help="JSONL (id, question[, reference_contexts, answerable, must_mention]) or a LlamaIndex rag_dataset.json; several run as one",
+    )
     ev.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
     ev.add_argument("--out", type=Path, required=True, help="results JSONL, one object per question")
     ev.add_argument("--k", type=int, default=10, help="chunks retrieved per question for the metrics (default 10)")

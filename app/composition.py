@@ -235,6 +235,20 @@ def build_retriever(runtime: Runtime, sources: list[str] | None = None, top_k: i
     )
 
 
+def build_ranking_stages(runtime: Runtime, top_n: int | None = None) -> tuple[int, list]:
+    """(candidates to retrieve, node postprocessors that pick ``top_n`` of them): the cross-encoder, else the meaning stage."""
+    top_n = top_n or runtime.settings.retrieval.top_k
+    if runtime.reranker is not None:
+        return max(runtime.settings.rerank.max_candidates, top_n), [runtime.reranker]
+    r = runtime.settings.retrieval
+    if r.meaning_weight <= 0:
+        return top_n, []
+    from integrations.meaning_rerank import MeaningRerank
+
+    stage = MeaningRerank(runtime.vector_store, runtime.embed_model, top_n=top_n, weight=r.meaning_weight, rrf_k=r.rrf_k)
+    return max(r.meaning_candidates, top_n), [stage]
+
+
 def build_query_engine(
     settings: Settings | None = None,
     *,
@@ -257,14 +271,11 @@ def build_query_engine(
         min_dense_score_missing_names=retrieval.min_dense_score_missing_names,
         streaming=streaming,
     )
-    if runtime.reranker is None:
-        return DocsQueryEngine(retriever=build_retriever(runtime, sources), response_synthesizer=synthesizer, meter=runtime.meter)
-    # The reranker picks top_n out of up to max_candidates fused candidates.
-    candidates = max(runtime.settings.rerank.max_candidates, runtime.settings.retrieval.top_k)
+    candidates, stages = build_ranking_stages(runtime)
     return DocsQueryEngine(
         retriever=build_retriever(runtime, sources, top_k=candidates),
         response_synthesizer=synthesizer,
-        node_postprocessors=[runtime.reranker],
+        node_postprocessors=stages,
         meter=runtime.meter,
     )
 

@@ -8,9 +8,11 @@ Metrics (implemented exactly as that README defines them):
 * recall@k, hit@k, MRR@10 over the retrieved chunks; citation validity over the answers;
 * latency p50/p95 per stage (retrieve, rerank, generate, total).
 
-Question files are JSONL (``id``, ``question``, optional ``reference_contexts``; other
-fields ignored) or a LlamaIndex ``rag_dataset.json`` (``examples[].query`` and
-``reference_contexts``), whose questions get ids like ``solana-001``.
+Question files are JSONL (``id``, ``question``, optional ``reference_contexts``, ``answerable``,
+``kind``, ``must_mention``; other fields ignored) or a LlamaIndex ``rag_dataset.json``
+(``examples[].query`` and ``reference_contexts``), whose questions get ids like ``solana-001``.
+With answers, the must-mention rate and the refusal rates of unanswerable and answerable
+questions are reported as ``shared/eval/README.md`` defines them.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class EvalQuestion:
     id: str
     question: str
     reference_contexts: tuple[str, ...] = ()
+    answerable: bool = True
+    kind: str = ""
+    must_mention: tuple[str, ...] = ()
 
 
 def load_questions(path: Path) -> list[EvalQuestion]:
@@ -91,7 +96,16 @@ def _jsonl_questions(text: str, path: Path) -> list[EvalQuestion]:
             raise ValueError(f"{path}:{line_number}: not a JSON object ({exc.msg})") from exc
         if not isinstance(row, dict) or "id" not in row or "question" not in row:
             raise ValueError(f"{path}:{line_number}: each line needs 'id' and 'question'")
-        questions.append(EvalQuestion(str(row["id"]), str(row["question"]), _contexts(row.get("reference_contexts"))))
+        questions.append(
+            EvalQuestion(
+                str(row["id"]),
+                str(row["question"]),
+                _contexts(row.get("reference_contexts")),
+                answerable=bool(row.get("answerable", True)),
+                kind=str(row.get("kind") or ""),
+                must_mention=_contexts(row.get("must_mention")),
+            )
+        )
     if not questions:
         raise ValueError(f"{path}: no questions found")
     return questions
@@ -126,10 +140,9 @@ def tokens(text: str) -> list[str]:
 
 @lru_cache(maxsize=65536)
 def trigrams(text: str) -> frozenset[tuple[str, ...]]:
-    words = tokens(text)
-    if len(words) < 3:
-        return frozenset({tuple(words)}) if words else frozenset()
-    return frozenset(zip(words, words[1:], words[2:], strict=False))
+    from integrations.near_duplicates import word_trigrams
+
+    return word_trigrams(tokens(text))
 
 
 def covers(chunk: str, reference: str) -> bool:
@@ -215,9 +228,28 @@ def summarize(questions: Sequence[EvalQuestion], records: Sequence[dict[str, Any
         metrics["citation_validity"] = valid / total if total else 0.0
     if refused:
         metrics["refused"] = _mean(float(r) for r in refused)
+        _answer_metrics(metrics, [by_id[r["id"]] for r in records], records, refused)
     for stage in STAGES:
         metrics[f"{stage}_ms_p50"], metrics[f"{stage}_ms_p95"] = p50_p95([r["timings_ms"][stage] for r in records])
     return metrics
+
+
+def _answer_metrics(
+    metrics: dict[str, Any], questions: list[EvalQuestion], records: Sequence[dict[str, Any]], refused: Sequence[bool]
+) -> None:
+    """Must-mention rate over answered answerable questions; refusal rates of unanswerable and answerable questions."""
+    runs = list(zip(questions, records, refused, strict=True))
+    found = expected = 0
+    for question, record, was_refused in runs:
+        if question.answerable and question.must_mention and record["answer"] and not was_refused:
+            answer = record["answer"].lower()
+            expected += len(question.must_mention)
+            found += sum(term.lower() in answer for term in question.must_mention)
+    if expected:
+        metrics["must_mention"] = found / expected
+    if any(not q.answerable for q in questions):
+        metrics["unanswerable_refused"] = _mean(float(r) for q, _, r in runs if not q.answerable)
+        metrics["answerable_refused"] = _mean(float(r) for q, _, r in runs if q.answerable)
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
@@ -237,21 +269,17 @@ def _shown(name: str, value: Any) -> str:
 # ---------------------------------------------------------------- results
 
 
-def _place(meta: dict[str, Any]) -> dict[str, Any]:
-    place: dict[str, Any] = {"source": str(meta.get("source", ""))}
-    if meta.get("page") is not None:
-        place["page"] = meta["page"]
-    if meta.get("section"):
-        place["section"] = meta["section"]
-    return place
-
-
 def retrieved_entry(rank: int, scored: Any) -> dict[str, Any]:
     """One retrieved chunk (a LlamaIndex NodeWithScore) in the results format."""
     from llama_index.core.schema import MetadataMode
 
+    from integrations.near_duplicates import DUPLICATES_KEY, location
+
     node = scored.node
-    return {"rank": rank, "text": node.get_content(metadata_mode=MetadataMode.NONE), **_place(node.metadata), "score": scored.score}
+    entry = {"rank": rank, "text": node.get_content(metadata_mode=MetadataMode.NONE), **location(node.metadata), "score": scored.score}
+    if node.metadata.get(DUPLICATES_KEY):
+        entry[DUPLICATES_KEY] = list(node.metadata[DUPLICATES_KEY])
+    return entry
 
 
 def source_entry(source: Any) -> dict[str, Any]:
@@ -298,13 +326,15 @@ class EvalRun:
 
 
 class Evaluator:
-    """Runs questions through the product's retriever (top k, for the metrics) and, unless retrieval-only, its query engine."""
+    """Runs questions through the product's retriever and offline ranking stage (top k, for the metrics) and, unless
+    retrieval-only, its query engine. A cross-encoder (HF API or local model) is not part of the retrieval metrics."""
 
     def __init__(self, runtime: Any, k: int = 10, retrieval_only: bool = False) -> None:
-        from app.composition import build_query_engine, build_retriever
+        from app.composition import build_query_engine, build_ranking_stages, build_retriever
 
         self.k = k
-        self.retriever = build_retriever(runtime, top_k=k)
+        candidates, self.stages = (k, []) if runtime.reranker is not None else build_ranking_stages(runtime, top_n=k)
+        self.retriever = build_retriever(runtime, top_k=candidates)
         self.engine = None if retrieval_only else build_query_engine(runtime=runtime)
 
     def run(self, questions: Sequence[EvalQuestion], progress: Callable[[], None] | None = None) -> EvalRun:
@@ -321,6 +351,8 @@ class Evaluator:
     def ask(self, question: EvalQuestion) -> tuple[dict[str, Any], bool | None]:
         started = time.perf_counter()
         nodes = self.retriever.retrieve(question.question)
+        for stage in self.stages:
+            nodes = stage.postprocess_nodes(nodes, query_str=question.question)
         retrieve_ms = (time.perf_counter() - started) * 1000
         retrieved = [retrieved_entry(rank, scored) for rank, scored in enumerate(nodes, start=1)]
         if self.engine is None:

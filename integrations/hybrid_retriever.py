@@ -4,13 +4,13 @@ Milvus computes both rankings (the dense vector index and its built-in BM25
 function), so the same retriever serves Milvus Lite and a Milvus cluster. The
 fusion happens here rather than in Milvus' RRFRanker so that each result keeps
 its dense cosine similarity, which the answer step uses to detect weak evidence.
-Only the whole question is embedded; the dense search and the BM25 search of the
-question and its parts are one Milvus request each.
+The dense search and the BM25 search of the question are one Milvus request each.
 
 Each hit grows into its context (integrations.section_context): the section
 span recorded at ingestion, else a window of its piece's chunks, fetched by
-primary key. Hits whose context is already shown are skipped, so the top k are
-k distinct passages.
+primary key. Hits whose context is already shown are skipped, and so are passages
+whose text an earlier result already shows from another file (integrations.near_duplicates;
+the earlier result lists their locations), so the top k are k distinct passages.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +29,7 @@ from integrations import node_ids
 from integrations.backend_errors import describe_failure, transient_errors
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
 from integrations.named_terms import named_terms
+from integrations.near_duplicates import DUPLICATES_KEY, already_shown, location, shingles
 from integrations.node_ids import chunk_id, parse_chunk_id
 from integrations.section_context import CONTEXT_KEY, CONTEXT_WORDS, join_texts, parse_span, words
 
@@ -49,62 +49,13 @@ SPAN_CHUNKS = 8
 WINDOW_CHUNKS = 6
 #: Heading lines: Markdown ATX headings and reST/setext underlines.
 _HEADING_LINE = re.compile(r"^ {0,3}#{1,6}(?:\s.*)?$|^\s*([=\-~^*#+`])\1{2,}\s*$", re.MULTILINE)
-#: Where a question may turn to another topic: sentence ends, "and then", ", and how ...", "Also,", "Meanwhile," ...
-_CLAUSE_BREAK = re.compile(
-    r"(?<=[?.;])\s+|,?\s+and then\s+|,?\s+and (?=how|what|which|where|when|why|to|can|is|are|do|does)\b"
-    r"|,\s*(?:also|then|meanwhile|additionally|and)\b,?\s*|\b(?:also|meanwhile|additionally|furthermore|then),\s*",
-    re.IGNORECASE,
-)
-#: Between the items of an enumeration within a clause: "a, b and c", "a as well as b".
-_ITEM_BREAK = re.compile(r",\s*|;\s*|\s+and\s+|\s+as well as\s+", re.IGNORECASE)
-#: Words that say how a question is asked rather than what it is about.
-_FRAME_WORDS = (
-    "a an the and or but of to in on for with by at from as is are was were be been being do does did can could would should will "
-    "shall may might must how what which where when why who whom this that these those it its they them their we our us i my me you "
-    "your he she his her one user users engineer engineers developer developers designer someone achieve accomplish proceed done go "
-    "about process step steps way ways use using utilize utilise there here also then after before during while so such if into "
-    "need needs want wants like some any possible possibly"
-)
-QUESTION_FRAME = frozenset(_FRAME_WORDS.split())
 #: Hits (in fused order) whose context is fetched; later hits are used as they are.
 EXPANDED_HITS_PER_RESULT = 3
-#: The first results hold at most one passage per heading section (or PDF page); its other passages follow them.
-DISTINCT_SECTION_RESULTS = 5
 
 
 def bare_heading(text: str) -> bool:
     """Nothing but heading lines: a section whose content sits in its subsections (or nowhere)."""
     return not _HEADING_LINE.sub("", text).strip()
-
-
-def topical(text: str, min_terms: int) -> bool:
-    """The text names a topic: at least ``min_terms`` words that are not question phrasing."""
-    return sum(w not in QUESTION_FRAME for w in re.findall(r"\w+", text.lower())) >= min_terms
-
-
-def question_parts(question: str, min_terms: int = 3, most: int = 5) -> list[str]:
-    """The clauses of a multi-part question that each name a topic ([] for a one-part question).
-
-    "How do I add rings, and how do I check them?" asks two things; the second
-    is easily crowded out of the top results by the first, so each part is
-    searched too. So is each item of an enumeration within a clause ("insert filler
-    cells, analyze the clock tree and remove the buffers") when every item names a
-    topic itself. Clauses of question phrasing only ("How can I achieve this?") are dropped.
-    """
-    parts: list[str] = []
-    for clause in (p.strip(" ,.?") for p in _CLAUSE_BREAK.split(question) if p):
-        items = [i for i in (p.strip(" ,.?") for p in _ITEM_BREAK.split(clause) if p) if topical(i, min_terms)]
-        if len(items) > 1:
-            parts.extend(items)
-        elif topical(clause, min_terms):
-            parts.append(clause)
-    return parts[:most] if len(parts) > 1 else []
-
-
-def interleave(main: list[str], parts: Sequence[list[str]]) -> list[str]:
-    """The whole question's best hit, then each part's best, then the rest of the whole question's ranking."""
-    ordered = main[:1] + [ranking[0] for ranking in parts if ranking] + main[1:] + [i for ranking in parts for i in ranking[1:]]
-    return list(dict.fromkeys(ordered))
 
 
 @dataclass
@@ -169,8 +120,7 @@ class MilvusHybridRetriever(BaseRetriever):
     None when only BM25 found it), ``bm25_score``, ``question_dense_score``
     (the question's best cosine over the index) and ``question_missing_names``
     (names in the question no chunk contains) in its metadata, hidden from the
-    LLM and embedder. ``context_words=0`` returns the bare chunks;
-    ``split_questions`` also searches each part of a multi-part question.
+    LLM and embedder. ``context_words=0`` returns the bare chunks.
     """
 
     def __init__(
@@ -185,7 +135,6 @@ class MilvusHybridRetriever(BaseRetriever):
         sparse_weight: float = 1.0,
         file_ids: list[str] | None = None,
         context_words: int = CONTEXT_WORDS,
-        split_questions: bool = True,
         **kwargs: Any,
     ) -> None:
         self._store = vector_store
@@ -199,7 +148,6 @@ class MilvusHybridRetriever(BaseRetriever):
         self.sparse_weight = sparse_weight
         self.file_ids = file_ids
         self.context_words = context_words
-        self.split_questions = split_questions
         super().__init__(**kwargs)
 
     def _search(self, queries: list[Any], field: str, metric: str, limit: int) -> list[list[tuple[str, float, dict]]]:
@@ -236,39 +184,30 @@ class MilvusHybridRetriever(BaseRetriever):
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         self._local.notice = None
         question = query_bundle.query_str
-        texts = [question, *(question_parts(question) if self.split_questions else [])]
         pool = Candidates()
-        whole, *parts = self._rank(texts, self._query_vector(question, query_bundle.embedding), pool)
+        ranked = self._rank(question, self._query_vector(question, query_bundle.embedding), pool)
         pool.missing_names = self._absent(named_terms(question) if self.sparse_weight > 0 else [], pool)
-        ranked = interleave(whole, parts)
         if self.context_words <= 0:
             return [self._result(pool.nodes[i], [i], pool.fused[i], pool) for i in ranked[: self.top_k]]
         return self._grow(ranked, pool)
 
-    def _rank(self, texts: list[str], vector: list[float] | None, pool: Candidates) -> list[list[str]]:
-        """Per query text, chunk ids best first by weighted RRF of its rankings: dense (whole question) and BM25 (each text).
+    def _rank(self, question: str, vector: list[float] | None, pool: Candidates) -> list[str]:
+        """Chunk ids best first by weighted RRF of the dense and the BM25 ranking (one Milvus request each).
 
-        Two Milvus requests in all. The parts are searched by keywords only: embedding them too costs as much as the rest
-        of retrieval together, for no steady gain in recall.
+        The question is searched whole: also searching each clause of a multi-part question helped one corpus and
+        hurt another (README "Quality").
         """
-        dense = self._search([vector], DENSE_FIELD, "IP", self.dense_top_k) if vector is not None else []
-        dense += [[] for _ in range(len(texts) - len(dense))]
-        terms = [keyword_text(t) or t for t in texts]
-        sparse = self._search(terms, SPARSE_FIELD, "BM25", self.sparse_top_k if self.sparse_weight > 0 else 0)
-        rankings = []
-        for dense_hits, sparse_hits in zip(dense, sparse, strict=True):
-            fused: dict[str, float] = {}
-            for weight, hits, key in ((self.dense_weight, dense_hits, "dense_score"), (self.sparse_weight, sparse_hits, "bm25_score")):
-                for rank, (node_id, score, hit) in enumerate(hits, start=1):
-                    fused[node_id] = fused.get(node_id, 0.0) + weight / (self.rrf_k + rank)
-                    if node_id not in pool.nodes:
-                        pool.nodes[node_id] = self._store._parse_from_milvus_results([[hit]])[0][0]
-                    pool.add(node_id, key, abs(score))  # Milvus Lite reports BM25 scores negated
-            ranked = sorted(fused, key=fused.__getitem__, reverse=True)
-            for node_id in ranked:
-                pool.fused.setdefault(node_id, fused[node_id])  # the whole question's ranking comes first
-            rankings.append(ranked)
-        return rankings
+        dense = self._search([vector], DENSE_FIELD, "IP", self.dense_top_k)[0] if vector is not None else []
+        sparse = self._search(
+            [keyword_text(question) or question], SPARSE_FIELD, "BM25", self.sparse_top_k if self.sparse_weight > 0 else 0
+        )[0]
+        for weight, hits, key in ((self.dense_weight, dense, "dense_score"), (self.sparse_weight, sparse, "bm25_score")):
+            for rank, (node_id, score, hit) in enumerate(hits, start=1):
+                pool.fused[node_id] = pool.fused.get(node_id, 0.0) + weight / (self.rrf_k + rank)
+                if node_id not in pool.nodes:
+                    pool.nodes[node_id] = self._store._parse_from_milvus_results([[hit]])[0][0]
+                pool.add(node_id, key, abs(score))  # Milvus Lite reports BM25 scores negated
+        return sorted(pool.fused, key=pool.fused.__getitem__, reverse=True)
 
     def _absent(self, names: list[str], pool: Candidates) -> list[str]:
         """The names no chunk contains: those in no candidate's keywords are looked up by one more BM25 request.
@@ -286,9 +225,8 @@ class MilvusHybridRetriever(BaseRetriever):
         expandable = ranked[: self.top_k * EXPANDED_HITS_PER_RESULT]
         fetched_until = 0
         results: list[NodeWithScore] = []
-        repeats: list[NodeWithScore] = []  # passages of a section already among the first results
-        sections: set[tuple[Any, ...]] = set()
         shown: set[str] = set()
+        kept: list[tuple[frozenset, NodeWithScore]] = []  # each result's trigrams, for near-duplicates
         for position, node_id in enumerate(ranked):
             node = pool.nodes[node_id]
             if position < len(expandable):
@@ -306,19 +244,21 @@ class MilvusHybridRetriever(BaseRetriever):
                 node = self._merged(node, ids, texts)
             elif bare_heading(node.get_content()):
                 continue  # says nothing; its section's content is in other chunks
-            meta = node.metadata
-            section = (meta.get("source"), meta.get("section"), meta.get("page")) if meta.get("section") or meta.get("page") else None
-            if section is not None and len(results) < DISTINCT_SECTION_RESULTS and section in sections:
-                repeats.append(self._result(node, ids, pool.fused[node_id], pool))
+            trigrams = shingles(node.get_content())
+            twin = next((result for seen, result in kept if already_shown(trigrams, seen)), None)
+            if twin is not None:  # the same text from another file: one result, both locations
+                places = twin.node.metadata.setdefault(DUPLICATES_KEY, [])
+                if location(node.metadata) not in [location(twin.node.metadata), *places]:
+                    places.append(location(node.metadata))
                 continue
-            sections.add(section)
-            results.append(self._result(node, ids, pool.fused[node_id], pool))
-            if len(results) == DISTINCT_SECTION_RESULTS:
-                results += repeats
-                repeats = []
+            result = self._result(node, ids, pool.fused[node_id], pool)
+            for keys in (result.node.excluded_llm_metadata_keys, result.node.excluded_embed_metadata_keys):
+                keys.extend([DUPLICATES_KEY] if DUPLICATES_KEY not in keys else [])
+            kept.append((trigrams, result))
+            results.append(result)
             if len(results) >= self.top_k:
                 break
-        return (results + repeats)[: self.top_k]
+        return results
 
     def _fetch_texts(self, ids: list[str]) -> dict[str, str]:
         """Texts of these chunks by primary key (absent ids are chunks that do not exist)."""

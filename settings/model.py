@@ -89,6 +89,13 @@ class RetrievalSettings(BaseModel):
     rrf_k: int = Field(10, ge=1, description="Reciprocal rank fusion constant (small: the top ranks of each list count most).")
     dense_weight: float = Field(0.5, ge=0.0, description="Weight of the dense ranking in the fusion (BM25 ranks technical docs better).")
     sparse_weight: float = Field(1.0, ge=0.0, description="Weight of the BM25 ranking in the fusion.")
+    meaning_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Second ranking stage (integrations.meaning_rerank): weight of whole-passage meaning when dense and BM25 "
+        "disagree on the first passage; 0 turns it off. Off: it did not win on every corpus's dev half (README Quality).",
+    )
+    meaning_candidates: int = Field(20, ge=1, description="Passages the second ranking stage reorders.")
     min_dense_score: float = Field(
         0.44, ge=-1.0, le=1.0, description="Below this cosine similarity of the best chunk, the docs are said not to cover the question."
     )

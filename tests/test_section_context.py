@@ -87,7 +87,7 @@ def test_hit_in_a_long_section_is_shown_with_neighbouring_chunks_in_order(ingest
 
 
 @pytest.mark.parametrize("question", ["How do I set routing layers for clocks, and how do I keep clocks on upper layers?"])
-def test_a_question_and_its_parts_cost_one_embedding_and_two_searches(
+def test_a_question_costs_one_embedding_and_two_searches(
     ingestor, runtime, tmp_path: Path, embedding_calls: list[int], question: str
 ) -> None:
     write(tmp_path / "docs" / "router.md", OPTIONS)
@@ -107,5 +107,5 @@ def test_a_question_and_its_parts_cost_one_embedding_and_two_searches(
     finally:
         client.search = search
     assert nodes
-    assert embedding_calls == [1], "the whole question is embedded; its parts are searched by keywords"
-    assert searches == [1, 3], "one dense request, one BM25 request for the question and its two parts"
+    assert embedding_calls == [1], "the question is embedded once"
+    assert searches == [1, 1], "one dense request and one BM25 request for the whole question (it is not split into parts)"

@@ -118,6 +118,7 @@ def test_component_defaults_are_the_settings_defaults() -> None:
     from integrations.hybrid_retriever import MilvusHybridRetriever
     from integrations.local_embedding import LocalMiniLMEmbedding
     from integrations.local_llm import LocalGGUFLLM
+    from integrations.meaning_rerank import MeaningRerank
 
     same_names = {
         DocumentChunker: (IngestionSettings, ["chunk_size", "chunk_overlap"]),
@@ -132,6 +133,8 @@ def test_component_defaults_are_the_settings_defaults() -> None:
     pairs += [
         (LocalMiniLMEmbedding, "onnx_batch_size", EmbeddingSettings, "batch_size"),
         (FallbackLLM, "num_output", LLMSettings, "max_tokens"),
+        (MeaningRerank, "weight", RetrievalSettings, "meaning_weight"),
+        (MeaningRerank, "rrf_k", RetrievalSettings, "rrf_k"),
     ]
     for component, parameter, model, field in pairs:
         assert _defaults(component)[parameter] == _defaults(model)[field], f"{component.__name__}.{parameter} != {model.__name__}.{field}"

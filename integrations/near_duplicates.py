@@ -1,0 +1,43 @@
+"""Near-duplicate passages: the same text reached through two files (an HTML page and its ``.rst.txt`` source,
+a page copied into two manuals) or repeated boilerplate.
+
+A passage repeats an earlier result when most of its word trigrams occur in that result. Retrieval shows such
+passages once, and the result shown lists the other locations (metadata ``DUPLICATES_KEY``).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+#: Metadata key: the other places (``{"source", "section"?, "page"?}``) a result's text was also found.
+DUPLICATES_KEY = "also_in"
+#: Share of a passage's trigrams found in an earlier result that makes it the same text.
+NEAR_DUPLICATE_SHARE = 0.8
+_WORD = re.compile(r"\w+")
+
+
+def shingles(text: str) -> frozenset[tuple[str, ...]]:
+    """The lowercase word trigrams of a text (its one n-gram when it has fewer than three words)."""
+    return word_trigrams(_WORD.findall(unicodedata.normalize("NFKC", text).lower()))
+
+
+def word_trigrams(words: list[str]) -> frozenset[tuple[str, ...]]:
+    """Consecutive word triples (the words as one n-gram when there are fewer than three)."""
+    if len(words) < 3:
+        return frozenset({tuple(words)}) if words else frozenset()
+    return frozenset(zip(words, words[1:], words[2:], strict=False))
+
+
+def already_shown(text: frozenset, shown: frozenset, share: float = NEAR_DUPLICATE_SHARE) -> bool:
+    """Most of ``text``'s trigrams are already in ``shown`` (a longer passage is not hidden behind a short one it contains)."""
+    return bool(text) and len(text & shown) >= share * len(text)
+
+
+def location(metadata: dict) -> dict:
+    """Where a passage is: its source and, when known, section and page."""
+    place = {"source": str(metadata.get("source", ""))}
+    for key in ("section", "page"):
+        if metadata.get(key) not in (None, ""):
+            place[key] = metadata[key]
+    return place
