@@ -31,8 +31,8 @@ CITATION = re.compile(r"\[(\d+)\]")
 _DELIMITER = re.compile(r"<(?=\s*/?\s*(?:source|question)\b)", re.IGNORECASE)
 #: A claim ends after its citation markers (where a sentence end or "]" is not followed by "["), and at a blank line.
 CLAIM_END = re.compile(r"(?<=[.!?\]])\s+(?!\[)|\n\s*\n")
-#: The start of a marker that may continue in the next streamed delta.
-_PARTIAL_MARKER = re.compile(r"\[\d*$")
+#: What a streamed delta cannot show yet: a marker that may continue in the next delta, and the spaces before it.
+_PARTIAL_MARKER = re.compile(r"\s*(?:\[\d*)?$")
 #: Numbers a claim states (two digits or more): the cited source must contain each.
 _NUMBER = re.compile(r"\d{2,}")
 _WORD = re.compile(r"\w+")
