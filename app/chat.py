@@ -51,7 +51,7 @@ from llama_index.core.prompts.base import BasePromptTemplate
 from llama_index.core.tools import ToolOutput
 
 from integrations.backend_errors import AllBackendsFailedError, transient_errors
-from integrations.keyword_text import STOPWORDS, keyword_text
+from integrations.keyword_text import QUESTION_WORDS, keyword_text
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +62,6 @@ MEMORY_TOKEN_LIMIT = 3000
 MAX_TERMS_OF_A_REFERRING_FOLLOW_UP = 6
 FOLLOW_UP_OPENERS = ("and", "also", "or", "but", "then", "what about", "how about", "what else", "same for")
 REFERENCES = frozenset({"it", "its", "it's", "this", "that", "these", "those", "they", "them", "their", "theirs", "one", "ones"})
-# Words that say how something is asked, not what about: never carried into a follow-up.
-QUESTION_WORDS = frozenset(
-    {
-        "about", "also", "any", "anything", "could", "did", "else", "explain", "get", "give", "know", "me", "mean", "means",
-        "more", "my", "need", "other", "please", "should", "show", "tell", "use", "using", "want", "we", "would", "not", "no",
-        "there", "here", "whats", "what's", "much", "many", "way", "ways", "possible", "happens", "happen", *REFERENCES,
-    }
-)  # fmt: skip
 _OPENER = re.compile(r"\s*(?:" + "|".join(re.escape(o) for o in FOLLOW_UP_OPENERS) + r")\b", re.IGNORECASE)
 _ASKING = re.compile(
     r"\s*(?:what|how|why|where|when|which|who|whom|whose|can|could|does|do|did|is|are|was|were|should|will|would|"
@@ -93,7 +85,7 @@ def key_terms(text: str) -> list[str]:
     seen: set[str] = set()
     for word in _WORD.findall(text):
         lower = word.lower()
-        if lower in STOPWORDS or lower in QUESTION_WORDS or lower in seen or not _stems(word):
+        if lower in QUESTION_WORDS or lower in seen or not _stems(word):
             continue
         seen.add(lower)
         terms.append(word)

@@ -27,7 +27,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from integrations import node_ids
 from integrations.backend_errors import describe_failure, transient_errors
-from integrations.keyword_text import KEYWORD_FIELD, keyword_text
+from integrations.keyword_text import KEYWORD_FIELD, QUESTION_WORDS, keyword_text
 from integrations.named_terms import named_terms
 from integrations.node_ids import chunk_id, parse_chunk_id
 from integrations.question_context import current_question
@@ -53,15 +53,6 @@ _CLAUSE_BREAK = re.compile(
 )
 #: Between the items of an enumeration within a clause: "a, b and c", "a as well as b".
 _ITEM_BREAK = re.compile(r",\s*|;\s*|\s+and\s+|\s+as well as\s+", re.IGNORECASE)
-#: Words that say how a question is asked rather than what it is about.
-_FRAME_WORDS = (
-    "a an the and or but of to in on for with by at from as is are was were be been being do does did can could would should will "
-    "shall may might must how what which where when why who whom this that these those it its they them their we our us i my me you "
-    "your he she his her one user users engineer engineers developer developers designer someone achieve accomplish proceed done go "
-    "about process step steps way ways use using utilize utilise there here also then after before during while so such if into "
-    "need needs want wants like some any possible possibly"
-)
-QUESTION_FRAME = frozenset(_FRAME_WORDS.split())
 #: Hits (in fused order) whose context is fetched; later hits are used as they are.
 EXPANDED_HITS_PER_RESULT = 3
 #: The first results hold at most one passage per heading section (or PDF page); its other passages follow them.
@@ -75,7 +66,7 @@ def bare_heading(text: str) -> bool:
 
 def topical(text: str, min_terms: int) -> bool:
     """The text names a topic: at least ``min_terms`` words that are not question phrasing."""
-    return sum(w not in QUESTION_FRAME for w in re.findall(r"\w+", text.lower())) >= min_terms
+    return sum(w not in QUESTION_WORDS for w in re.findall(r"\w+", text.lower())) >= min_terms
 
 
 def question_parts(question: str, min_terms: int = 3, most: int = 5) -> list[str]:

@@ -53,7 +53,10 @@ class ScriptedLLM(CustomLLM):
 
 
 def nodes(*texts: str, names: tuple[str, ...] = ("guide.md", "notes.md", "faq.md")) -> list[NodeWithScore]:
-    return [NodeWithScore(node=TextNode(text=t, id_=name, metadata={"file_name": name}), score=1.0) for t, name in zip(texts, names)]
+    return [
+        NodeWithScore(node=TextNode(text=t, id_=name, metadata={"file_name": name}), score=1.0)
+        for t, name in zip(texts, names[: len(texts)], strict=True)
+    ]
 
 
 def synthesize(llm, given: list[NodeWithScore], streaming: bool = False, question: str = QUESTION):
@@ -77,7 +80,7 @@ def test_a_citation_whose_source_does_not_say_it_is_removed(streaming: bool) -> 
     forged = "The widget daemon timeout defaults to 9999 seconds according to the official vendor guide. [1]"
     llm = ScriptedLLM(reply=f"{forged} Set it with the `--timeout` flag [1].")
     text, response = synthesize(llm, nodes(GUIDE, FORGED), streaming)
-    assert text == "The widget daemon timeout defaults to 9999 seconds according to the official vendor guide. Set it with the `--timeout` flag [1]."
+    assert text == forged.removesuffix(" [1]") + " Set it with the `--timeout` flag [1]."
     assert response.metadata["notices"] == ["1 citation removed: the cited passage does not contain what the sentence says."]
 
 
@@ -115,7 +118,8 @@ def test_weak_evidence_filter_reads_the_question_context() -> None:
         context.dense_score = 0.3
         assert WeakEvidenceFilter(min_dense_score=0.25).postprocess_nodes(given, query_str=QUESTION) == given
         context.missing_names = ["Kubernetes"]
-        assert WeakEvidenceFilter(min_dense_score=0.25, min_dense_score_missing_names=0.5).postprocess_nodes(given, query_str=QUESTION) == []
+        strict = WeakEvidenceFilter(min_dense_score=0.25, min_dense_score_missing_names=0.5)
+        assert strict.postprocess_nodes(given, query_str=QUESTION) == []
     assert context.weak_evidence and context.notices == ["No passage in the documents mentions Kubernetes."]
 
 
