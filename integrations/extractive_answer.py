@@ -34,8 +34,10 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(\[])")
 _WHITESPACE = re.compile(r"\s+")
 _LIST_ITEM = re.compile(r"^(?:[-*+]|\d+[.)])\s+")
 _WORD = re.compile(r"\w+")
-#: A code span, a --flag, or an identifier (snake_case, dotted.name, CamelCase inside a word, UPPER_CASE).
-_NAMES_SOMETHING = re.compile(r"`[^`]+`|(?<!\w)--?[A-Za-z][\w-]+|\b\w+(?:[_.]\w+)+\b|\b[a-z]+[A-Z]\w*\b")
+#: A code span, a --flag, or an identifier (snake_case, dotted.name, camelCase, UPPER_CASE).
+_NAMES_SOMETHING = re.compile(r"`[^`]+`|(?<![\w-])--?[A-Za-z][\w-]+|\b\w+_\w+|\b[A-Za-z]\w+(?:\.\w{2,})+|\b[a-z]+[A-Z]\w*")
+#: Links and their targets: a URL names no setting.
+_LINK = re.compile(r"\]\([^)]*\)|<?https?://\S+")
 _MIN_WORDS = 4
 #: A block (code or list) longer than this is too long to quote with the sentence that introduces it.
 MAX_BLOCK_LINES = 12
@@ -123,7 +125,7 @@ def units(text: str, source: int = 1) -> list[Unit]:
         if block.kind == "row":
             parts = block.lines
         elif block.kind == "list":
-            parts = [_LIST_ITEM.sub("", line) for line in block.lines]
+            parts = [sentence for line in block.lines for sentence in _SENTENCE_END.split(_LIST_ITEM.sub("", line))]
         else:
             parts = _SENTENCE_END.split(" ".join(block.lines))
         for index, part in enumerate(parts):
@@ -134,7 +136,7 @@ def units(text: str, source: int = 1) -> list[Unit]:
                 out.append(Unit(source, sentence, sentence))
                 continue
             following = blocks[position + 1] if position + 1 < len(blocks) else None
-            last = block.kind == "paragraph" and index == len(parts) - 1
+            last = block.kind != "row" and index == len(parts) - 1
             if last and following is not None and following.kind in ("code", "list") and _short(following):
                 out.append(Unit(source, sentence, sentence + "\n\n" + "\n".join(following.lines)))
             # otherwise what it introduces is not quotable with it: the sentence is left out
@@ -193,7 +195,8 @@ class ExtractiveAnswerer(BaseComponent):
             return NO_ANSWER
         scores = self._similarities(question, [c.sentence for c in candidates])
         scores = scores - self.rank_bonus * np.asarray([c.source - 1 for c in candidates])
-        scores = scores + self.name_bonus * np.asarray([bool(_NAMES_SOMETHING.search(c.text)) for c in candidates])
+        names = [bool(_NAMES_SOMETHING.search(_LINK.sub(" ", c.text))) for c in candidates]
+        scores = scores + self.name_bonus * np.asarray(names)
         top = float(scores.max())
         floor = top - self.keep_margin if self.embed_model is not None else top * 0.5
         order = [int(i) for i in np.argsort(-scores, kind="stable")]
