@@ -122,12 +122,10 @@ def units(text: str, source: int = 1) -> list[Unit]:
     for position, block in enumerate(blocks):
         if block.kind == "code":
             continue
-        if block.kind == "row":
-            parts = block.lines
-        elif block.kind == "list":
-            parts = [sentence for line in block.lines for sentence in _SENTENCE_END.split(_LIST_ITEM.sub("", line))]
-        else:
-            parts = _SENTENCE_END.split(" ".join(block.lines))
+        lines = [_LIST_ITEM.sub("", line) for line in block.lines] if block.kind == "list" else block.lines
+        if block.kind == "paragraph":
+            lines = [" ".join(lines)]
+        parts = [sentence for line in lines for sentence in _SENTENCE_END.split(line)]
         for index, part in enumerate(parts):
             sentence = _quotable(part)
             if sentence is None:
