@@ -67,7 +67,7 @@ def build_embed_model(settings: Settings, meter: UsageMeter | None = None) -> Ba
 
 
 def build_chain_members(settings: Settings, meter: UsageMeter | None = None) -> list[LLM]:
-    """The configured answer backends in order (without the extractive answerer)."""
+    """The configured answer backends in order."""
     llm = settings.llm
     members: list[LLM] = []
     for backend in llm.chain:
