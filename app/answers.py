@@ -1,4 +1,9 @@
-"""One answer format for CLI, UI, JSON and the Python API: text with [n] markers plus numbered sources."""
+"""One answer format for CLI, UI, JSON and the Python API: text with [n] markers plus numbered sources.
+
+The synthesizer has already numbered the cited sources 1..k in the order the
+answer first cites them and put them first in ``response.source_nodes``; the
+passages retrieved but not cited follow, unnumbered (``n`` is None).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,16 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from integrations.citation_prompt import CITATION, source_label
-from integrations.extractive_llm import split_sentences
+from integrations.citation_prompt import CITATION, CLAIM_END, source_label
+from integrations.extractive_answer import split_sentences
 
 _WORD = re.compile(r"\w+")
-# A claim ends after its citation markers: split where a sentence end or "]" is not followed by "[".
-_CLAIM_END = re.compile(r"(?<=[.!?\]])\s+(?!\[)")
 SNIPPET_CHARS = 300
 
 
 @dataclass
 class Source:
-    n: int
+    n: int | None  # None: retrieved but not cited
     source: str
     file_name: str
     label: str
@@ -48,7 +51,7 @@ class Answer:
 def cited_sentences(answer: str) -> dict[int, list[str]]:
     """For each source number, the answer sentences that cite it."""
     out: dict[int, list[str]] = {}
-    for sentence in _CLAIM_END.split(answer):
+    for sentence in CLAIM_END.split(answer):
         for number in {int(n) for n in CITATION.findall(sentence)}:
             out.setdefault(number, []).append(CITATION.sub("", sentence))
     return out
@@ -78,7 +81,7 @@ def to_answer(question: str, response: Any, answer_text: str | None = None) -> A
         body = node.get_content()
         sources.append(
             Source(
-                n=number,
+                n=number if number in claims else None,
                 source=str(meta.get("source", "")),
                 file_name=str(meta.get("file_name", "")),
                 label=source_label(meta),
@@ -109,7 +112,7 @@ def render_text(answer: Answer) -> str:
     if answer.sources:
         lines.append("Sources:")
         for source in answer.sources:
-            lines.append(f"  [{source.n}] {source.label}")
+            lines.append(f"  [{source.n}] {source.label}" if source.n is not None else f"  - {source.label} (not cited)")
             lines.append(f'      "{source.snippet}"')
     if answer.answered_by:
         lines.append(f"Answered by: {answer.answered_by}")

@@ -6,10 +6,9 @@ answer backend:
 
 - **With an LLM** (``runtime.llm`` is an LLM or a fallback chain), the LLM
   rewrites the follow-up with LlamaIndex's condense prompt, exactly like
-  ``CondenseQuestionChatEngine``. If the chain had to fall back to the
-  extractive answerer for that call, the rule below is used instead (quoting
-  sentences is no way to rewrite a question).
-- **Without an LLM** (the offline extractive answerer), a fixed rule:
+  ``CondenseQuestionChatEngine``. If no member of the chain could answer that
+  call, the rule below is used instead.
+- **Without an LLM** (``runtime.llm`` is None: answers quote the sources), a fixed rule:
 
   1. The first question of a chat is used as it is.
   2. A later question is a *follow-up* when it opens with a continuation
@@ -51,8 +50,8 @@ from llama_index.core.memory import Memory
 from llama_index.core.prompts.base import BasePromptTemplate
 from llama_index.core.tools import ToolOutput
 
-from integrations.extractive_llm import EXTRACTIVE_NAME, ExtractiveLLM
-from integrations.keyword_text import STOPWORDS, keyword_text
+from integrations.backend_errors import AllBackendsFailedError, transient_errors
+from integrations.keyword_text import QUESTION_WORDS, keyword_text
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +62,6 @@ MEMORY_TOKEN_LIMIT = 3000
 MAX_TERMS_OF_A_REFERRING_FOLLOW_UP = 6
 FOLLOW_UP_OPENERS = ("and", "also", "or", "but", "then", "what about", "how about", "what else", "same for")
 REFERENCES = frozenset({"it", "its", "it's", "this", "that", "these", "those", "they", "them", "their", "theirs", "one", "ones"})
-# Words that say how something is asked, not what about: never carried into a follow-up.
-QUESTION_WORDS = frozenset(
-    {
-        "about", "also", "any", "anything", "could", "did", "else", "explain", "get", "give", "know", "me", "mean", "means",
-        "more", "my", "need", "other", "please", "should", "show", "tell", "use", "using", "want", "we", "would", "not", "no",
-        "there", "here", "whats", "what's", "much", "many", "way", "ways", "possible", "happens", "happen", *REFERENCES,
-    }
-)  # fmt: skip
 _OPENER = re.compile(r"\s*(?:" + "|".join(re.escape(o) for o in FOLLOW_UP_OPENERS) + r")\b", re.IGNORECASE)
 _ASKING = re.compile(
     r"\s*(?:what|how|why|where|when|which|who|whom|whose|can|could|does|do|did|is|are|was|were|should|will|would|"
@@ -94,7 +85,7 @@ def key_terms(text: str) -> list[str]:
     seen: set[str] = set()
     for word in _WORD.findall(text):
         lower = word.lower()
-        if lower in STOPWORDS or lower in QUESTION_WORDS or lower in seen or not _stems(word):
+        if lower in QUESTION_WORDS or lower in seen or not _stems(word):
             continue
         seen.add(lower)
         terms.append(word)
@@ -151,17 +142,6 @@ def rewritten_question(reply: str) -> str | None:
     return line
 
 
-def _extractive_labels(llm: LLM) -> set[str]:
-    """The ``answered_by`` values meaning the extractive answerer replied (alone or last in a chain)."""
-    labels = {EXTRACTIVE_NAME, ExtractiveLLM.class_name()}
-    members = getattr(llm, "members", None) or []
-    if members:
-        from integrations.fallback_llm import backend_label
-
-        labels |= {backend_label(m) for m in members if isinstance(m, ExtractiveLLM)}
-    return labels
-
-
 class DocsChatEngine(CondenseQuestionChatEngine):
     """CondenseQuestionChatEngine whose condensation works without an LLM, and whose streams need no thread.
 
@@ -175,7 +155,7 @@ class DocsChatEngine(CondenseQuestionChatEngine):
         query_engine: BaseQueryEngine,
         condense_question_prompt: BasePromptTemplate,
         memory: Memory,
-        llm: LLM,
+        llm: LLM | None,
         **kwargs: Any,
     ) -> None:
         super().__init__(query_engine, condense_question_prompt, memory, llm, **kwargs)
@@ -206,11 +186,12 @@ class DocsChatEngine(CondenseQuestionChatEngine):
     def _condense(self, chat_history: list[ChatMessage], last_message: str) -> str:
         if not chat_history:
             return last_message
-        if isinstance(self._llm, ExtractiveLLM):
+        if self._llm is None:
             return condense_without_llm(chat_history, last_message)
         prompt = self._condense_question_prompt.format(question=last_message, chat_history=history_text(chat_history))
-        reply = self._llm.chat([ChatMessage(role=MessageRole.USER, content=prompt)])
-        if reply.additional_kwargs.get("answered_by") in _extractive_labels(self._llm):
+        try:
+            reply = self._llm.chat([ChatMessage(role=MessageRole.USER, content=prompt)])
+        except (AllBackendsFailedError, *transient_errors()):
             logger.info("no LLM rewrote the follow-up; condensing it with the keyword rule")
             return condense_without_llm(chat_history, last_message)
         text = rewritten_question(reply.message.content or "")
@@ -251,7 +232,7 @@ class DocsChatEngine(CondenseQuestionChatEngine):
         standalone, response = self._query(message, chat_history, streaming=False)
         tool_output = self._get_tool_output_from_response(standalone, response)
         self._remember(message, standalone, str(response))
-        return AgentChatResponse(response=str(response), sources=[tool_output], source_nodes=list(response.source_nodes))
+        return AgentChatResponse(response=str(response), sources=[tool_output], source_nodes=response.source_nodes)
 
     def stream_chat(self, message: str, chat_history: list[ChatMessage] | None = None) -> StreamingAgentChatResponse:
         """Stream the answer in the caller's thread; a refusal (weak evidence) arrives as a single chunk."""
@@ -268,8 +249,9 @@ class DocsChatEngine(CondenseQuestionChatEngine):
                 response.response_txt = text
             self._remember(message, standalone, text)
 
+        # The same list as the response's: the sources are renumbered in it when the stream ends.
         return StreamingAgentChatResponse(
-            chat_stream=chunks(), sources=[tool_output], source_nodes=list(response.source_nodes), is_writing_to_memory=False
+            chat_stream=chunks(), sources=[tool_output], source_nodes=response.source_nodes, is_writing_to_memory=False
         )
 
 

@@ -67,7 +67,7 @@ def build_embed_model(settings: Settings, meter: UsageMeter | None = None) -> Ba
 
 
 def build_chain_members(settings: Settings, meter: UsageMeter | None = None) -> list[LLM]:
-    """The configured answer backends in order (without the extractive answerer)."""
+    """The configured answer backends in order."""
     llm = settings.llm
     members: list[LLM] = []
     for backend in llm.chain:
@@ -128,19 +128,15 @@ def build_chain_members(settings: Settings, meter: UsageMeter | None = None) -> 
     return members
 
 
-def build_llm(settings: Settings, embed_model: BaseEmbedding, meter: UsageMeter | None = None) -> LLM:
-    """The answer backend: the configured chain with the extractive answerer last, or the extractive answerer alone."""
-    from integrations.extractive_llm import ExtractiveLLM
-
-    # The last resort must not depend on a remote API: with an API embedder it scores sentences by keywords.
-    extractive = ExtractiveLLM(embed_model=embed_model if settings.embedding.backend == "local" else None)
+def build_llm(settings: Settings, meter: UsageMeter | None = None) -> LLM | None:
+    """The configured LLM chain, or None without one (the citation synthesizer then quotes the sources)."""
     members = build_chain_members(settings, meter)
     if not members:
-        return extractive
+        return None
     from integrations.fallback_llm import FallbackLLM
 
     return FallbackLLM(
-        members=[*members, extractive],
+        members=members,
         deadline_s=settings.llm.deadline_s,
         context_window=settings.llm.context_window,
         num_output=settings.llm.max_tokens,
@@ -182,7 +178,7 @@ class Runtime:
     settings: Settings
     embed_model: BaseEmbedding
     vector_store: MilvusVectorStore
-    llm: LLM
+    llm: LLM | None  # None: answers quote the sources
     reranker: BaseNodePostprocessor | None = None
     meter: UsageMeter | None = None  # when any backend is a paid API
 
@@ -210,7 +206,7 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
         settings=settings,
         embed_model=embed_model,
         vector_store=open_vector_store(settings, EMBEDDING_DIM),
-        llm=build_llm(settings, embed_model, meter),
+        llm=build_llm(settings, meter),
         reranker=build_reranker(settings, meter),
         meter=meter,
     )
@@ -262,20 +258,25 @@ def build_query_engine(
     """
     from app.query_engine import DocsQueryEngine
     from integrations.citation_synthesizer import CitationSynthesizer
+    from integrations.evidence_filter import WeakEvidenceFilter
+    from integrations.extractive_answer import ExtractiveAnswerer
 
     runtime = runtime or open_runtime(settings)
     retrieval = runtime.settings.retrieval
+    # Quoting must not depend on a remote API: with an API embedder it scores sentences by keywords.
+    local = runtime.settings.embedding.backend == "local"
     synthesizer = CitationSynthesizer(
-        llm=runtime.llm,
-        min_dense_score=retrieval.min_dense_score,
-        min_dense_score_missing_names=retrieval.min_dense_score_missing_names,
-        streaming=streaming,
+        llm=runtime.llm, extractive=ExtractiveAnswerer(embed_model=runtime.embed_model if local else None), streaming=streaming
     )
+    evidence = WeakEvidenceFilter(
+        min_dense_score=retrieval.min_dense_score, min_dense_score_missing_names=retrieval.min_dense_score_missing_names
+    )
+    # The ranking stage picks top_k out of more candidates, after the refusal check (no call to refuse).
     candidates, stages = build_ranking_stages(runtime)
     return DocsQueryEngine(
         retriever=build_retriever(runtime, sources, top_k=candidates),
         response_synthesizer=synthesizer,
-        node_postprocessors=stages,
+        node_postprocessors=[evidence, *stages],
         meter=runtime.meter,
     )
 

@@ -127,9 +127,12 @@ def _rerank_check(reranker) -> str:
 
     texts = ["The request timeout is set with --timeout.", *[f"Unrelated passage {i}." for i in range(reranker.top_n)]]
     nodes = [NodeWithScore(node=TextNode(text=t), score=0.0) for t in reversed(texts)]
-    out = reranker.postprocess_nodes(nodes, query_str=PROBE)
-    if reranker.last_notice:
-        raise CheckFailed(reranker.last_notice, "check rerank.model is a text-ranking model the router serves, or set rerank.backend")
+    from integrations.question_context import question_context
+
+    with question_context() as context:
+        out = reranker.postprocess_nodes(nodes, query_str=PROBE)
+    if context.notices:
+        raise CheckFailed(context.notices[0], "check rerank.model is a text-ranking model the router serves, or set rerank.backend")
     if "--timeout" not in out[0].node.get_content():
         raise CheckFailed("the matching passage was not ranked first", "check rerank.model")
     return f"{len(texts)} passages scored"

@@ -1,4 +1,4 @@
-"""The query engine: hybrid retrieval, optional reranking, cited answer, with per-stage timings."""
+"""The query engine: hybrid retrieval, evidence filter and optional reranking, cited answer, with per-stage timings."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ from llama_index.core.base.response.schema import RESPONSE_TYPE, StreamingRespon
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import QueryBundle
 
+from integrations.question_context import question_context
+
 
 class DocsQueryEngine(RetrieverQueryEngine):
-    """RetrieverQueryEngine that records ``timings_ms`` (retrieve, rerank, generate, total) in the response metadata.
+    """RetrieverQueryEngine that answers each question inside its own question context.
 
-    With a usage meter, each answer's total time feeds its latency alert.
+    The context's notices, skipped backends, evidence verdict and ``timings_ms``
+    (retrieve, rerank, generate, total) end up in the response metadata. With a
+    usage meter, each answer's total time feeds its latency alert.
     """
 
     def __init__(self, *args, meter=None, **kwargs) -> None:
@@ -20,48 +24,24 @@ class DocsQueryEngine(RetrieverQueryEngine):
         self._meter = meter
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        started = time.perf_counter()
-        nodes = self._retriever.retrieve(query_bundle)
-        retrieved = time.perf_counter()
-        nodes = self._apply_node_postprocessors(nodes, query_bundle=query_bundle)
-        reranked = time.perf_counter()
-        # Stages that degrade instead of failing (keyword-only search, the HF reranker keeping the fused order) say so here.
-        notices = [n for p in [self._retriever, *self._node_postprocessors] if (n := getattr(p, "last_notice", None))]
-        response = self._response_synthesizer.synthesize(query=query_bundle, nodes=nodes)
-        done = time.perf_counter()
-        response.metadata = response.metadata or {}
-        response.metadata["timings_ms"] = {
-            "retrieve": (retrieved - started) * 1000,
-            "rerank": (reranked - retrieved) * 1000,
-            "generate": (done - reranked) * 1000,
-            "total": (done - started) * 1000,
-        }
-        if notices:
-            _add_notices(response, notices)
+        with question_context() as context:
+            started = time.perf_counter()
+            nodes = self._retriever.retrieve(query_bundle)
+            retrieved = time.perf_counter()
+            nodes = self._apply_node_postprocessors(nodes, query_bundle=query_bundle)
+            reranked = time.perf_counter()
+            response = self._response_synthesizer.synthesize(query=query_bundle, nodes=nodes)
+            done = time.perf_counter()
+        context.timings_ms.update(
+            retrieve=(retrieved - started) * 1000,
+            rerank=(reranked - retrieved) * 1000,
+            generate=(done - reranked) * 1000,
+            total=(done - started) * 1000,
+        )
+        response.metadata = {**(response.metadata or {}), **context.metadata()}
         if self._meter is not None:
             _observe_latency(response, self._meter, started)
         return response
-
-
-def _add_notices(response: RESPONSE_TYPE, notices: list[str]) -> None:
-    def merge() -> None:
-        current = list(response.metadata.get("notices") or [])
-        response.metadata["notices"] = current + [n for n in notices if n not in current]
-
-    merge()
-    if isinstance(response, StreamingResponse) and response.response_gen is not None:
-        inner = response.response_gen
-
-        def tokens():
-            merged = False
-            for token in inner:
-                if not merged:  # the synthesizer fills the metadata when the first token arrives
-                    merge()
-                    merged = True
-                yield token
-            merge()
-
-        response.response_gen = tokens()
 
 
 def _observe_latency(response: RESPONSE_TYPE, meter, started: float) -> None:

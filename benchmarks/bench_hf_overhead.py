@@ -39,14 +39,13 @@ def answer_overhead(server, questions: int) -> list[tuple[str, float, float, flo
     from llama_index.core.schema import TextNode
 
     from integrations.citation_prompt import build_messages
-    from integrations.extractive_llm import ExtractiveLLM
     from integrations.fallback_llm import FallbackLLM
     from integrations.hf_chat_llm import HFChatLLM
     from integrations.hf_http import chat_url, hf_headers
 
     model = "Qwen/Qwen2.5-7B-Instruct-1M"
     hf = HFChatLLM(model_name=model, token=FAKE_TOKEN, base_url=server.url, timeout=30, num_output=512)
-    llm = FallbackLLM(members=[hf, ExtractiveLLM()], deadline_s=60)
+    llm = FallbackLLM(members=[hf], deadline_s=60)
     nodes = [TextNode(text=f"Passage {i}: " + "The global router assigns routing guides to each net. " * 20) for i in range(5)]
     session, url, headers = get_session(), chat_url(server.url), hf_headers(hf._token)
     rows = []

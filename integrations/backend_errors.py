@@ -41,7 +41,11 @@ class StreamInterruptedError(RuntimeError):
 
 
 class AllBackendsFailedError(RuntimeError):
-    """Every member of a fallback chain failed."""
+    """Every member of a fallback chain failed; ``fallbacks`` holds one reason per member."""
+
+    def __init__(self, message: str, fallbacks: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.fallbacks = list(fallbacks or [])
 
 
 @contextlib.contextmanager

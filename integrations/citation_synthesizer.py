@@ -1,30 +1,37 @@
 """A response synthesizer whose answers cite numbered sources: "[n]" ↔ ``response.source_nodes[n-1]``.
 
-Every backend (an LLM chain or the extractive answerer) sees the same prompt
-from :mod:`integrations.citation_prompt`. When even the best match is only
-weakly similar to the question, it says the documentation does not cover the
-question instead of answering from noise. A question that names something no
-passage contains (integrations.named_terms) needs stronger similarity, and its
-answer says which names the docs never mention.
+The LLM (usually a fallback chain) gets the prompt of
+:mod:`integrations.citation_prompt`. When there is no LLM, or every member of the
+chain failed, the synthesizer answers from the nodes it holds by quoting their
+best sentences (:mod:`integrations.extractive_answer`). Either way each marker
+is checked against the source it cites and the sources are renumbered 1..k in
+the order the answer first cites them; uncited sources follow. With no nodes
+(the evidence filter dropped them) it says the documentation does not cover the
+question. Notices, skipped backends and the evidence verdict come from the
+question context (:mod:`integrations.question_context`).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-import time
-from collections.abc import Generator, Sequence
+import re
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
+from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.base.response.schema import RESPONSE_TYPE, Response, StreamingResponse
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.synthesis import SynthesizeEndEvent, SynthesizeStartEvent
 from llama_index.core.llms import LLM
 from llama_index.core.response_synthesizers.base import BaseSynthesizer
-from llama_index.core.schema import NodeWithScore, QueryBundle, QueryType, TextNode
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, QueryType, TextNode
+from llama_index.core.settings import Settings
 
-from integrations.citation_prompt import build_messages, clean_citations
-from integrations.extractive_llm import EXTRACTIVE_NAME
-from integrations.hybrid_retriever import MISSING_NAMES_KEY, QUESTION_DENSE_KEY
+from integrations.backend_errors import AllBackendsFailedError, describe_failure, transient_errors
+from integrations.citation_prompt import CitationChecker, build_messages, reorder
+from integrations.extractive_answer import EXTRACTIVE_NAME, ExtractiveAnswerer
+from integrations.question_context import QuestionContext, current_question
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
@@ -37,38 +44,30 @@ NO_LLM_NOTICE = (
     "No LLM is configured, so this answer quotes the most relevant sentences. "
     "For written answers choose a profile with an LLM, e.g. DOCSRAG_PROFILE=hf_api with HF_TOKEN set (see README)."
 )
+_STREAMED_WORD = re.compile(r"\S+\s*")
 
 
-def best_dense_score(nodes: Sequence[NodeWithScore]) -> float | None:
-    """The question's best cosine similarity: over the whole index when the retriever says, else over these nodes."""
-    scores = [n.node.metadata.get(key) for n in nodes for key in (QUESTION_DENSE_KEY, "dense_score")]
-    scores = [s for s in scores if s is not None]
-    return max(scores) if scores else None
+def dropped_notice(count: int) -> str:
+    return f"{count} citation{'s' if count > 1 else ''} removed: the cited passage does not contain what the sentence says."
 
 
-def missing_names(nodes: Sequence[NodeWithScore]) -> list[str]:
-    """Names in the question that no searched chunk contains, as the retriever recorded them."""
-    return next((list(names) for n in nodes if (names := n.node.metadata.get(MISSING_NAMES_KEY))), [])
-
-
-def missing_names_notice(names: Sequence[str]) -> str:
-    return f"No passage in the documents mentions {', '.join(names)}."
+def _texts(nodes: Sequence[NodeWithScore]) -> list[str]:
+    return [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
 
 
 class CitationSynthesizer(BaseSynthesizer):
-    """Answer from numbered sources with [n] citations, or refuse on weak evidence."""
+    """Answer from numbered sources with checked [n] citations: by the LLM, else by quoting; refuse without nodes."""
 
-    def __init__(
-        self,
-        llm: LLM,
-        min_dense_score: float | None = 0.44,
-        min_dense_score_missing_names: float | None = 0.55,
-        streaming: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(llm=llm, streaming=streaming, **kwargs)
-        self.min_dense_score = min_dense_score
-        self.min_dense_score_missing_names = min_dense_score_missing_names
+    def __init__(self, llm: LLM | None = None, extractive: ExtractiveAnswerer | None = None, streaming: bool = False) -> None:
+        # Not BaseSynthesizer.__init__: without an LLM it would resolve Settings.llm (OpenAI), and its prompt
+        # helpers are never used here.
+        self._llm = llm
+        self._extractive = extractive or ExtractiveAnswerer()
+        self._callback_manager = Settings.callback_manager
+        self._streaming = streaming
+        self._output_cls = None
+        self._empty_response = NOT_COVERED
+        self._multimodal = False
 
     def _get_prompts(self) -> dict[str, Any]:
         return {}
@@ -77,21 +76,13 @@ class CitationSynthesizer(BaseSynthesizer):
         return None
 
     def get_response(self, query_str: str, text_chunks: Sequence[str], **response_kwargs: Any) -> str:
-        nodes = [TextNode(text=chunk) for chunk in text_chunks]
-        response = self._llm.chat(build_messages(query_str, nodes))
-        return clean_citations(response.message.content or "", len(nodes))
+        nodes = [NodeWithScore(node=TextNode(text=chunk)) for chunk in text_chunks]
+        context = current_question()
+        checker = CitationChecker(_texts(nodes))
+        return "".join(checker.feed(delta) for delta in self._deltas(query_str, nodes, context, None)) + checker.flush()
 
     async def aget_response(self, query_str: str, text_chunks: Sequence[str], **response_kwargs: Any) -> str:
         return self.get_response(query_str, text_chunks, **response_kwargs)
-
-    def _weak(self, nodes: Sequence[NodeWithScore]) -> bool:
-        if not nodes:
-            return True
-        best = best_dense_score(nodes)
-        thresholds = [self.min_dense_score]
-        if missing_names(nodes):
-            thresholds.append(self.min_dense_score_missing_names)
-        return best is not None and any(t is not None and best < t for t in thresholds)
 
     @dispatcher.span
     def synthesize(
@@ -102,59 +93,74 @@ class CitationSynthesizer(BaseSynthesizer):
         **response_kwargs: Any,
     ) -> RESPONSE_TYPE:
         dispatcher.event(SynthesizeStartEvent(query=query))
-        query_str = query.query_str if isinstance(query, QueryBundle) else str(query)
-        started = time.perf_counter()
-        names = missing_names(nodes)
-        if self._weak(nodes):
-            response: RESPONSE_TYPE = Response(
-                response=NOT_COVERED,
-                source_nodes=[],
-                metadata={
-                    "answered_by": None,
-                    "weak_evidence": True,
-                    "best_dense_score": best_dense_score(nodes),
-                    "notices": [missing_names_notice(names)] if names else [],
-                },
-            )
+        question = query.query_str if isinstance(query, QueryBundle) else str(query)
+        context = current_question()
+        response: RESPONSE_TYPE
+        if not nodes:
+            context.weak_evidence = True
+            response = Response(response=NOT_COVERED, source_nodes=[], metadata={"answered_by": None, **context.metadata()})
+        elif self._streaming:
+            response = StreamingResponse(response_gen=iter(()), source_nodes=list(nodes), metadata=context.metadata())
+            response.response_gen = self._stream(question, response, context)
         else:
-            messages = build_messages(query_str, [n.node for n in nodes])
-            if self._streaming:
-                response = self._stream(messages, nodes, names)
-            else:
-                chat = self._llm.chat(messages)
-                answered_by = chat.additional_kwargs.get("answered_by") or self._llm.metadata.model_name
-                response = Response(
-                    response=clean_citations(chat.message.content or "", len(nodes)),
-                    source_nodes=list(nodes),
-                    metadata=self._metadata(answered_by, chat.additional_kwargs, names),
-                )
-        response.metadata["generate_ms"] = (time.perf_counter() - started) * 1000
+            response = Response(response="", source_nodes=list(nodes), metadata={})
+            for _ in self._stream(question, response, context):
+                pass
         dispatcher.event(SynthesizeEndEvent(query=query, response=response))
         return response
 
-    def _metadata(self, answered_by: str, extra: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
-        notices = list(extra.get("notices", []))
-        if names:
-            notices.append(missing_names_notice(names))
-        if answered_by == EXTRACTIVE_NAME and not extra.get("fallbacks"):
-            notices.append(NO_LLM_NOTICE)
-        return {"answered_by": answered_by, "fallbacks": extra.get("fallbacks", []), "notices": notices, "weak_evidence": False}
+    def _stream(self, question: str, response: Response | StreamingResponse, context: QuestionContext) -> Generator[str, None, None]:
+        """The answer's checked, renumbered text piece by piece; at its end the response holds the final text and order."""
+        nodes = list(response.source_nodes)
+        checker = CitationChecker(_texts(nodes))
+        for delta in self._deltas(question, nodes, context, response):
+            if shown := checker.feed(delta):
+                yield shown
+        if rest := checker.flush():
+            yield rest
+        if checker.dropped:
+            context.notice(dropped_notice(checker.dropped))
+            logger.info("%s", dropped_notice(checker.dropped))
+        response.source_nodes[:] = reorder(nodes, checker.order)  # in place: holders of the list see the new order
+        if isinstance(response, StreamingResponse):
+            response.response_txt = checker.text
+        else:
+            response.response = checker.text
+        response.metadata.update(context.metadata())
 
-    def _stream(self, messages: list, nodes: list[NodeWithScore], names: Sequence[str]) -> StreamingResponse:
-        stream = self._llm.stream_chat(messages)
-        metadata: dict[str, Any] = {}
+    def _deltas(
+        self, question: str, nodes: list[NodeWithScore], context: QuestionContext, response: Response | StreamingResponse | None
+    ) -> Iterator[str]:
+        """The raw answer: the LLM's (streamed when the response is), or the extractive one when there is no LLM or none could answer."""
+        if self._llm is None:
+            context.notice(NO_LLM_NOTICE)
+        else:
+            messages = build_messages(question, [n.node for n in nodes])
+            try:
+                if isinstance(response, StreamingResponse):
+                    stream = iter(self._llm.stream_chat(messages))
+                    first = next(stream, None)  # a chain commits to a member (or fails) at its first token
+                    chunks: Iterator[ChatResponse] = itertools.chain([first] if first is not None else [], stream)
+                else:
+                    first = self._llm.chat(messages)
+                    chunks = iter([first])
+            except (AllBackendsFailedError, *transient_errors()) as exc:
+                context.fallbacks.extend(getattr(exc, "fallbacks", None) or [f"{self._llm.metadata.model_name}: {describe_failure(exc)}"])
+                logger.info("no LLM could answer; quoting the sources instead")
+            else:
+                extra = first.additional_kwargs if first is not None else {}
+                context.fallbacks.extend(extra.get("fallbacks", []))
+                self._answered(response, extra.get("answered_by") or self._llm.metadata.model_name, context)
+                for chunk in chunks:
+                    for notice in chunk.additional_kwargs.get("notices", []):  # e.g. the answer was cut at max_tokens
+                        context.notice(notice)
+                    yield (chunk.delta or "") if isinstance(response, StreamingResponse) else (chunk.message.content or "")
+                return
+        self._answered(response, EXTRACTIVE_NAME, context)
+        yield from _STREAMED_WORD.findall(self._extractive.answer(question, _texts(nodes)))
 
-        def tokens() -> Generator[str, None, None]:
-            for chunk in stream:
-                if not metadata:
-                    answered_by = chunk.additional_kwargs.get("answered_by") or self._llm.metadata.model_name
-                    metadata.update(self._metadata(answered_by, chunk.additional_kwargs, names))
-                    response.metadata.update(metadata)
-                for notice in chunk.additional_kwargs.get("notices", []):  # e.g. the last chunk says the answer was cut
-                    if notice not in response.metadata["notices"]:
-                        response.metadata["notices"].append(notice)
-                if chunk.delta:
-                    yield chunk.delta
-
-        response = StreamingResponse(response_gen=tokens(), source_nodes=list(nodes), metadata={})
-        return response
+    @staticmethod
+    def _answered(response: Response | StreamingResponse | None, by: str, context: QuestionContext) -> None:
+        if response is not None:
+            response.metadata["answered_by"] = by
+            response.metadata.update(context.metadata())

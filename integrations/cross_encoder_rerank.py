@@ -5,8 +5,8 @@ A subclass scores (question, passage) pairs in :meth:`CrossEncoderRerank._score`
 ``local_rerank``). This base keeps at most ``max_candidates`` nodes, reuses
 cached scores keyed by (model, question, node hash), skips scoring when there
 are no more than ``top_n`` nodes, and when scoring fails keeps the fused order,
-so the question still gets its answer, with :attr:`last_notice` saying why
-(the query engine copies it into ``response.metadata["notices"]``).
+so the question still gets its answer, with a notice in the question context
+(integrations.question_context) saying why.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
+from integrations.question_context import current_question
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
@@ -43,12 +45,6 @@ class CrossEncoderRerank(BaseNodePostprocessor):
 
     _cache: OrderedDict[str, float] = PrivateAttr(default_factory=OrderedDict)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _local: threading.local = PrivateAttr(default_factory=threading.local)
-
-    @property
-    def last_notice(self) -> str | None:
-        """Why the last question in this thread kept the fused order (None when reranking worked or was skipped)."""
-        return getattr(self._local, "notice", None)
 
     def _score(self, query: str, texts: list[str]) -> list[float]:
         """One score in 0..1 per passage, higher for a better match."""
@@ -71,7 +67,6 @@ class CrossEncoderRerank(BaseNodePostprocessor):
     def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
         if query_bundle is None:
             raise ValueError(f"{self.class_name()} needs the question: pass query_bundle or query_str")
-        self._local.notice = None
         if len(nodes) <= self.top_n:
             return [NodeWithScore(node=n.node, score=n.score) for n in nodes]
         query = query_bundle.query_str
@@ -86,8 +81,9 @@ class CrossEncoderRerank(BaseNodePostprocessor):
             try:
                 fresh = self._score(query, texts)
             except self._failures() as exc:
-                self._local.notice = f"Reranking with {self.model} failed ({self._describe(exc)}); the fused retrieval order was kept."
-                logger.info("%s", self._local.notice)  # also in the response notices
+                notice = f"Reranking with {self.model} failed ({self._describe(exc)}); the fused retrieval order was kept."
+                current_question().notice(notice)
+                logger.info("%s", notice)  # also in the response notices
                 kept = [NodeWithScore(node=n.node, score=n.score) for n in candidates[: self.top_n]]
                 dispatcher.event(ReRankEndEvent(nodes=kept))
                 return kept

@@ -9,9 +9,9 @@ a silent truncation. The deadline (``deadline_s``) covers the whole question:
 members started after it are skipped, HTTP members cap their timeouts and
 retry waits by it, and a member's call (up to its first token when streaming)
 is abandoned when the deadline passes even if bytes are still trickling in
-(socket timeouts bound each read, not the reply). The last member (the
-extractive answerer in the app) is always tried, so a question always gets an
-answer.
+(socket timeouts bound each read, not the reply). The last member is always
+tried; when it fails too, :class:`AllBackendsFailedError` carries every reason
+(the citation synthesizer then quotes the sources itself).
 
 Responses carry ``additional_kwargs["answered_by"]`` (e.g. ``hf_api:Qwen/Qwen2.5-7B-Instruct-1M``)
 and ``additional_kwargs["fallbacks"]`` (one human-readable reason per skipped member).
@@ -166,7 +166,7 @@ class FallbackLLM(ChatCompletionMixin, LLM):
         return index < len(self.members) - 1 and time.monotonic() >= deadline
 
     def _all_failed(self, fallbacks: list[str]) -> AllBackendsFailedError:
-        return AllBackendsFailedError("No answer backend could answer: " + "; ".join(fallbacks))
+        return AllBackendsFailedError("No answer backend could answer: " + "; ".join(fallbacks), fallbacks)
 
     @dispatcher.span
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +30,7 @@ from integrations.keyword_text import KEYWORD_FIELD, keyword_text
 from integrations.named_terms import named_terms
 from integrations.near_duplicates import DUPLICATES_KEY, already_shown, location, shingles
 from integrations.node_ids import chunk_id, parse_chunk_id
+from integrations.question_context import current_question
 from integrations.section_context import CONTEXT_KEY, CONTEXT_WORDS, join_texts, parse_span, words
 
 logger = logging.getLogger(__name__)
@@ -39,10 +39,6 @@ DENSE_FIELD = "embedding"
 SPARSE_FIELD = "sparse_embedding"
 NODE_FIELDS = ["_node_content", "_node_type", "text"]
 SCORE_KEYS = ["dense_score", "bm25_score"]
-#: Metadata key: the whole question's best cosine similarity over the index: evidence that the docs cover it.
-QUESTION_DENSE_KEY = "question_dense_score"
-#: Metadata key: names in the question (acronyms, products, identifiers) that no searched chunk contains.
-MISSING_NAMES_KEY = "question_missing_names"
 #: Chunks fetched of each piece in a context span (a piece within CONTEXT_WORDS has fewer unless it is mostly symbols).
 SPAN_CHUNKS = 8
 #: Chunks fetched on each side of a hit for its window.
@@ -65,7 +61,6 @@ class Candidates:
     nodes: dict[str, Any] = field(default_factory=dict)
     fused: dict[str, float] = field(default_factory=dict)
     scores: dict[str, dict[str, float]] = field(default_factory=lambda: {key: {} for key in SCORE_KEYS})
-    missing_names: list[str] = field(default_factory=list)
 
     def add(self, node_id: str, key: str, score: float) -> None:
         self.scores[key][node_id] = max(score, self.scores[key].get(node_id, score))
@@ -117,10 +112,11 @@ class MilvusHybridRetriever(BaseRetriever):
     """Retrieve chunks by dense similarity and BM25, fused by weighted RRF, each grown to its section.
 
     Each returned node carries ``dense_score`` (best cosine among its chunks, or
-    None when only BM25 found it), ``bm25_score``, ``question_dense_score``
-    (the question's best cosine over the index) and ``question_missing_names``
-    (names in the question no chunk contains) in its metadata, hidden from the
-    LLM and embedder. ``context_words=0`` returns the bare chunks.
+    None when only BM25 found it) and ``bm25_score`` in its metadata, hidden from
+    the LLM and embedder. Facts about the whole question (its best cosine over the
+    index, the names in it that no chunk contains, why it was searched by keywords
+    only) go to the question context (integrations.question_context).
+    ``context_words=0`` returns the bare chunks.
     """
 
     def __init__(
@@ -139,7 +135,6 @@ class MilvusHybridRetriever(BaseRetriever):
     ) -> None:
         self._store = vector_store
         self._embed_model = embed_model
-        self._local = threading.local()
         self.top_k = top_k
         self.dense_top_k = dense_top_k
         self.sparse_top_k = sparse_top_k
@@ -165,11 +160,6 @@ class MilvusHybridRetriever(BaseRetriever):
         )
         return [[(hit["id"], float(hit["distance"]), hit) for hit in hits] for hits in result]
 
-    @property
-    def last_notice(self) -> str | None:
-        """Why the last question in this thread was searched by keywords only (None when dense search worked)."""
-        return getattr(self._local, "notice", None)
-
     def _query_vector(self, question: str, given: list[float] | None) -> list[float] | None:
         """The question's vector, or None when the embedder fails (API down, budget cap): BM25 still answers."""
         if self.dense_weight <= 0:
@@ -177,16 +167,18 @@ class MilvusHybridRetriever(BaseRetriever):
         try:
             return given if given is not None else self._embed_model.get_query_embedding(question)
         except transient_errors() as exc:
-            self._local.notice = f"The question could not be embedded ({describe_failure(exc)}): searched by keywords (BM25) only."
-            logger.warning("%s", self._local.notice)
+            notice = f"The question could not be embedded ({describe_failure(exc)}): searched by keywords (BM25) only."
+            current_question().notice(notice)
+            logger.warning("%s", notice)
             return None
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        self._local.notice = None
         question = query_bundle.query_str
         pool = Candidates()
         ranked = self._rank(question, self._query_vector(question, query_bundle.embedding), pool)
-        pool.missing_names = self._absent(named_terms(question) if self.sparse_weight > 0 else [], pool)
+        context = current_question()
+        context.missing_names = self._absent(named_terms(question) if self.sparse_weight > 0 else [], pool)
+        context.dense_score = max(pool.scores["dense_score"].values(), default=None)
         if self.context_words <= 0:
             return [self._result(pool.nodes[i], [i], pool.fused[i], pool) for i in ranked[: self.top_k]]
         return self._grow(ranked, pool)
@@ -286,8 +278,6 @@ class MilvusHybridRetriever(BaseRetriever):
         for key, by_id in pool.scores.items():
             known = [by_id[i] for i in ids if i in by_id]
             node.metadata[key] = max(known) if known else None
-        node.metadata[QUESTION_DENSE_KEY] = max(pool.scores["dense_score"].values(), default=None)
-        node.metadata[MISSING_NAMES_KEY] = list(pool.missing_names)
         for keys in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
-            keys.extend(k for k in [*SCORE_KEYS, QUESTION_DENSE_KEY, MISSING_NAMES_KEY] if k not in keys)
+            keys.extend(k for k in SCORE_KEYS if k not in keys)
         return NodeWithScore(node=node, score=score)

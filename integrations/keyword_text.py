@@ -78,6 +78,17 @@ STOPWORDS = frozenset(
     ]
 )
 
+#: Words that say how a question is asked rather than what it is about: the stop words and question phrasing.
+#: A question part needs words outside them (integrations.hybrid_retriever); a follow-up never carries them (app.chat).
+_PHRASING = (
+    "about accomplish achieve after also any anything been before being but could designer developer developers did "
+    "done during else engineer engineers explain get give go happen happens he her here his it's know like many may "
+    "me mean means might more much must my need needs no not one ones other our please possible possibly proceed "
+    "process shall she should show some someone step steps tell theirs them they those us use user users using "
+    "utilise utilize want wants way ways we were what's whats whom would"
+)
+QUESTION_WORDS = STOPWORDS | frozenset(_PHRASING.split())
+
 
 @lru_cache(maxsize=200_000)
 def _terms(token: str) -> tuple[str, ...]:

@@ -39,7 +39,9 @@ def test_citation_numbers_point_to_the_sources_that_contain_the_quoted_text(inge
 
     markers = [int(n) for n in re.findall(r"\[(\d+)\]", answer.answer)]
     assert markers, answer.answer
-    assert [s.n for s in answer.sources] == list(range(1, len(answer.sources) + 1))
+    cited = [s.n for s in answer.sources if s.cited]
+    assert list(dict.fromkeys(markers)) == cited == list(range(1, len(cited) + 1)), "numbered 1..k in order of first use"
+    assert all(s.n is None and not s.cited for s in answer.sources[len(cited) :]), "uncited passages follow, unnumbered"
     for claim in re.split(r"(?<=\])\s+(?!\[)", answer.answer):
         for number in map(int, re.findall(r"\[(\d+)\]", claim)):
             quoted = re.sub(r"\[\d+\]", "", claim).strip()

@@ -8,6 +8,7 @@ import pytest
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from integrations.hf_rerank import HFCrossEncoderRerank
+from integrations.question_context import question_context
 from tests.conftest_hf import FAKE_TOKEN
 from tests.loopback_server import overlap_logit
 
@@ -89,14 +90,16 @@ def test_api_failure_keeps_the_fused_order_and_says_so(loopback, refused, fault)
         loopback.add_fault("rerank", kind=fault, delay=2.0)
     rerank = make(url, timeout_s=0.3)
     given = candidates()
-    out = rerank.postprocess_nodes(given, query_str=QUESTION)
+    with question_context() as context:
+        out = rerank.postprocess_nodes(given, query_str=QUESTION)
     assert [n.node.node_id for n in out] == [n.node.node_id for n in given[:3]]
-    assert rerank.last_notice and MODEL in rerank.last_notice and "fused retrieval order was kept" in rerank.last_notice
-    assert FAKE_TOKEN not in rerank.last_notice
+    [notice] = context.notices
+    assert MODEL in notice and "fused retrieval order was kept" in notice and FAKE_TOKEN not in notice
     loopback.reset()
-    rerank.postprocess_nodes(candidates(), query_str=QUESTION) if fault != "refused" else None
     if fault != "refused":
-        assert rerank.last_notice is None  # the notice belongs to one question
+        with question_context() as next_question:
+            rerank.postprocess_nodes(candidates(), query_str=QUESTION)
+        assert next_question.notices == []  # the notice belongs to one question
 
 
 @pytest.mark.parametrize(

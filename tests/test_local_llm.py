@@ -38,8 +38,7 @@ def test_chat_and_stream_answer_with_the_bundled_model(smollm) -> None:
     assert "".join(c.delta for c in chunks) == chunks[-1].message.content and chunks[-1].message.content.strip()
 
 
-def test_fallback_reaches_the_local_model_when_the_api_is_down(smollm, refused, local_embedder) -> None:
-    from integrations.extractive_llm import ExtractiveLLM
+def test_fallback_reaches_the_local_model_when_the_api_is_down(smollm, refused) -> None:
     from integrations.fallback_llm import FallbackLLM
     from integrations.hf_chat_llm import HFChatLLM
     from tests.conftest_hf import FAKE_TOKEN
@@ -48,7 +47,6 @@ def test_fallback_reaches_the_local_model_when_the_api_is_down(smollm, refused, 
         members=[
             HFChatLLM(model_name="org/down", token=FAKE_TOKEN, base_url=refused, timeout=0.5),
             smollm,
-            ExtractiveLLM(embed_model=local_embedder),
         ],
         deadline_s=60,
     )
@@ -60,12 +58,12 @@ def test_fallback_reaches_the_local_model_when_the_api_is_down(smollm, refused, 
 
 
 def test_the_local_profile_chain_builds_from_settings(monkeypatch) -> None:
-    from app.composition import build_embed_model, build_llm
+    from app.composition import build_llm
     from settings import load_settings
 
     monkeypatch.setenv("DOCSRAG_LLM__CHAIN", '["local"]')
     monkeypatch.setenv("DOCSRAG_LLM__N_THREADS", "2")
     settings = load_settings()
-    llm = build_llm(settings, build_embed_model(settings))
-    assert llm.labels == [f"local:{SMOLLM2_FILE}", "extractive"]
+    llm = build_llm(settings)
+    assert llm.labels == [f"local:{SMOLLM2_FILE}"]
     assert llm.members[0].n_threads == 2

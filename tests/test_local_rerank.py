@@ -19,6 +19,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from app.composition import build_reranker
 from integrations.local_embedding import _model_files
 from integrations.local_rerank import LocalCrossEncoderRerank
+from integrations.question_context import question_context
 from settings import load_settings
 
 QUESTION = "How do I set the proxy timeout?"
@@ -85,9 +86,10 @@ def fused(passages: list[str]) -> list[NodeWithScore]:
 @pytest.mark.parametrize("labels", [1, 2])
 def test_local_cross_encoder_orders_passages_by_the_models_scores(tmp_path: Path, labels: int) -> None:
     reranker = LocalCrossEncoderRerank(model_dir=overlap_model(tmp_path / "ce", labels), top_n=2, batch_size=3)
-    ranked = reranker.postprocess_nodes(fused(PASSAGES), query_bundle=QueryBundle(QUESTION))
+    with question_context() as context:
+        ranked = reranker.postprocess_nodes(fused(PASSAGES), query_bundle=QueryBundle(QUESTION))
     assert [n.node.get_content() for n in ranked] == [PASSAGES[2], PASSAGES[3]]
-    assert 0.0 < ranked[1].score < ranked[0].score < 1.0 and reranker.last_notice is None
+    assert 0.0 < ranked[1].score < ranked[0].score < 1.0 and context.notices == []
     scores = np.array([n.score for n in ranked])
     counts = np.log(scores / (1 - scores)) / labels + 3  # sigmoid(count - 3), or softmax over (3 - count, count - 3)
     assert np.allclose(counts, np.round(counts), atol=1e-4) and counts[1] >= 3  # "the", "proxy" and the [SEP] piece
@@ -108,10 +110,12 @@ def test_a_model_that_cannot_run_keeps_the_fused_order_with_a_notice(tmp_path: P
     model_dir = overlap_model(tmp_path / "ce")
     (model_dir / "onnx" / "model.onnx").write_bytes(b"not an onnx model")
     reranker = LocalCrossEncoderRerank(model_dir=model_dir, top_n=2)
-    ranked = reranker.postprocess_nodes(fused(PASSAGES), query_bundle=QueryBundle(QUESTION))
+    with question_context() as context:
+        ranked = reranker.postprocess_nodes(fused(PASSAGES), query_bundle=QueryBundle(QUESTION))
     assert [n.node.get_content() for n in ranked] == PASSAGES[:2]
-    assert reranker.last_notice.startswith("Reranking with cross-encoder/ms-marco-MiniLM-L6-v2 failed (")
-    assert "the fused retrieval order was kept" in reranker.last_notice
+    [notice] = context.notices
+    assert notice.startswith("Reranking with cross-encoder/ms-marco-MiniLM-L6-v2 failed (")
+    assert "the fused retrieval order was kept" in notice
 
 
 def test_the_query_engine_reranks_with_the_local_model_named_in_settings(tmp_path: Path) -> None:

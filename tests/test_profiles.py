@@ -45,16 +45,15 @@ def test_huggingface_api_token_is_accepted_too(monkeypatch) -> None:
 def test_profiles_compose_the_documented_chains_without_network(hf_env) -> None:
     settings = load_settings("hf_api")
     embed = build_embed_model(settings)
-    llm = build_llm(settings, embed)
+    llm = build_llm(settings)
     assert embed.class_name() == "HFEmbedding" and embed.base_url == hf_env.url
     assert embed.cache_path == str(settings.storage.index_dir / "hf_embedding_cache.sqlite")
-    assert llm.labels == [*HF_CHAIN, "ollama:llama3.2:3b", "extractive"]
-    assert llm.members[-1].embed_model is None  # the last resort scores keywords: no API, no model to load
+    assert llm.labels == [*HF_CHAIN, "ollama:llama3.2:3b"]
     assert build_reranker(settings).class_name() == "HFCrossEncoderRerank"
     ollama = load_settings("ollama")
     local_embed = build_embed_model(ollama)
     assert local_embed.class_name() == "LocalMiniLMEmbedding"
-    assert build_llm(ollama, local_embed).labels == ["ollama:llama3.2:3b", "extractive"]
+    assert build_llm(ollama).labels == ["ollama:llama3.2:3b"]
     assert build_reranker(ollama) is None
     assert hf_env.requests() == []  # nothing is called at construction (no /info or /api/show probes)
 
@@ -64,7 +63,7 @@ def test_local_chain_member_with_a_missing_model_file_fails_naming_the_setting(m
     monkeypatch.setenv("DOCSRAG_LLM__GGUF_PATH", "/nonexistent/model.gguf")
     settings = load_settings()
     with pytest.raises(ValueError, match=r"gguf_path|llama-cpp-python"):
-        build_llm(settings, build_embed_model(settings))
+        build_llm(settings)
 
 
 def test_cli_ask_with_hf_api_prints_a_cited_answer_and_the_fallback_order(hf_env, tmp_path, capsys) -> None:
