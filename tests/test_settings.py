@@ -112,8 +112,8 @@ def _defaults(component: type) -> dict[str, Any]:
 
 def test_component_defaults_are_the_settings_defaults() -> None:
     from app.chunking import DocumentChunker
-    from integrations.citation_synthesizer import CitationSynthesizer
     from integrations.cross_encoder_rerank import CrossEncoderRerank
+    from integrations.evidence_filter import WeakEvidenceFilter
     from integrations.fallback_llm import FallbackLLM
     from integrations.hybrid_retriever import MilvusHybridRetriever
     from integrations.local_embedding import LocalMiniLMEmbedding
@@ -123,7 +123,7 @@ def test_component_defaults_are_the_settings_defaults() -> None:
     same_names = {
         DocumentChunker: (IngestionSettings, ["chunk_size", "chunk_overlap"]),
         MilvusHybridRetriever: (RetrievalSettings, ["top_k", "dense_top_k", "sparse_top_k", "rrf_k", "dense_weight", "sparse_weight"]),
-        CitationSynthesizer: (RetrievalSettings, ["min_dense_score", "min_dense_score_missing_names"]),
+        WeakEvidenceFilter: (RetrievalSettings, ["min_dense_score", "min_dense_score_missing_names"]),
         LocalMiniLMEmbedding: (EmbeddingSettings, ["threads", "max_tokens"]),
         LocalGGUFLLM: (LLMSettings, ["n_threads", "context_window", "max_tokens", "temperature"]),
         FallbackLLM: (LLMSettings, ["deadline_s", "context_window"]),
