@@ -296,7 +296,9 @@ def test_an_upload_shows_moving_progress_that_a_question_does_not_hide(browser, 
     done = wait_for(
         browser, lambda d: next((e for e in by_css(d, "[data-testid='stAlert']") if "uploads: 1 ingested" in e.text), None), 300
     )
-    assert "5 files" in by_css(browser, "[data-testid='stSidebar']")[0].text and not progress_text(browser)
+    # The library is written after the outcome in the same run: wait for that run to reach it.
+    wait_for(browser, lambda d: "5 files" in by_css(d, "[data-testid='stSidebar']")[0].text, 30)
+    assert not progress_text(browser)
     assert "90 seconds" in by_css(browser, MESSAGE)[-1].text
     shot(browser, "browser_upload_done.png", done)
     shot(browser, "browser_library.png", by_css(browser, "[data-testid='stSidebar'] [data-testid='stDataFrame']")[0])
