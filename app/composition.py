@@ -285,19 +285,8 @@ def open_meter(settings: Settings) -> UsageMeter:
     """The usage meter of this index (SQLite beside it), with the budget settings."""
     from integrations.usage_meter import UsageMeter
 
-    b = settings.budget
     settings.storage.index_dir.mkdir(parents=True, exist_ok=True)
-    return UsageMeter(
-        settings.storage.index_dir / "usage.sqlite",
-        prices=b.prices,
-        default_price=b.default_price,
-        monthly_cap_usd=b.monthly_cap_usd,
-        degrade_fraction=b.degrade_fraction,
-        alert_spend_usd=b.alert_spend_usd,
-        alert_latency_s=b.alert_latency_s,
-        alert_error_rate=b.alert_error_rate,
-        alert_window=b.alert_window,
-    )
+    return UsageMeter(settings.storage.index_dir / "usage.sqlite", settings.budget)
 
 
 def build_ingestor(runtime: Runtime):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from integrations.backend_errors import BackendUnavailableError
 from integrations.sqlite_file import open_sqlite
-from settings.model import ModelPrice
+from settings.model import BudgetSettings, ModelPrice
 
 logger = logging.getLogger(__name__)
 
@@ -65,27 +65,16 @@ def month_start(now: float | None = None) -> float:
 class UsageMeter:
     """Persistent usage records, spend per month, a hard cap and alerts that fire once per crossing."""
 
-    def __init__(
-        self,
-        path: str | Path,
-        prices: dict[str, ModelPrice],
-        default_price: ModelPrice,
-        monthly_cap_usd: float,
-        degrade_fraction: float = 0.8,
-        alert_spend_usd: float | None = None,
-        alert_latency_s: float = 15.0,
-        alert_error_rate: float = 0.05,
-        alert_window: int = 50,
-        on_alert: Callable[[Alert], None] | None = None,
-    ) -> None:
-        self.prices = prices
-        self.default_price = default_price
-        self.monthly_cap_usd = monthly_cap_usd
-        self.degrade_fraction = degrade_fraction
-        self.alert_spend_usd = alert_spend_usd
-        self.alert_latency_s = alert_latency_s
-        self.alert_error_rate = alert_error_rate
-        self.alert_window = alert_window
+    def __init__(self, path: str | Path, budget: BudgetSettings | None = None, on_alert: Callable[[Alert], None] | None = None) -> None:
+        budget = budget or BudgetSettings()
+        self.prices = budget.prices
+        self.default_price = budget.default_price
+        self.monthly_cap_usd = budget.monthly_cap_usd
+        self.degrade_fraction = budget.degrade_fraction
+        self.alert_spend_usd = budget.alert_spend_usd
+        self.alert_latency_s = budget.alert_latency_s
+        self.alert_error_rate = budget.alert_error_rate
+        self.alert_window = budget.alert_window
         self.on_alert = on_alert
         self._lock = threading.Lock()
         self._conn = open_sqlite(

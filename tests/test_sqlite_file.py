@@ -10,7 +10,7 @@ import pytest
 from app.manifest import Manifest, OldIndexError
 from integrations.sqlite_kvstore import SQLiteKVStore
 from integrations.usage_meter import UsageMeter
-from settings.model import ModelPrice
+from settings.model import BudgetSettings, ModelPrice
 
 
 def open_each(path: Path, kind: str):
@@ -18,7 +18,7 @@ def open_each(path: Path, kind: str):
         return Manifest(path)
     if kind == "kvstore":
         return SQLiteKVStore(path)
-    return UsageMeter(path, prices={}, default_price=ModelPrice(), monthly_cap_usd=1.0)
+    return UsageMeter(path, BudgetSettings(prices={}, default_price=ModelPrice(), monthly_cap_usd=1.0))
 
 
 @pytest.mark.parametrize("kind", ["manifest", "kvstore", "meter"])

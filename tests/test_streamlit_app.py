@@ -511,7 +511,7 @@ def test_a_cap_under_one_cent_is_named_in_full(tmp_path: Path) -> None:
     from settings.model import BudgetSettings
 
     budget = BudgetSettings(monthly_cap_usd=0.005)
-    meter = UsageMeter(tmp_path / "usage.sqlite", budget.prices, budget.default_price, budget.monthly_cap_usd)
+    meter = UsageMeter(tmp_path / "usage.sqlite", budget)
     with pytest.raises(BudgetExceeded, match=r"^monthly API budget of \$0\.005 reached"):
         meter.reserve("Qwen/Qwen2.5-7B-Instruct", 100_000, 1_000)
     meter.close()

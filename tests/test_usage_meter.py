@@ -12,11 +12,8 @@ from settings.model import BudgetSettings
 
 
 def meter(path: Path, cap: float = 1.0, alerts: list[Alert] | None = None, **kwargs) -> UsageMeter:
-    b = BudgetSettings(monthly_cap_usd=cap, **kwargs)
-    return UsageMeter(
-        path, b.prices, b.default_price, b.monthly_cap_usd, b.degrade_fraction, b.alert_spend_usd,
-        b.alert_latency_s, b.alert_error_rate, b.alert_window, on_alert=(alerts.append if alerts is not None else None),
-    )  # fmt: skip
+    budget = BudgetSettings(monthly_cap_usd=cap, **kwargs)
+    return UsageMeter(path, budget, on_alert=alerts.append if alerts is not None else None)
 
 
 def test_spend_survives_a_restart(tmp_path: Path) -> None:
