@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.ingestion import DocstoreStrategy, IngestionPipeline
 from llama_index.core.schema import BaseNode, Document, TransformComponent
 from llama_index.core.storage.docstore.keyval_docstore import KVDocumentStore
@@ -197,6 +197,43 @@ class PrecomputedChunks(TransformComponent):
         return [chunk for node in nodes for chunk in self._by_document.get(node.id_, [])]
 
 
+class DropReplaced(TransformComponent):
+    """The last pipeline step: deletes the indexed chunks of changed pieces, once their new chunks are made."""
+
+    replaced: list[str] = Field(default_factory=list, description="Piece ids whose old chunks go before the new ones are written.")
+    _docstore: KVDocumentStore = PrivateAttr()
+    _vector_store: Any = PrivateAttr()
+
+    def __init__(self, docstore: KVDocumentStore, vector_store: Any) -> None:
+        super().__init__()
+        self._docstore, self._vector_store = docstore, vector_store
+
+    def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:
+        for ref in self.replaced:
+            self._docstore.delete_ref_doc(ref, raise_error=False)
+            self._vector_store.delete(ref)
+        self.replaced = []
+        return nodes
+
+
+class ReplacingPipeline(IngestionPipeline):
+    """Docstore upserts that keep a changed piece's indexed chunks until its new chunks are made: the stock
+    pipeline deletes them before chunking and embedding, so a file failing there lost its indexed version."""
+
+    def _handle_upserts(self, nodes: Sequence[BaseNode]) -> Sequence[BaseNode]:
+        drop = self.transformations[-1]
+        assert isinstance(drop, DropReplaced) and self.docstore is not None
+        fresh, drop.replaced = [], []
+        for node in nodes:
+            ref = node.ref_doc_id or node.id_
+            known = self.docstore.get_document_hash(ref)
+            if known != node.hash:
+                fresh.append(node)
+                if known:
+                    drop.replaced.append(ref)
+        return fresh
+
+
 class Ingestor:
     """Brings an index up to date with a folder.
 
@@ -223,8 +260,8 @@ class Ingestor:
         )
 
     def _pipeline(self, transformations: list[TransformComponent]) -> IngestionPipeline:
-        return IngestionPipeline(
-            transformations=transformations,
+        return ReplacingPipeline(
+            transformations=[*transformations, DropReplaced(self.state.docstore, self.vector_store)],
             docstore=self.state.docstore,
             vector_store=self.vector_store,
             docstore_strategy=DocstoreStrategy.UPSERTS,
@@ -381,7 +418,7 @@ class Ingestor:
             logger.warning("skipped %s: %s", record.source, reason)
 
         pipeline = self.pipeline if chunks is None else self._pipeline([PrecomputedChunks(chunks)])
-        nodes, readable = self._run_pipeline(pipeline, readable, report)
+        nodes, readable = self._run_pipeline(pipeline, readable, previous, report)
         report.chunks_written += len(nodes)
 
         for outcome in readable:
@@ -407,9 +444,14 @@ class Ingestor:
             report.ingested.append(record.source)
 
     def _run_pipeline(
-        self, pipeline: IngestionPipeline, readable: list[FileOutcome], report: IngestReport
+        self,
+        pipeline: IngestionPipeline,
+        readable: list[FileOutcome],
+        previous: dict[str, FileRecord | None],
+        report: IngestReport,
     ) -> tuple[list[BaseNode], list[FileOutcome]]:
-        """Run the pipeline over the files' documents; a file that cannot be chunked (ValueError) is skipped, not the batch."""
+        """Run the pipeline over the files' documents; a file that cannot be chunked (ValueError) is skipped, not the batch,
+        and its previously indexed version (still in the store: see ReplacingPipeline) is kept."""
         documents = [document for outcome in readable for document in outcome.documents]
         if not documents:
             return [], readable
@@ -420,14 +462,19 @@ class Ingestor:
                 nodes: list[BaseNode] = []
                 kept: list[FileOutcome] = []
                 for outcome in readable:
-                    more, ok = self._run_pipeline(pipeline, [outcome], report)
+                    more, ok = self._run_pipeline(pipeline, [outcome], previous, report)
                     nodes.extend(more)
                     kept.extend(ok)
                 return nodes, kept
-            record = readable[0].record
-            report.skipped.append((record.source, chunking_failed(exc)))
-            logger.warning("skipped %s: %s", record.source, chunking_failed(exc))
-            self._forget(record)
+            record, reason = readable[0].record, chunking_failed(exc)
+            old = previous[record.file_id]
+            if old and old.state == "done":
+                self.state.manifest.put(old)
+                reason += "; the previously indexed version is kept"
+            else:
+                self._forget(record)
+            report.skipped.append((record.source, reason))
+            logger.warning("skipped %s: %s", record.source, reason)
             return [], []
 
     def _repair_interrupted(self, report: IngestReport) -> None:

@@ -219,3 +219,37 @@ def _chunk_ids(index: Path) -> list[str]:
         return [row["id"] for row in store.client.query(store.collection_name, filter="", output_fields=["id"], limit=16000)]
     finally:
         store.client.close()
+
+
+def test_a_changed_file_that_cannot_be_chunked_keeps_its_indexed_version(tmp_path: Path) -> None:
+    from app.composition import build_ingestor, open_runtime
+    from settings import load_settings
+
+    runtime = open_runtime(load_settings("local", storage={"index_dir": str(tmp_path / "index")}, ingestion={"max_file_chunks": 20}))
+    ingestor = build_ingestor(runtime)
+    try:
+        docs = tmp_path / "docs"
+        guide = write(docs / "guide.md", GUIDE)
+        notes = write(docs / "notes.txt", "Plain notes about the widget cache. The cache lives in the home directory.")
+        ingestor.ingest(docs)
+        before = stored_sources(runtime.vector_store)
+
+        write(guide, GUIDE + "".join(f"\n## Part {n}\n\nFiller sentence number {n} about nothing much at all.\n" * 3 for n in range(60)))
+        write(notes, "Plain notes: the widget cache now lives in the state directory.")
+        report = ingestor.ingest(docs)  # one batch: the guide fails in the chunker, the notes go in
+        assert report.ingested == ["notes.txt"]
+        [(source, reason)] = report.skipped
+        assert source == "guide.md" and "max_file_chunks" in reason and reason.endswith("the previously indexed version is kept")
+        after = stored_sources(runtime.vector_store)
+        assert sorted(map(str, after["guide.md"])) == sorted(map(str, before["guide.md"]))
+        assert any("30 seconds" in n.node.text for n in _retrieve(runtime, "default timeout seconds"))
+        assert ingestor.ingest(docs).skipped == report.skipped  # said again until the file is fixed
+
+        write(guide, GUIDE.replace("30 seconds", "45 seconds"))
+        assert ingestor.ingest(docs).ingested == ["guide.md"]
+        assert len(stored_sources(runtime.vector_store)["guide.md"]) == len(before["guide.md"])  # replaced, not doubled
+        texts = [n.node.text for n in _retrieve(runtime, "default timeout seconds")]
+        assert any("45 seconds" in t for t in texts) and not any("30 seconds" in t for t in texts)
+    finally:
+        ingestor.close()
+        runtime.close()

@@ -407,3 +407,13 @@ def test_html_nested_thousands_of_levels_is_read_as_text() -> None:
     )
     (piece,) = read_html(page)  # html.parser nests each unclosed <li> inside the previous one
     assert "page 0" in piece.text and "page 2999" in piece.text
+
+
+def test_a_pdf_flate_bomb_is_skipped_before_pdfium_inflates_it(tmp_path: Path) -> None:
+    from app.readers.pdf import read_pdf
+    from tests.test_hostile_corpus import flate_bomb_pdf
+
+    bomb = flate_bomb_pdf(tmp_path / "bomb.pdf", 64)  # 64 MB of content in a ~65 KB file
+    with pytest.raises(SkipFile, match="inflate to more than 50 MB"):
+        read_pdf(bomb)
+    assert [p.text for p in read_pdf(flate_bomb_pdf(tmp_path / "small.pdf", 1))] == ["flate bomb page"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.readers.base import Piece, SkipFile
+from app.readers.base import DEFAULT_MAX_BYTES, Piece, SkipFile
 from app.readers.code import CODE_LANGUAGES
 from app.readers.markdown import split_markdown
 from app.readers.rst import looks_like_rst, split_rst
@@ -20,8 +20,6 @@ TEXT_FORMATS = {
     ".txt": "text",
     ".text": "text",
 }
-#: The ingestion.max_file_mb default, for callers without settings.
-DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 SUPPORTED_SUFFIXES = frozenset({".pdf", *TEXT_FORMATS, *CODE_LANGUAGES})
 
 
@@ -45,7 +43,7 @@ def read_pieces(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Piece]:
     if fmt == "pdf":
         from app.readers.pdf import read_pdf
 
-        pieces = read_pdf(path)
+        pieces = read_pdf(path, max_bytes)
     else:
         text = decode_text(read_bounded(path, max_bytes))
         if fmt == "markdown":

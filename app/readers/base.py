@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: The ingestion.max_file_mb default, for callers without settings.
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+
 
 class SkipFile(Exception):
     """A file that cannot be ingested; the message is the reason shown to the user."""

@@ -7,16 +7,18 @@ line-ends are re-joined when they clearly split a word.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import re
 import threading
+import zlib
 from collections import Counter
 from pathlib import Path
 
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
-from app.readers.base import Piece, SkipFile
+from app.readers.base import DEFAULT_MAX_BYTES, Piece, SkipFile
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,8 @@ _MIN_PAGES_FOR_RUNNING = 4
 _RUNNING_SHARE = 0.5
 _HEADER_PROBE = 1024
 _TAIL_PROBE = 4096
+_STREAM_START = re.compile(rb"\bstream\r?\n")
+_INFLATE_STEP = 1 << 20
 
 # pdfium is not thread-safe: one document at a time per process (use processes to parallelise).
 _PDFIUM_LOCK = threading.Lock()
@@ -41,8 +45,11 @@ _LOAD_ERRORS = {
 }
 
 
-def read_pdf(path: Path) -> list[Piece]:
-    """Read a PDF into per-page pieces; raises SkipFile for encrypted, corrupt, empty or text-less PDFs."""
+def read_pdf(path: Path, max_inflated: int = DEFAULT_MAX_BYTES) -> list[Piece]:
+    """Read a PDF into per-page pieces; raises SkipFile for encrypted, corrupt, empty or text-less PDFs and for
+    PDFs whose non-image Flate streams inflate to more than ``max_inflated`` bytes (pdfium holds a page's
+    decoded content in memory, so a small compressed file could otherwise take hundreds of megabytes)."""
+    _check_inflated_size(path, max_inflated)
     with _PDFIUM_LOCK:
         pdf = _open(path)
         try:
@@ -73,6 +80,33 @@ def _open(path: Path) -> pdfium.PdfDocument:
         pdfium_c.FPDF_CloseDocument(raw)
         raise SkipFile("empty PDF (0 pages)")
     return pdfium.PdfDocument(raw)
+
+
+def _check_inflated_size(path: Path, limit: int) -> None:
+    """Inflate the file's Flate streams (images excepted: text extraction does not decode them) a megabyte at a time,
+    stopping as soon as their total passes ``limit``."""
+    if path.stat().st_size == 0:
+        return
+    total = 0
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        for match in _STREAM_START.finditer(data):
+            head = data[max(data.rfind(b"obj", 0, match.start()), match.start() - 4096) : match.start()]
+            if b"/FlateDecode" not in head or b"/Image" in head:
+                continue
+            inflater, position = zlib.decompressobj(), match.end()
+            try:
+                while not inflater.eof and position < len(data) and total <= limit:
+                    total += len(inflater.decompress(data[position : position + _INFLATE_STEP], _INFLATE_STEP))
+                    while inflater.unconsumed_tail and total <= limit:
+                        total += len(inflater.decompress(inflater.unconsumed_tail, _INFLATE_STEP))
+                    position += _INFLATE_STEP
+            except zlib.error:  # a damaged stream is pdfium's to judge
+                continue
+            if total > limit:
+                raise SkipFile(
+                    f"its compressed streams inflate to more than {limit / 1024 / 1024:.0f} MB (ingestion.max_file_mb): "
+                    "not read (a decompression bomb, or raise the limit)"
+                )
 
 
 def _load_failure_reason(path: Path, err_code: int) -> str:
