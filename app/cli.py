@@ -30,6 +30,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from app.composition import build_ingestor, open_runtime
     from app.ingest_progress import IngestProgress
+    from integrations.backend_errors import transient_errors
 
     if args.address and args.engine != "ray":
         raise ValueError("--address names a Ray cluster: use it with --engine ray")
@@ -61,6 +62,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             report = ray_ingest(ingestor, Path(args.path), address=args.address, progress=progress)
         else:
             report = ingestor.ingest(Path(args.path), progress=progress, embedded=embedded)
+    except transient_errors() as exc:
+        bar.close()
+        # Earlier batches are committed; the failed one stays marked pending and is ingested again by the next run.
+        print(
+            f"error: embedding with the {runtime.settings.embedding.backend} backend failed: {exc}\n"
+            f"{committed[0]} files committed before it stay indexed; fix the backend and run ingest again to continue",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         bar.close()
         # The batch being written stays marked pending; the next run drops its partial chunks and ingests it again.

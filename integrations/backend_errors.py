@@ -27,6 +27,10 @@ class BackendUnavailableError(RuntimeError):
     """A backend could not answer (retries exhausted, deadline reached, bad reply); the next one may."""
 
 
+class BackendAuthError(BackendUnavailableError):
+    """A backend refused the credentials (HTTP 401/403); the message names the backend and the fix."""
+
+
 class RetryExhaustedError(BackendUnavailableError):
     """Retrying (429 Retry-After, 503 loading) would not fit in the deadline or the retry budget."""
 

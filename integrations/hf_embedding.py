@@ -27,7 +27,7 @@ from llama_index.embeddings.huggingface_api.pooling import Pooling
 from llama_index.utils.huggingface import format_query, format_text
 from pydantic import SecretStr
 
-from integrations.backend_errors import BackendUnavailableError, current_deadline, redacted_errors
+from integrations.backend_errors import BackendAuthError, BackendUnavailableError, current_deadline, redacted_errors
 from integrations.embedding_cache import EmbeddingCache
 from integrations.hf_http import (
     DEFAULT_HF_BASE_URL,
@@ -108,8 +108,20 @@ class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
         return array.tolist()
 
     def _request(self, texts: list[str]) -> list[list[float]]:
+        from huggingface_hub.errors import HfHubHTTPError
+
         with redacted_errors(self._token.get_secret_value() if self._token else None):
-            return [v for start in range(0, len(texts), MAX_CLIENT_BATCH) for v in self._post(texts[start : start + MAX_CLIENT_BATCH])]
+            try:
+                return [v for start in range(0, len(texts), MAX_CLIENT_BATCH) for v in self._post(texts[start : start + MAX_CLIENT_BATCH])]
+            except HfHubHTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else None
+                if status not in (401, 403):
+                    raise
+                raise BackendAuthError(
+                    f"Hugging Face embeddings ({self.model_name} at {self.base_url}) refused the token with HTTP {status}: "
+                    "set HF_TOKEN to a valid token with the 'Make calls to Inference Providers' permission "
+                    "(check it with `python -m app --profile hf_api doctor`), or use the local profile"
+                ) from exc
 
     def _post(self, texts: list[str]) -> list[list[float]]:
         """One request for ``texts``; a 413 (batch too large for this server) sends each half on its own."""

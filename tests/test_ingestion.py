@@ -253,3 +253,29 @@ def test_a_changed_file_that_cannot_be_chunked_keeps_its_indexed_version(tmp_pat
     finally:
         ingestor.close()
         runtime.close()
+
+
+def test_an_ingest_whose_embeddings_are_refused_stops_with_one_message_and_keeps_committed_files(hf_env, tmp_path: Path, capsys) -> None:
+    from app.cli import main
+    from app.manifest import Manifest, state_file
+    from tests.conftest_hf import FAKE_TOKEN
+
+    docs = tmp_path / "docs"
+    write(docs / "guide.md", GUIDE)
+    assert main(["--profile", "hf_api", "ingest", str(docs), "-q"]) == 0
+    write(docs / "notes.txt", "Plain notes about the widget cache. The cache lives in the home directory.")
+    hf_env.state.tokens.clear()  # the token is no longer accepted: 401 on every embedding call
+    capsys.readouterr()
+
+    assert main(["--profile", "hf_api", "ingest", str(docs), "-q"]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and err.startswith("error: embedding with the hf_api backend failed: Hugging Face embeddings")
+    assert "HTTP 401" in err and "HF_TOKEN" in err and "stay indexed" in err
+    manifest = Manifest(state_file(tmp_path / "index"))
+    assert [(r.source, r.state) for r in manifest.all() if r.state == "done"] == [("guide.md", "done")]
+    manifest.close()
+
+    hf_env.state.tokens.add(FAKE_TOKEN)
+    assert main(["--profile", "hf_api", "ingest", str(docs), "-q"]) == 0
+    out, _ = capsys.readouterr()
+    assert "1 ingested, 1 unchanged" in out
