@@ -528,3 +528,25 @@ def test_an_upload_named_like_an_indexed_file_is_listed_under_another_name(monke
     assert len(notes) == 1 and notes[0].startswith("proxy.md is listed as ") and notes[0] != "proxy.md is listed as proxy.md", notes
     files = list(at.sidebar.dataframe[0].value["file"])
     assert "proxy.md" in files and len(files) == 4  # the CLI-ingested proxy.md is still there, beside the upload
+
+
+def test_a_broken_reupload_of_an_indexed_upload_keeps_the_good_file_and_its_index_entry(monkeypatch, tmp_path: Path) -> None:
+    at = open_page(monkeypatch, tmp_path / "index")
+    good = b"# Notes\n\nThe widget logs to syslog through the journald bridge.\n"
+    at.sidebar.file_uploader[0].set_value([("notes.md", good, "text/markdown")]).run()
+    button(at, "Add to index").click().run()
+    assert list(at.sidebar.dataframe[0].value["file"]) == ["notes.md"]
+
+    at.sidebar.file_uploader[0].set_value([("notes.md", b"\x00\x01binary\x00junk" * 50, "text/markdown")]).run()
+    button(at, "Add to index").click().run()
+    assert not at.exception, at.exception
+    [warning] = [unescape(w.value) for w in at.sidebar.warning]
+    assert warning.startswith("Skipped notes.md: binary content") and "the earlier file of that name is" in warning, warning
+    assert [p.name for p in (tmp_path / "index" / "uploads").iterdir()] == ["notes.md"]
+    assert (tmp_path / "index" / "uploads" / "notes.md").read_bytes() == good
+    assert list(at.sidebar.dataframe[0].value["file"]) == ["notes.md"]
+
+    button(at, "Re-index folders").click().run()  # the restored file is the indexed one: nothing to do
+    [summary] = [unescape(s.value) for s in at.sidebar.success]
+    assert "0 ingested, 1 unchanged, 0 skipped, 0 removed" in summary, summary
+    assert "journald" in answer_text(ask(at, "Where does the widget log to?"))

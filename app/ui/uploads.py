@@ -65,6 +65,9 @@ def store_upload(settings: Settings, name: str, data: bytes) -> Path:
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
+        if target.is_file():  # kept (same inode, so same size and mtime) until this upload is ingested
+            earlier_copy(target).unlink(missing_ok=True)
+            os.link(target, earlier_copy(target))
         os.replace(temporary, target)
     except OSError:
         Path(temporary).unlink(missing_ok=True)
@@ -72,15 +75,27 @@ def store_upload(settings: Settings, name: str, data: bytes) -> Path:
     return target
 
 
+def earlier_copy(path: Path) -> Path:
+    """Where the file an upload replaces waits (an unsupported suffix, so ingestion never lists it)."""
+    return path.with_name(f".earlier-{path.name}.kept")
+
+
 def discard_skipped(stored: list[Path], skipped: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Delete the uploads of this round that ingestion skipped, so they are not read (and reported) again by every
-    later upload; returns ``skipped`` with those reasons saying so."""
+    later upload, putting back the file an upload replaced (whose indexed version ingestion kept); returns
+    ``skipped`` with those reasons saying so."""
     by_name = {path.name: path for path in stored}
     kept = []
     for source, reason in skipped:
         path = by_name.get(Path(source).name)
         if path is not None and path.is_file():
-            path.unlink()
-            reason += "; the upload was not kept"
+            if earlier_copy(path).is_file():
+                os.replace(earlier_copy(path), path)
+                reason += "; the upload was not kept, the earlier file of that name is"
+            else:
+                path.unlink()
+                reason += "; the upload was not kept"
         kept.append((source, reason))
+    for path in stored:
+        earlier_copy(path).unlink(missing_ok=True)
     return kept
