@@ -417,3 +417,12 @@ def test_a_pdf_flate_bomb_is_skipped_before_pdfium_inflates_it(tmp_path: Path) -
     with pytest.raises(SkipFile, match="inflate to more than 50 MB"):
         read_pdf(bomb)
     assert [p.text for p in read_pdf(flate_bomb_pdf(tmp_path / "small.pdf", 1))] == ["flate bomb page"]
+
+    from reportlab.pdfgen.canvas import Canvas
+
+    canvas = Canvas(str(tmp_path / "compressed.pdf"), pageCompression=1)  # every page a small Flate stream
+    for page in range(50):
+        canvas.drawString(40, 800, f"Compressed page {chr(65 + page % 26) * (1 + page // 26)} about the widget.")
+        canvas.showPage()
+    canvas.save()
+    assert len(read_pdf(tmp_path / "compressed.pdf")) == 50

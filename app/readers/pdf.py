@@ -34,6 +34,7 @@ _HEADER_PROBE = 1024
 _TAIL_PROBE = 4096
 _STREAM_START = re.compile(rb"\bstream\r?\n")
 _INFLATE_STEP = 1 << 20
+_READ_STEP = 1 << 16
 
 # pdfium is not thread-safe: one document at a time per process (use processes to parallelise).
 _PDFIUM_LOCK = threading.Lock()
@@ -83,8 +84,8 @@ def _open(path: Path) -> pdfium.PdfDocument:
 
 
 def _check_inflated_size(path: Path, limit: int) -> None:
-    """Inflate the file's Flate streams (images excepted: text extraction does not decode them) a megabyte at a time,
-    stopping as soon as their total passes ``limit``."""
+    """Inflate the file's Flate streams (images excepted: text extraction does not decode them), reading 64 KB and
+    producing at most a megabyte at a time, and stop as soon as their total passes ``limit``."""
     if path.stat().st_size == 0:
         return
     total = 0
@@ -93,20 +94,28 @@ def _check_inflated_size(path: Path, limit: int) -> None:
             head = data[max(data.rfind(b"obj", 0, match.start()), match.start() - 4096) : match.start()]
             if b"/FlateDecode" not in head or b"/Image" in head:
                 continue
-            inflater, position = zlib.decompressobj(), match.end()
-            try:
-                while not inflater.eof and position < len(data) and total <= limit:
-                    total += len(inflater.decompress(data[position : position + _INFLATE_STEP], _INFLATE_STEP))
-                    while inflater.unconsumed_tail and total <= limit:
-                        total += len(inflater.decompress(inflater.unconsumed_tail, _INFLATE_STEP))
-                    position += _INFLATE_STEP
-            except zlib.error:  # a damaged stream is pdfium's to judge
-                continue
+            total += _inflated_size(data, match.end(), limit - total)
             if total > limit:
                 raise SkipFile(
                     f"its compressed streams inflate to more than {limit / 1024 / 1024:.0f} MB (ingestion.max_file_mb): "
                     "not read (a decompression bomb, or raise the limit)"
                 )
+
+
+def _inflated_size(data: mmap.mmap, start: int, limit: int) -> int:
+    """Bytes the zlib stream at ``start`` inflates to, counted up to just past ``limit`` (0 for a damaged stream:
+    pdfium judges those)."""
+    inflater, position, size = zlib.decompressobj(), start, 0
+    try:
+        while not inflater.eof and position < len(data) and size <= limit:
+            pending = data[position : position + _READ_STEP]
+            position += len(pending)
+            while pending and not inflater.eof and size <= limit:
+                size += len(inflater.decompress(pending, _INFLATE_STEP))
+                pending = inflater.unconsumed_tail
+    except zlib.error:
+        return 0
+    return size
 
 
 def _load_failure_reason(path: Path, err_code: int) -> str:
