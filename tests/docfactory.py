@@ -179,20 +179,24 @@ def make_textless_pdf(path: Path, pages: int = 2) -> Path:
     return path
 
 
-def make_zero_page_pdf(path: Path) -> Path:
-    """A structurally valid PDF whose page tree has no pages."""
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>"]
+def raw_pdf(path: Path, objects: list[bytes]) -> Path:
+    """A PDF of the given object bodies (object n is objects[n-1], object 1 the catalog) with a correct xref table."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
         offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
     xref_at = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref_at)
     path.write_bytes(bytes(out))
     return path
+
+
+def make_zero_page_pdf(path: Path) -> Path:
+    """A structurally valid PDF whose page tree has no pages."""
+    return raw_pdf(path, [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>"])
 
 
 def make_binary_markdown(path: Path) -> Path:

@@ -20,7 +20,7 @@ from reportlab.pdfgen.canvas import Canvas
 from app.ingestion import readable_name
 from benchmarks.proc_tree import DescendantsPeak
 from tests.conftest import REPO
-from tests.docfactory import make_encrypted_pdf, make_truncated_pdf
+from tests.docfactory import make_encrypted_pdf, make_truncated_pdf, raw_pdf
 
 pytestmark = pytest.mark.slow
 
@@ -64,17 +64,7 @@ def flate_bomb_pdf(path: Path, decoded_mb: int) -> Path:
         b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    path.write_bytes(bytes(out))
-    return path
+    return raw_pdf(path, objects)
 
 
 def write_body(path: Path, fmt: str, text: str) -> Path:
