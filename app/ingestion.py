@@ -406,16 +406,7 @@ class Ingestor:
             if outcome.skip_reason is None:
                 readable.append(outcome)
                 continue
-            reason, old = outcome.skip_reason, previous[record.file_id]
-            if old and old.state == "done":  # the version indexed before stays until a readable one replaces it
-                manifest.put(old)
-                reason += "; the previously indexed version is kept"
-            elif outcome.unreadable:
-                self._forget(record)
-            else:
-                manifest.remove(record.file_id)
-            report.skipped.append((record.source, reason))
-            logger.warning("skipped %s: %s", record.source, reason)
+            self._skip(record, outcome.skip_reason, previous[record.file_id], report, forget=outcome.unreadable)
 
         pipeline = self.pipeline if chunks is None else self._pipeline([PrecomputedChunks(chunks)])
         nodes, readable = self._run_pipeline(pipeline, readable, previous, report)
@@ -466,16 +457,22 @@ class Ingestor:
                     nodes.extend(more)
                     kept.extend(ok)
                 return nodes, kept
-            record, reason = readable[0].record, chunking_failed(exc)
-            old = previous[record.file_id]
-            if old and old.state == "done":
-                self.state.manifest.put(old)
-                reason += "; the previously indexed version is kept"
-            else:
-                self._forget(record)
-            report.skipped.append((record.source, reason))
-            logger.warning("skipped %s: %s", record.source, reason)
+            record = readable[0].record
+            self._skip(record, chunking_failed(exc), previous[record.file_id], report, forget=True)
             return [], []
+
+    def _skip(self, record: FileRecord, reason: str, old: FileRecord | None, report: IngestReport, forget: bool) -> None:
+        """Report a skipped file. The version indexed before stays until a readable one replaces it; without one,
+        whatever the file left is dropped (``forget``) or only its pending record."""
+        if old and old.state == "done":
+            self.state.manifest.put(old)
+            reason += "; the previously indexed version is kept"
+        elif forget:
+            self._forget(record)
+        else:
+            self.state.manifest.remove(record.file_id)
+        report.skipped.append((record.source, reason))
+        logger.warning("skipped %s: %s", record.source, reason)
 
     def _repair_interrupted(self, report: IngestReport) -> None:
         """Files left pending by a killed run: drop their chunks so they are ingested whole again."""
