@@ -162,6 +162,7 @@ class ExtractiveAnswerer(BaseComponent):
         description="Embedder comparing sentences with the question; None scores by shared keywords (no model, no API calls).",
     )
     max_sentences: int = Field(default=3, ge=1, description="Units quoted in an answer.")
+    max_passages: int = Field(default=3, ge=1, description="Best-ranked passages whose units are scored.")
     max_candidates: int = Field(default=60, ge=1, description="Most units scored per question.")
     keep_margin: float = Field(default=0.15, ge=0.0, description="Units scoring this far below the best one are left out.")
     rank_bonus: float = Field(default=0.03, ge=0.0, description="Score bonus per rank for units of better-ranked passages.")
@@ -172,10 +173,11 @@ class ExtractiveAnswerer(BaseComponent):
         return "ExtractiveAnswerer"
 
     def candidates(self, texts: Sequence[str]) -> list[Unit]:
-        """Units of the passages in passage order, each near-duplicate once (its first, best-ranked occurrence)."""
+        """Units of the best passages in passage order, each near-duplicate once (its first, best-ranked occurrence)."""
         kept: list[Unit] = []
         seen: list[frozenset[str]] = []
-        for number, text in enumerate(texts, start=1):
+        # Scoring embeds every unit; lower-ranked passages' units rarely win against the rank bonus.
+        for number, text in enumerate(texts[: self.max_passages], start=1):
             for unit in units(text, number):
                 terms = _terms(unit.text)
                 if any(_near_duplicate(terms, other) for other in seen):

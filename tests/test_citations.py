@@ -152,3 +152,11 @@ def test_the_best_sentence_comes_first_and_near_duplicates_are_quoted_once() -> 
     assert answer.startswith("The widget daemon timeout defaults to 30 seconds. [1]")
     sentences = re.findall(r"([^\[\]]+?)\s*\[\d+\]", answer)
     assert len(sentences) == len(set(sentences)) and "[2]" not in answer
+
+
+def test_only_the_best_ranked_passages_are_quoted() -> None:
+    others = ["Gadgets are painted green on Tuesdays.", "Sprockets ship in boxes of ten.", "Cogs are made of brass."]
+    passages = [*others, GUIDE]
+    assert "[4]" in ExtractiveAnswerer(max_passages=4).answer(QUESTION, passages)
+    answer = ExtractiveAnswerer().answer(QUESTION, passages)
+    assert "[4]" not in answer and "30 seconds" not in answer

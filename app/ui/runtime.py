@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import streamlit as st
+from llama_index.core.utils import get_tokenizer
 
 from app.composition import Runtime, open_runtime
 from settings import Settings
@@ -20,6 +22,9 @@ def _close(runtime: Runtime) -> None:
 def _open(key: str, _settings: Settings) -> Runtime:
     logger.info("opening the index for the page: %s", _settings.storage.milvus_uri())
     runtime = open_runtime(_settings)
+    # The chat memory counts tokens with LlamaIndex's tokenizer, which loads at first use: load it while the page draws,
+    # not during the first question.
+    threading.Thread(target=get_tokenizer, name="docsrag-load-tokenizer", daemon=True).start()
     return runtime
 
 
