@@ -140,10 +140,6 @@ class UsageMeter:
                 raise
         return Reservation(id=int(cursor.lastrowid), amount=amount)
 
-    def release(self, reservation: Reservation) -> None:
-        with self._lock:
-            self._conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
-
     # --- recording ----------------------------------------------------------------------------
     def record(
         self,
