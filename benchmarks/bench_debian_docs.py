@@ -3,8 +3,9 @@
 Packages are fetched with ``apt-get download`` and unpacked with ``dpkg -x`` (bench_scale's cache, fetched once);
 each package's whole unpacked tree is ingested by the real Ingestor with the packaged local embedder, as
 ``python -m app ingest`` does. Per package: files ingested, files skipped grouped by reason, files left out by
-``ingestion.ignore``, chunks, tokens embedded (the embedder's tokenizer, before its 256-token truncation), wall
-time and chunks/s. ``--raw`` also times the raw embedder on the same chunk texts (no reading, no store).
+``ingestion.ignore``, chunks, tokens embedded (word pieces the model runs on: each text cut at the embedder's
+``max_tokens``, padding not counted), wall time and chunks/s. ``--raw`` also times the raw embedder on the same
+chunk texts (no reading, no store).
 
 Examples (niced; they use both cores)::
 
@@ -56,15 +57,6 @@ def embedded_texts() -> tuple[list[str], object]:
     return texts, handler
 
 
-def token_counter():
-    from tokenizers import Tokenizer
-
-    from integrations.local_embedding import _model_files
-
-    tokenizer = Tokenizer.from_file(_model_files()[1])
-    return lambda texts: sum(len(encoding.ids) for encoding in tokenizer.encode_batch(texts))
-
-
 def ingest_package(root: Path, index: Path, raw: bool) -> dict:
     from llama_index.core.instrumentation import get_dispatcher
 
@@ -88,7 +80,7 @@ def ingest_package(root: Path, index: Path, raw: bool) -> dict:
         "skipped": dict(Counter(reason_kind(reason) for _, reason in report.skipped).most_common()),
         "left_out_by_ignore": report.ignored,
         "chunks": report.chunks_written,
-        "tokens": token_counter()(texts),
+        "tokens": runtime.embed_model.count_tokens(texts),
         "seconds": round(seconds, 1),
         "chunks_per_s": round(report.chunks_written / seconds, 1) if seconds else 0.0,
     }

@@ -95,6 +95,11 @@ class LocalMiniLMEmbedding(BaseEmbedding):
             out[idx] = pooled
         return out
 
+    def count_tokens(self, texts: list[str]) -> int:
+        """Word pieces the model runs on for ``texts``: each cut at ``max_tokens``, padding not counted."""
+        self.load()
+        return sum(sum(encoding.attention_mask) for encoding in self._tokenizer.encode_batch(texts))
+
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._encode([query])[0].tolist()
 
