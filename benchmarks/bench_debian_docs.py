@@ -5,7 +5,8 @@ each package's whole unpacked tree is ingested by the real Ingestor with the pac
 ``python -m app ingest`` does. Per package: files ingested, files skipped grouped by reason, files left out by
 ``ingestion.ignore``, chunks, tokens embedded (word pieces the model runs on: each text cut at the embedder's
 ``max_tokens``, padding not counted), wall time and chunks/s. ``--raw`` also times the raw embedder on the same
-chunk texts (no reading, no store).
+chunk texts (no reading, no store). ``--chunk-only`` stops after chunking: chunks, tokens and the embedded
+metadata's tokens, with the chunk settings of ``DOCSRAG_INGESTION__*``.
 
 Examples (niced; they use both cores)::
 
@@ -87,7 +88,42 @@ def ingest_package(root: Path, index: Path, raw: bool) -> dict:
     if raw and texts:
         started = time.perf_counter()
         runtime.embed_model.get_text_embedding_batch(texts)
-        result["raw_embedder_chunks_per_s"] = round(len(texts) / (time.perf_counter() - started), 1)
+        seconds = time.perf_counter() - started
+        result["raw_embedder_chunks_per_s"] = round(len(texts) / seconds, 1)
+        result["raw_embedder_tokens_per_s"] = round(result["tokens"] / seconds)
+    runtime.close()
+    return result
+
+
+def chunk_package(root: Path, index: Path) -> dict:
+    """Walk, read and chunk as the ingest does, embedding nothing: chunks, tokens and the embedded metadata's share."""
+    from llama_index.core.schema import MetadataMode
+
+    from app.composition import build_ingestor, open_runtime
+    from app.ingestion import IngestReport
+    from settings import load_settings
+
+    shutil.rmtree(index, ignore_errors=True)
+    runtime = open_runtime(load_settings("local", storage={"index_dir": str(index)}))
+    ingestor = build_ingestor(runtime)
+    chunker, chunks, refused = ingestor.pipeline.transformations[0], [], 0
+    try:
+        for outcomes, _ in ingestor.read_batches(ingestor.plan(root, IngestReport())):
+            for outcome in outcomes:
+                try:
+                    chunks.extend(chunker(outcome.documents))
+                except ValueError:  # over ingestion.max_file_chunks: the ingest skips the file
+                    refused += 1
+    finally:
+        ingestor.close()
+    count = runtime.embed_model.count_tokens
+    metadata = count([chunk.get_metadata_str(MetadataMode.EMBED) for chunk in chunks]) - 2 * len(chunks)
+    result = {
+        "chunks": len(chunks),
+        "tokens": count([chunk.get_content(metadata_mode=MetadataMode.EMBED) for chunk in chunks]),
+        "metadata_tokens": metadata,  # the file name and section path embedded beside each chunk
+        "files_refused_by_chunker": refused,
+    }
     runtime.close()
     return result
 
@@ -98,14 +134,18 @@ def main() -> int:
     parser.add_argument("--cache-dir", type=Path, default=REPO / ".docsrag" / "bench-cache", help="downloaded and unpacked packages")
     parser.add_argument("--work-dir", type=Path, default=REPO / ".docsrag" / "bench-debian", help="indexes built here")
     parser.add_argument("--raw", action="store_true", help="also time the raw embedder on the same chunk texts")
+    parser.add_argument("--chunk-only", action="store_true", help="walk, read and chunk only: chunks and tokens, nothing embedded")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     roots = fetch_packages(args.cache_dir, args.packages)
     results = {}
     for package, root in zip(args.packages, roots, strict=True):
-        results[package] = ingest_package(root, args.work_dir / package, args.raw)
+        index = args.work_dir / package
+        results[package] = chunk_package(root, index) if args.chunk_only else ingest_package(root, index, args.raw)
         print(f"{package}: {json.dumps(results[package])}", flush=True)
+    if args.chunk_only:
+        return 0
     print(f"\n{'package':<22} {'files':>6} {'skipped':>8} {'left out':>9} {'chunks':>7} {'tokens':>9} {'time s':>7} {'chunks/s':>9}")
     for package, r in results.items():
         skipped = sum(r["skipped"].values())
