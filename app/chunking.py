@@ -68,6 +68,10 @@ class DocumentChunker(TransformComponent):
             for keys in (chunk.excluded_embed_metadata_keys, chunk.excluded_llm_metadata_keys):
                 if KEYWORD_FIELD not in keys:
                     keys.append(KEYWORD_FIELD)
+            # A section path starts with the page's title: beside it the file name costs embedded tokens on every
+            # chunk and adds little meaning. BM25's terms above keep it.
+            if {"section", SHORT_SECTION_KEY} & chunk.metadata.keys() and "file_name" not in chunk.excluded_embed_metadata_keys:
+                chunk.excluded_embed_metadata_keys.append("file_name")
         return out
 
     def _check_sizes(self, nodes: Sequence[BaseNode]) -> None:
