@@ -11,7 +11,7 @@ metadata's tokens, with the chunk settings of ``DOCSRAG_INGESTION__*``.
 Examples (niced; they use both cores)::
 
     nice -n 10 .venv/bin/python benchmarks/bench_debian_docs.py --packages python-requests-doc sqlite3-doc
-    nice -n 10 .venv/bin/python benchmarks/bench_debian_docs.py                       # + python3.11-doc (~35k chunks)
+    nice -n 10 .venv/bin/python benchmarks/bench_debian_docs.py                       # + python3.11-doc (~50k chunks)
 """
 
 from __future__ import annotations
