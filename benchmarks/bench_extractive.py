@@ -47,7 +47,7 @@ def replay(records: list[dict], questions: dict, references: dict[str, str], max
 
     class Counting(ExtractiveAnswerer):
         def _similarities(self, question, sentences):
-            pieces.append(sum(sum(e.attention_mask) for e in embed_model._tokenizer.encode_batch(sentences)))
+            pieces.append(embed_model.count_tokens(sentences))
             return super()._similarities(question, sentences)
 
     answerer = Counting(embed_model=embed_model, max_passages=max_passages)
