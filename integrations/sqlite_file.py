@@ -20,6 +20,12 @@ def open_sqlite(
     except Exception:
         conn.close()
         raise
-    # WAL lets readers run beside the one writer; NORMAL sync keeps the file consistent after a crash.
-    conn.executescript(f"PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; {schema}; PRAGMA user_version = {int(version)};")
+    # WAL lets readers run beside the one writer; NORMAL sync keeps the file consistent after a crash. Opening a file
+    # that is already set up writes nothing: a write here would wait behind (or, starved, fail beside) a running ingest.
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(schema)
+    if found != version:
+        conn.execute(f"PRAGMA user_version = {int(version)}")
     return conn

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,29 @@ def test_a_refused_manifest_is_not_written_to(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
         assert [row[0] for row in conn.execute("SELECT name FROM sqlite_master")] == ["files", "sqlite_autoindex_files_1"]
+
+
+@pytest.mark.parametrize("kind", ["manifest", "kvstore", "meter"])
+def test_reopening_a_set_up_file_does_not_wait_for_a_writer(tmp_path: Path, kind: str) -> None:
+    # The page reopens the manifest on each run while an upload's ingest holds write transactions.
+    path = tmp_path / f"{kind}.sqlite"
+    open_each(path, kind).close()
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    outcome: list[object] = []
+
+    def reopen() -> None:
+        try:
+            open_each(path, kind).close()
+            outcome.append("opened")
+        except Exception as exc:  # noqa: BLE001 - the failure is the assertion below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=reopen, daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    opened_beside_the_writer = list(outcome)
+    writer.execute("COMMIT")
+    writer.close()
+    thread.join()
+    assert opened_beside_the_writer == ["opened"], outcome
