@@ -234,6 +234,12 @@ def summarize(questions: Sequence[EvalQuestion], records: Sequence[dict[str, Any
     return metrics
 
 
+def mentioned(question: EvalQuestion, answer: str) -> int:
+    """How many of the question's ``must_mention`` strings the answer contains (case-insensitive)."""
+    answer = answer.lower()
+    return sum(term.lower() in answer for term in question.must_mention)
+
+
 def _answer_metrics(
     metrics: dict[str, Any], questions: list[EvalQuestion], records: Sequence[dict[str, Any]], refused: Sequence[bool]
 ) -> None:
@@ -242,9 +248,8 @@ def _answer_metrics(
     found = expected = 0
     for question, record, was_refused in runs:
         if question.answerable and question.must_mention and record["answer"] and not was_refused:
-            answer = record["answer"].lower()
             expected += len(question.must_mention)
-            found += sum(term.lower() in answer for term in question.must_mention)
+            found += mentioned(question, record["answer"])
     if expected:
         metrics["must_mention"] = found / expected
     if any(not q.answerable for q in questions):

@@ -40,28 +40,24 @@ def reference_answers(files: list[Path]) -> dict[str, str]:
 
 
 def replay(records: list[dict], questions: dict, references: dict[str, str], max_passages: int, embed_model) -> tuple[dict, list[str]]:
+    from app.evaluation import mentioned
     from integrations.extractive_answer import ExtractiveAnswerer
     from integrations.keyword_text import keyword_text
 
-    pieces: list[int] = []
-
-    class Counting(ExtractiveAnswerer):
-        def _similarities(self, question, sentences):
-            pieces.append(embed_model.count_tokens(sentences))
-            return super()._similarities(question, sentences)
-
-    answerer = Counting(embed_model=embed_model, max_passages=max_passages)
+    answerer = ExtractiveAnswerer(embed_model=embed_model, max_passages=max_passages)
     found = expected = 0
-    recalls, answers, cpu = [], [], 0.0
+    pieces, recalls, answers, cpu = [], [], [], 0.0
     for record in records:
         question = questions[record["id"]]
+        texts = [p["text"] for p in record["retrieved"][:TOP_K]]
         started = time.process_time()
-        answer = answerer.answer(question.question, [p["text"] for p in record["retrieved"][:TOP_K]])
+        answer = answerer.answer(question.question, texts)
         cpu += time.process_time() - started
         answers.append(answer)
+        pieces.append(embed_model.count_tokens([unit.sentence for unit in answerer.candidates(texts)]))  # what was embedded
         if question.must_mention:
             expected += len(question.must_mention)
-            found += sum(term.lower() in answer.lower() for term in question.must_mention)
+            found += mentioned(question, answer)
         if record["id"] in references:
             wanted = set(keyword_text(references[record["id"]]).split())
             recalls.append(len(wanted & set(keyword_text(answer).split())) / max(len(wanted), 1))
