@@ -1,4 +1,4 @@
-"""Evaluation on question sets: loading, the metrics of ``shared/eval/README.md``, and the results file.
+"""Evaluation on question sets: loading, the metrics of ``eval/README.md``, and the results file.
 
 Metrics (implemented exactly as that README defines them):
 
@@ -12,7 +12,7 @@ Question files are JSONL (``id``, ``question``, optional ``reference_contexts``,
 ``kind``, ``must_mention``; other fields ignored) or a LlamaIndex ``rag_dataset.json``
 (``examples[].query`` and ``reference_contexts``), whose questions get ids like ``solana-001``.
 With answers, the must-mention rate and the refusal rates of unanswerable and answerable
-questions are reported as ``shared/eval/README.md`` defines them.
+questions are reported as ``eval/README.md`` defines them.
 """
 
 from __future__ import annotations

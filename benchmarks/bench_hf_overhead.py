@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-ORD_QA_DOCS = REPO.parent / "shared" / "eval" / "ord-qa" / "docs"
+ORD_QA_DOCS = REPO / "eval" / "ord-qa" / "docs"
 FAKE_TOKEN = "hf_bench_token_not_real"
 
 

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from benchmarks.proc_tree import DescendantsPeak  # noqa: E402
 
-ORDQA = REPO.parent / "shared" / "eval" / "ord-qa"
+ORDQA = REPO / "eval" / "ord-qa"
 CHUNKS_WRITTEN = re.compile(r"\((\d+) chunks written")
 PEAK_RSS = re.compile(r"Maximum resident set size \(kbytes\): (\d+)")
 WALL = re.compile(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-EVAL = REPO.parent / "shared" / "eval" / "ord-qa"
+EVAL = REPO / "eval" / "ord-qa"
 FAKE_TOKEN = "hf_bench_token_not_real"
 HEAVY = ("onnxruntime", "torch", "llama_cpp")
 

@@ -23,10 +23,10 @@ sys.path.insert(0, str(REPO))
 from app.evaluation import evaluate, load_questions, select, summarize, write_results  # noqa: E402
 from settings import load_settings  # noqa: E402
 
-EVAL = REPO.parent / "shared" / "eval"
+EVAL = REPO / "eval"
 #: corpus -> (documents folder, question files)
 CORPORA = {
-    "ord-qa": (EVAL / "ord-qa" / "docs", [EVAL / "ord-qa" / "questions.jsonl", REPO / "eval" / "unanswerable.jsonl"]),
+    "ord-qa": (EVAL / "ord-qa" / "docs", [EVAL / "ord-qa" / "questions.jsonl", EVAL / "unanswerable.jsonl"]),
     "solana": (EVAL / "solana" / "source_files", [EVAL / "solana" / "rag_dataset.json"]),
     "django": (EVAL / "django" / "docs", [EVAL / "django" / "questions.jsonl"]),
 }

@@ -6,7 +6,7 @@ its fused rank, dense/BM25 scores, cosine and which reference contexts it covers
 dumps and prints hit@5 / recall@5 / MRR@10 per corpus and half for each ordering in ORDERINGS, so a
 fusion is judged on every corpus from one retrieval pass.
 
-    python benchmarks/rank_experiment.py dump ../shared/eval/django/questions.jsonl --index /work/idx/django --out /tmp/django.pkl
+    python benchmarks/rank_experiment.py dump eval/django/questions.jsonl --index /work/idx/django --out /tmp/django.pkl
     python benchmarks/rank_experiment.py score /tmp/ordqa.pkl /tmp/solana.pkl /tmp/django.pkl
 """
 

@@ -17,7 +17,7 @@ from settings import Settings, load_settings
 pytest_plugins = ["tests.conftest_hf"]
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_EVAL = REPO.parent / "shared" / "eval"
+EVAL = REPO / "eval"
 
 
 @pytest.fixture(autouse=True)

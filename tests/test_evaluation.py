@@ -1,4 +1,4 @@
-"""The eval command: metric definitions (shared/eval/README.md) on hand-made cases, end-to-end runs on ORD-QA (a slice; all of it)."""
+"""The eval command: metric definitions (eval/README.md) on hand-made cases, end-to-end runs on ORD-QA (a slice; all of it)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ from app.evaluation import (
     tokens,
     trigrams,
 )
-from tests.conftest import REPO, SHARED_EVAL
+from tests.conftest import EVAL, REPO
 
-ORDQA = SHARED_EVAL / "ord-qa"
-SOLANA = SHARED_EVAL / "solana"
-DJANGO = SHARED_EVAL / "django"
+ORDQA = EVAL / "ord-qa"
+SOLANA = EVAL / "solana"
+DJANGO = EVAL / "django"
 REFERENCE = "The global router uses the set_routing_alpha command to trade wirelength against path depth for one net."
 
 

@@ -13,7 +13,7 @@ from benchmarks.proc_tree import DescendantsPeak
 from integrations.local_embedding import LocalMiniLMEmbedding
 
 REPO = Path(__file__).resolve().parent.parent
-ORD_QA_DOCS = REPO.parent / "shared" / "eval" / "ord-qa" / "docs"
+ORD_QA_DOCS = REPO / "eval" / "ord-qa" / "docs"
 QUESTION = "How to introduce randomness to global routing for solution exploration?"
 # Measured on 8 ORD-QA docs (161 chunks): ~490 MB, the app ~400 MB and its Milvus Lite server ~90 MB.
 ASK_PEAK_BOUND_MB = 540
@@ -51,7 +51,6 @@ def _peak_mb(args: list[str]) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not ORD_QA_DOCS.is_dir(), reason="needs ../shared/eval/ord-qa/docs")
 def test_ask_peak_rss_stays_under_bound(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
