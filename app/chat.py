@@ -33,6 +33,7 @@ rebuilds the engine from its own history condenses the same way.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -50,7 +51,7 @@ from llama_index.core.memory import Memory
 from llama_index.core.prompts.base import BasePromptTemplate
 from llama_index.core.tools import ToolOutput
 
-from integrations.backend_errors import AllBackendsFailedError, transient_errors
+from integrations.backend_errors import AllBackendsFailedError, aiter_in_thread, transient_errors
 from integrations.keyword_text import QUESTION_WORDS, keyword_text
 
 logger = logging.getLogger(__name__)
@@ -253,6 +254,16 @@ class DocsChatEngine(CondenseQuestionChatEngine):
         return StreamingAgentChatResponse(
             chat_stream=chunks(), sources=[tool_output], source_nodes=response.source_nodes, is_writing_to_memory=False
         )
+
+    # The async twins run the sync turn off the event loop (every stage below is blocking), so both give the same
+    # answer, refusal, sources and remembered standalone question.
+    async def achat(self, message: str, chat_history: list[ChatMessage] | None = None) -> AgentChatResponse:
+        return await asyncio.to_thread(self.chat, message, chat_history)
+
+    async def astream_chat(self, message: str, chat_history: list[ChatMessage] | None = None) -> StreamingAgentChatResponse:
+        reply = await asyncio.to_thread(self.stream_chat, message, chat_history)
+        reply.achat_stream = aiter_in_thread(reply.chat_stream)
+        return reply
 
 
 def query_response(reply: AgentChatResponse | StreamingAgentChatResponse) -> Response | StreamingResponse:

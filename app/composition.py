@@ -265,11 +265,14 @@ def build_query_engine(
     retrieval = runtime.settings.retrieval
     # Quoting must not depend on a remote API: with an API embedder it scores sentences by keywords.
     local = runtime.settings.embedding.backend == "local"
-    synthesizer = CitationSynthesizer(
-        llm=runtime.llm, extractive=ExtractiveAnswerer(embed_model=runtime.embed_model if local else None), streaming=streaming
-    )
     evidence = WeakEvidenceFilter(
         min_dense_score=retrieval.min_dense_score, min_dense_score_missing_names=retrieval.min_dense_score_missing_names
+    )
+    synthesizer = CitationSynthesizer(
+        llm=runtime.llm,
+        extractive=ExtractiveAnswerer(embed_model=runtime.embed_model if local else None),
+        streaming=streaming,
+        evidence=evidence,
     )
     # The ranking stage picks top_k out of more candidates, after the refusal check (no call to refuse).
     candidates, stages = build_ranking_stages(runtime)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from llama_index.core.base.response.schema import RESPONSE_TYPE, StreamingResponse
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import QueryBundle
 
-from integrations.question_context import question_context
+from integrations.question_context import current_question
 
 
 class DocsQueryEngine(RetrieverQueryEngine):
-    """RetrieverQueryEngine that answers each question inside its own question context.
+    """RetrieverQueryEngine that reports what its question context learned, and how long each stage took.
 
-    The context's notices, skipped backends, evidence verdict and ``timings_ms``
+    ``query`` opens the question context (integrations.question_context); its notices, skipped backends, evidence verdict and ``timings_ms``
     (retrieve, rerank, generate, total) end up in the response metadata. With a
     usage meter, each answer's total time feeds its latency alert.
     """
@@ -24,14 +25,14 @@ class DocsQueryEngine(RetrieverQueryEngine):
         self._meter = meter
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        with question_context() as context:
-            started = time.perf_counter()
-            nodes = self._retriever.retrieve(query_bundle)
-            retrieved = time.perf_counter()
-            nodes = self._apply_node_postprocessors(nodes, query_bundle=query_bundle)
-            reranked = time.perf_counter()
-            response = self._response_synthesizer.synthesize(query=query_bundle, nodes=nodes)
-            done = time.perf_counter()
+        context = current_question()
+        started = time.perf_counter()
+        nodes = self._retriever.retrieve(query_bundle)
+        retrieved = time.perf_counter()
+        nodes = self._apply_node_postprocessors(nodes, query_bundle=query_bundle)
+        reranked = time.perf_counter()
+        response = self._response_synthesizer.synthesize(query=query_bundle, nodes=nodes)
+        done = time.perf_counter()
         context.timings_ms.update(
             retrieve=(retrieved - started) * 1000,
             rerank=(reranked - retrieved) * 1000,
@@ -42,6 +43,11 @@ class DocsQueryEngine(RetrieverQueryEngine):
         if self._meter is not None:
             _observe_latency(response, self._meter, started)
         return response
+
+    async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        # The same steps as the sync path, off the event loop: every stage here is blocking (Milvus Lite, ONNX, the
+        # chain's HTTP client). The worker thread runs in a copy of this context, so it sees the same question.
+        return await asyncio.to_thread(self._query, query_bundle)
 
 
 def _observe_latency(response: RESPONSE_TYPE, meter, started: float) -> None:

@@ -13,6 +13,7 @@ question context (:mod:`integrations.question_context`).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import re
@@ -23,13 +24,13 @@ from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.base.response.schema import RESPONSE_TYPE, Response, StreamingResponse
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.synthesis import SynthesizeEndEvent, SynthesizeStartEvent
-from llama_index.core.llms import LLM
+from llama_index.core.llms import LLM, MockLLM
 from llama_index.core.response_synthesizers.base import BaseSynthesizer
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, QueryType, TextNode
-from llama_index.core.settings import Settings
 
 from integrations.backend_errors import AllBackendsFailedError, describe_failure, transient_errors
 from integrations.citation_prompt import CitationChecker, build_messages, reorder
+from integrations.evidence_filter import WeakEvidenceFilter
 from integrations.extractive_answer import EXTRACTIVE_NAME, ExtractiveAnswerer
 from integrations.question_context import QuestionContext, current_question
 
@@ -58,16 +59,20 @@ def _texts(nodes: Sequence[NodeWithScore]) -> list[str]:
 class CitationSynthesizer(BaseSynthesizer):
     """Answer from numbered sources with checked [n] citations: by the LLM, else by quoting; refuse without nodes."""
 
-    def __init__(self, llm: LLM | None = None, extractive: ExtractiveAnswerer | None = None, streaming: bool = False) -> None:
-        # Not BaseSynthesizer.__init__: without an LLM it would resolve Settings.llm (OpenAI), and its prompt
-        # helpers are never used here.
-        self._llm = llm
+    def __init__(
+        self,
+        llm: LLM | None = None,
+        extractive: ExtractiveAnswerer | None = None,
+        streaming: bool = False,
+        evidence: WeakEvidenceFilter | None = None,
+    ) -> None:
+        # MockLLM is LlamaIndex's own "no LLM" (what Settings.llm = None gives): the base would otherwise resolve
+        # Settings.llm to OpenAI. Answers come from self._chain; the base keeps its LLM for its prompt helpers only.
+        super().__init__(llm=llm if llm is not None else MockLLM(), streaming=streaming, empty_response=NOT_COVERED)
+        self._chain = llm
         self._extractive = extractive or ExtractiveAnswerer()
-        self._callback_manager = Settings.callback_manager
-        self._streaming = streaming
-        self._output_cls = None
-        self._empty_response = NOT_COVERED
-        self._multimodal = False
+        # Judges the question when no evidence filter ran before (an engine built without one refuses alike).
+        self._evidence = evidence or WeakEvidenceFilter()
 
     def _get_prompts(self) -> dict[str, Any]:
         return {}
@@ -82,7 +87,20 @@ class CitationSynthesizer(BaseSynthesizer):
         return "".join(checker.feed(delta) for delta in self._deltas(query_str, nodes, context, None)) + checker.flush()
 
     async def aget_response(self, query_str: str, text_chunks: Sequence[str], **response_kwargs: Any) -> str:
-        return self.get_response(query_str, text_chunks, **response_kwargs)
+        return await asyncio.to_thread(self.get_response, query_str, text_chunks, **response_kwargs)
+
+    @dispatcher.span
+    async def asynthesize(
+        self,
+        query: QueryType,
+        nodes: list[NodeWithScore],
+        additional_source_nodes: Sequence[NodeWithScore] | None = None,
+        **response_kwargs: Any,
+    ) -> RESPONSE_TYPE:
+        # The sync path off the event loop (the chain's clients and the extractive embedder block); the worker thread
+        # sees this question's context. A streamed answer is a StreamingResponse here too: iterate it, or wrap its
+        # response_gen with integrations.backend_errors.aiter_in_thread.
+        return await asyncio.to_thread(self.synthesize, query, nodes, additional_source_nodes, **response_kwargs)
 
     @dispatcher.span
     def synthesize(
@@ -95,6 +113,8 @@ class CitationSynthesizer(BaseSynthesizer):
         dispatcher.event(SynthesizeStartEvent(query=query))
         question = query.query_str if isinstance(query, QueryBundle) else str(query)
         context = current_question()
+        if not context.evidence_checked:
+            nodes = self._evidence.postprocess_nodes(list(nodes), query_bundle=query if isinstance(query, QueryBundle) else None)
         response: RESPONSE_TYPE
         if not nodes:
             context.weak_evidence = True
@@ -132,25 +152,25 @@ class CitationSynthesizer(BaseSynthesizer):
         self, question: str, nodes: list[NodeWithScore], context: QuestionContext, response: Response | StreamingResponse | None
     ) -> Iterator[str]:
         """The raw answer: the LLM's (streamed when the response is), or the extractive one when there is no LLM or none could answer."""
-        if self._llm is None:
+        if self._chain is None:
             context.notice(NO_LLM_NOTICE)
         else:
             messages = build_messages(question, [n.node for n in nodes])
             try:
                 if isinstance(response, StreamingResponse):
-                    stream = iter(self._llm.stream_chat(messages))
+                    stream = iter(self._chain.stream_chat(messages))
                     first = next(stream, None)  # a chain commits to a member (or fails) at its first token
                     chunks: Iterator[ChatResponse] = itertools.chain([first] if first is not None else [], stream)
                 else:
-                    first = self._llm.chat(messages)
+                    first = self._chain.chat(messages)
                     chunks = iter([first])
             except (AllBackendsFailedError, *transient_errors()) as exc:
-                context.fallbacks.extend(getattr(exc, "fallbacks", None) or [f"{self._llm.metadata.model_name}: {describe_failure(exc)}"])
+                context.fallbacks.extend(getattr(exc, "fallbacks", None) or [f"{self._chain.metadata.model_name}: {describe_failure(exc)}"])
                 logger.info("no LLM could answer; quoting the sources instead")
             else:
                 extra = first.additional_kwargs if first is not None else {}
                 context.fallbacks.extend(extra.get("fallbacks", []))
-                self._answered(response, extra.get("answered_by") or self._llm.metadata.model_name, context)
+                self._answered(response, extra.get("answered_by") or self._chain.metadata.model_name, context)
                 for chunk in chunks:
                     for notice in chunk.additional_kwargs.get("notices", []):  # e.g. the answer was cut at max_tokens
                         context.notice(notice)

@@ -39,6 +39,7 @@ class WeakEvidenceFilter(BaseNodePostprocessor):
 
     def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
         context = current_question()
+        context.evidence_checked = True
         if context.missing_names:
             context.notice(missing_names_notice(context.missing_names))
         thresholds = [self.min_dense_score]

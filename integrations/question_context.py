@@ -8,6 +8,13 @@ query engine opens one context per question and copies it into the response
 metadata. It travels like the question's deadline in
 :mod:`integrations.backend_errors`: no extra call parameters, nothing left on
 the nodes, nothing shared between threads.
+
+Who opens a question: the outermost call of a query engine, retriever,
+node postprocessor or synthesizer (LlamaIndex opens an instrumentation span
+for each; :class:`QuestionSpans` listens for them). So any engine built from
+these parts, ``RetrieverQueryEngine(retriever, synthesizer)`` included, sync
+or async, gets one context per question, and a component used on its own gets
+one per call. Reading the context anywhere else is a programming error.
 """
 
 from __future__ import annotations
@@ -17,6 +24,14 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
+
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.span import SimpleSpan
+from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.response_synthesizers.base import BaseSynthesizer
 
 _CURRENT: ContextVar[QuestionContext | None] = ContextVar("docsrag_question", default=None)
 
@@ -31,6 +46,8 @@ class QuestionContext:
     missing_names: list[str] = field(default_factory=list)
     #: The evidence was too weak to answer from: the answer says the docs do not cover the question.
     weak_evidence: bool = False
+    #: The evidence filter has judged this question (the synthesizer judges it itself otherwise).
+    evidence_checked: bool = False
     notices: list[str] = field(default_factory=list)
     #: One reason per answer backend that was skipped.
     fallbacks: list[str] = field(default_factory=list)
@@ -63,5 +80,51 @@ def question_context() -> Iterator[QuestionContext]:
 
 
 def current_question() -> QuestionContext:
-    """The context of the question being answered; outside of one (a component used on its own), a throwaway one."""
-    return _CURRENT.get() or QuestionContext()
+    """The context of the question being answered; raises outside of one (see the module's docstring)."""
+    context = _CURRENT.get()
+    if context is None:
+        raise RuntimeError(
+            "no question is open: call the query engine, retriever, postprocessor or synthesizer "
+            "(each opens one), or wrap the code in `with question_context():`"
+        )
+    return context
+
+
+#: The components whose outermost call is a question.
+_QUESTION_STARTS = (BaseQueryEngine, BaseRetriever, BaseNodePostprocessor, BaseSynthesizer)
+
+
+class _QuestionSpan(SimpleSpan):
+    token: Any = None
+
+
+class QuestionSpans(BaseSpanHandler[_QuestionSpan]):
+    """Opens a question context when the outermost question component's span opens, and closes it with that span."""
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "QuestionSpans"
+
+    def new_span(self, id_, bound_args, instance=None, parent_span_id=None, tags=None, **kwargs) -> _QuestionSpan | None:
+        if _CURRENT.get() is not None or not isinstance(instance, _QUESTION_STARTS):
+            return None
+        return _QuestionSpan(id_=id_, parent_id=parent_span_id, token=_CURRENT.set(QuestionContext()))
+
+    def prepare_to_exit_span(self, id_, bound_args, instance=None, result=None, **kwargs) -> _QuestionSpan | None:
+        span = self.open_spans.get(id_)
+        if span is not None:
+            # The span closes in the context it opened in (LlamaIndex's sync and async wrappers both do).
+            _CURRENT.reset(span.token)
+        return span
+
+    def prepare_to_drop_span(self, id_, bound_args, instance=None, err=None, **kwargs) -> _QuestionSpan | None:
+        return self.prepare_to_exit_span(id_, bound_args, instance)
+
+
+def _listen() -> None:
+    root = get_dispatcher()
+    if not any(isinstance(h, QuestionSpans) for h in root.span_handlers):
+        root.add_span_handler(QuestionSpans())
+
+
+_listen()
