@@ -34,6 +34,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     if args.address and args.engine != "ray":
         raise ValueError("--address names a Ray cluster: use it with --engine ray")
+    if not Path(args.path).exists():  # before anything is opened or created
+        raise ValueError(f"{args.path} does not exist: name a folder (or file) of documents to ingest")
     runtime = open_runtime(_settings(args))
     ingestor = build_ingestor(runtime)
     tracker = IngestProgress(runtime.settings.ingestion.batch_files)
@@ -127,9 +129,13 @@ def cmd_serve_store(args: argparse.Namespace) -> int:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from app.answers import render_text, to_answer
-    from app.composition import build_query_engine
+    from app.composition import build_query_engine, empty_index_message
 
-    engine = build_query_engine(_settings(args), sources=args.source or None)
+    settings = _settings(args)
+    if message := empty_index_message(settings):
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    engine = build_query_engine(settings, sources=args.source or None)
     response = engine.query(args.question)
     answer = to_answer(args.question, response)
     if args.json:
@@ -140,13 +146,16 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from app.composition import open_runtime
+    from app.composition import empty_index_message, open_runtime
     from app.evaluation import evaluate, format_metrics, load_questions, select, summarize, write_results
 
     questions = select([q for path in args.questions for q in load_questions(path)], args.split, args.limit)
     if not questions:
         raise ValueError(f"no questions in {', '.join(map(str, args.questions))} for split {args.split!r}")
-    runtime = open_runtime(_settings(args))
+    settings = _settings(args)
+    if message := empty_index_message(settings):
+        raise ValueError(message)
+    runtime = open_runtime(settings)
     run = evaluate(runtime, questions, k=args.k, retrieval_only=args.retrieval_only, show_progress=not args.quiet)
     write_results(run.records, args.out)
     metrics = summarize(questions, run.records, run.refused, args.k)

@@ -155,7 +155,7 @@ def build_reranker(settings: Settings, meter: UsageMeter | None = None) -> BaseN
             model=rr.model,
             token=_hf_token(settings, "rerank.backend=hf_api"),
             base_url=settings.hf_base_url,
-            top_n=rr.top_n,
+            top_n=settings.retrieval.top_k,
             max_candidates=rr.max_candidates,
             timeout_s=rr.timeout_s,
             meter=meter,
@@ -166,7 +166,7 @@ def build_reranker(settings: Settings, meter: UsageMeter | None = None) -> BaseN
         if rr.model_dir is None:
             raise ValueError("rerank.backend=local needs rerank.model_dir (DOCSRAG_RERANK__MODEL_DIR): a cross-encoder's ONNX directory")
         return LocalCrossEncoderRerank(
-            model=rr.model, model_dir=rr.model_dir, top_n=rr.top_n, max_candidates=rr.max_candidates, threads=settings.embedding.threads
+            model=rr.model, model_dir=rr.model_dir, top_n=settings.retrieval.top_k, max_candidates=rr.max_candidates, threads=settings.embedding.threads
         )
     raise ValueError(f"rerank.backend={rr.backend!r} is not supported; use 'none', 'hf_api' or 'local'")
 
@@ -245,6 +245,20 @@ def build_ranking_stages(runtime: Runtime, top_n: int | None = None) -> tuple[in
     return max(r.meaning_candidates, top_n), [stage]
 
 
+def empty_index_message(settings: Settings) -> str | None:
+    """One line saying how to fill the index when it holds no document (None when it does); opens and creates nothing."""
+    from app.manifest import indexed_files
+
+    index_dir = settings.storage.index_dir
+    if not index_dir.exists():
+        return f"No index at {index_dir}: ingest your documents first with `python -m app ingest PATH` (add `--index {index_dir}`)."
+    if not index_dir.is_dir():
+        return f"The index folder {index_dir} is a file, not a folder: point --index (DOCSRAG_STORAGE__INDEX_DIR) at a folder."
+    if indexed_files(index_dir) == 0:
+        return f"The index at {index_dir} has no documents yet: ingest some with `python -m app ingest PATH` (add `--index {index_dir}`)."
+    return None
+
+
 def build_query_engine(
     settings: Settings | None = None,
     *,
@@ -254,14 +268,20 @@ def build_query_engine(
 ):
     """A LlamaIndex query engine over the index named by the settings.
 
-    ``sources`` restricts retrieval to these files (names as the document library shows them).
+    ``sources`` restricts retrieval to these files (names as the document library shows them). Over an index that
+    holds no document (or none at all) every question is answered with the one line that says how to fill it, and
+    nothing is created on disk.
     """
-    from app.query_engine import DocsQueryEngine
+    from app.query_engine import DocsQueryEngine, EmptyIndexQueryEngine
     from integrations.citation_synthesizer import CitationSynthesizer
     from integrations.evidence_filter import WeakEvidenceFilter
     from integrations.extractive_answer import ExtractiveAnswerer
 
-    runtime = runtime or open_runtime(settings)
+    if runtime is None:
+        settings = settings or load_settings()
+        if message := empty_index_message(settings):
+            return EmptyIndexQueryEngine(message=message)
+        runtime = open_runtime(settings)
     retrieval = runtime.settings.retrieval
     # Quoting must not depend on a remote API: with an API embedder it scores sentences by keywords.
     local = runtime.settings.embedding.backend == "local"

@@ -122,6 +122,20 @@ def state_file(index_dir: Path) -> Path:
     return Path(index_dir) / "state.sqlite"
 
 
+def indexed_files(index_dir: Path) -> int:
+    """How many files the index in ``index_dir`` holds; 0 where there is none. Creates and writes nothing."""
+    path = state_file(index_dir)
+    if not path.is_file():
+        return 0
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'files'").fetchone() is None:
+            return 0
+        return conn.execute("SELECT count(*) FROM files").fetchone()[0]
+    finally:
+        conn.close()
+
+
 def check_index(index_dir: Path) -> None:
     """Refuse an index written by an older docsrag (OldIndexError says what to do); a missing index is fine."""
     if state_file(index_dir).is_file():

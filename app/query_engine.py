@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from llama_index.core.base.response.schema import RESPONSE_TYPE, StreamingResponse
-from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.base.response.schema import RESPONSE_TYPE, Response, StreamingResponse
+from llama_index.core.query_engine import CustomQueryEngine, RetrieverQueryEngine
 from llama_index.core.schema import QueryBundle
 
 from integrations.question_context import current_question
@@ -48,6 +48,15 @@ class DocsQueryEngine(RetrieverQueryEngine):
         # The same steps as the sync path, off the event loop: every stage here is blocking (Milvus Lite, ONNX, the
         # chain's HTTP client). The worker thread runs in a copy of this context, so it sees the same question.
         return await asyncio.to_thread(self._query, query_bundle)
+
+
+class EmptyIndexQueryEngine(CustomQueryEngine):
+    """The engine over an index with no documents: every question gets the one line that says how to fill it."""
+
+    message: str
+
+    def custom_query(self, query_str: str) -> Response:
+        return Response(response=self.message, source_nodes=[], metadata={"answered_by": None, "empty_index": True})
 
 
 def _observe_latency(response: RESPONSE_TYPE, meter, started: float) -> None:

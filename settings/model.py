@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import platformdirs
+from dotenv import dotenv_values
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
@@ -75,15 +77,29 @@ class RerankSettings(BaseModel):
     model_dir: Path | None = Field(
         None, description="local: a directory with a cross-encoder's tokenizer.json and model.onnx (or onnx/model.onnx)."
     )
-    top_n: int = Field(5, ge=1, description="Nodes kept after reranking.")
     max_candidates: int = Field(20, ge=1, description="Most candidates sent to the reranker per question.")
     timeout_s: float = Field(
         10.0, gt=0, description="Timeout of the one reranking request per question; on failure the fused order is kept."
     )
 
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_top_n(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "top_n" in data:
+            raise ValueError("rerank.top_n is gone: retrieval.top_k (DOCSRAG_RETRIEVAL__TOP_K) sets how many sources an answer has")
+        return data
+
+
 class RetrievalSettings(BaseModel):
-    top_k: int = Field(5, ge=1, description="Passages handed to the answer step (each a chunk grown to its section, at most ~250 words).")
+    top_k: int = Field(
+        5,
+        ge=1,
+        description=(
+            "Sources per answer: the passages the last ranking stage (reranker or fusion) hands to the answer step, each a "
+            "chunk grown to its section (at most ~250 words)."
+        ),
+    )
     dense_top_k: int = Field(20, ge=1, description="Candidates from the vector search.")
     sparse_top_k: int = Field(20, ge=1, description="Candidates from the BM25 search.")
     rrf_k: int = Field(10, ge=1, description="Reciprocal rank fusion constant (small: the top ranks of each list count most).")
@@ -220,8 +236,16 @@ class BudgetSettings(BaseModel):
     )
 
 
+def default_index_dir() -> Path:
+    """The per-user data folder (~/.local/share/docsrag/index on Linux, $XDG_DATA_HOME honoured): the same from any folder."""
+    return platformdirs.user_data_path("docsrag", appauthor=False) / "index"
+
+
 class StorageSettings(BaseModel):
-    index_dir: Path = Field(Path(".docsrag/index"), description="Directory holding the index (Milvus Lite data, docstore, uploads).")
+    index_dir: Path = Field(
+        default_factory=default_index_dir,
+        description="Directory holding the index (Milvus Lite data, docstore, uploads); default: the per-user data folder.",
+    )
     uri: str = Field("", description="Milvus URI. Empty: Milvus Lite inside index_dir. http://host:19530 for a Milvus server or cluster.")
     token: SecretStr | None = Field(None, description="Milvus token (user:password or API key) for a server or Zilliz Cloud.")
     collection: str = Field("docsrag", description="Milvus collection name.")
@@ -301,11 +325,14 @@ def available_profiles() -> list[str]:
 
 
 def choose_profile(profile: str | None = None) -> tuple[str, str]:
-    """The profile to load and why: explicit argument, DOCSRAG_PROFILE, a detected HF Space, or the default."""
+    """The profile to load and why: explicit argument, DOCSRAG_PROFILE (environment, then .env), a detected HF Space, or the default."""
     if profile:
         return profile, "chosen explicitly"
     if os.environ.get("DOCSRAG_PROFILE"):
         return os.environ["DOCSRAG_PROFILE"], "from DOCSRAG_PROFILE"
+    # The same .env file the settings read (Settings.model_config's env_file, relative to the working folder).
+    if from_file := dotenv_values(Settings.model_config["env_file"]).get("DOCSRAG_PROFILE"):
+        return from_file, "from DOCSRAG_PROFILE in .env"
     for variable in SPACE_VARIABLES:
         if os.environ.get(variable):
             return SPACE_PROFILE, f"running on a Hugging Face Space ({variable} is set)"

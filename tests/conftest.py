@@ -27,6 +27,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
         if key.startswith("DOCSRAG_") or key in {"HF_TOKEN", "HUGGINGFACE_API_TOKEN", "SPACE_ID", "SPACE_HOST"}:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user_data"))  # the default index folder is the per-user one
     monkeypatch.chdir(tmp_path)
 
 

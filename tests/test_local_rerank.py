@@ -97,7 +97,7 @@ def test_local_cross_encoder_orders_passages_by_the_models_scores(tmp_path: Path
 
 def test_settings_build_the_local_reranker_and_a_missing_model_is_a_start_up_error(tmp_path: Path) -> None:
     model_dir = overlap_model(tmp_path / "ce")
-    reranker = build_reranker(load_settings("local", rerank={"backend": "local", "model_dir": str(model_dir), "top_n": 3}))
+    reranker = build_reranker(load_settings("local", rerank={"backend": "local", "model_dir": str(model_dir)}, retrieval={"top_k": 3}))
     assert isinstance(reranker, LocalCrossEncoderRerank) and reranker.top_n == 3
     with pytest.raises(ValueError, match=r"rerank\.model_dir"):
         build_reranker(load_settings("local", rerank={"backend": "local"}))
@@ -128,7 +128,8 @@ def test_the_query_engine_reranks_with_the_local_model_named_in_settings(tmp_pat
     settings = load_settings(
         "local",
         storage={"index_dir": str(tmp_path / "index")},
-        rerank={"backend": "local", "model_dir": str(overlap_model(tmp_path / "ce")), "top_n": 2},
+        rerank={"backend": "local", "model_dir": str(overlap_model(tmp_path / "ce"))},
+        retrieval={"top_k": 2},
     )
     runtime = open_runtime(settings)
     try:

@@ -98,10 +98,36 @@ def test_precedence_is_overrides_then_environment_then_dotenv_then_profile(monke
     (tmp_path / ".env").write_text("DOCSRAG_EMBEDDING__TIMEOUT_S=7\nDOCSRAG_EMBEDDING__BATCH_SIZE=6\n", encoding="utf-8")
     monkeypatch.setenv("DOCSRAG_STORAGE__INDEX_DIR", str(tmp_path / "from-env"))
     monkeypatch.setenv("DOCSRAG_EMBEDDING__BATCH_SIZE", "9")
-    s = load_settings("hf_api", storage={"index_dir": str(tmp_path / "from-cli")}, rerank={"top_n": 2})
+    s = load_settings("hf_api", storage={"index_dir": str(tmp_path / "from-cli")}, rerank={"max_candidates": 12})
     assert s.storage.index_dir == tmp_path / "from-cli"  # an explicit override (the CLI's --index) beats the environment
     assert s.embedding.batch_size == 9 and s.embedding.timeout_s == 7  # environment over .env over the profile's 32
-    assert s.embedding.backend == "hf_api" and s.rerank.backend == "hf_api" and s.rerank.top_n == 2  # merged section by section
+    assert s.embedding.backend == "hf_api" and s.rerank.backend == "hf_api" and s.rerank.max_candidates == 12  # merged by section
+
+
+def test_dotenv_chooses_the_profile_and_the_environment_beats_it(monkeypatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("DOCSRAG_PROFILE=ollama\n", encoding="utf-8")
+    s = load_settings()
+    assert (s.profile, s.profile_reason) == ("ollama", "from DOCSRAG_PROFILE in .env") and s.llm.chain == ["ollama"]
+    monkeypatch.setenv("DOCSRAG_PROFILE", "local")
+    assert load_settings().profile == "local"
+    assert load_settings("hf_spaces").profile == "hf_spaces"
+
+
+def test_one_setting_decides_how_many_sources_an_answer_has(hf_env) -> None:
+    from app.composition import build_reranker
+
+    settings = load_settings("hf_api", retrieval={"top_k": 3})
+    assert build_reranker(settings).top_n == 3
+    with pytest.raises(ValueError, match=r"rerank.top_n is gone: retrieval.top_k"):
+        load_settings("hf_api", rerank={"top_n": 2})
+
+
+def test_the_default_index_is_the_per_user_data_folder_wherever_the_process_starts(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    for folder in (tmp_path, REPO):
+        monkeypatch.chdir(folder)
+        assert load_settings().storage.index_dir == tmp_path / "data" / "docsrag" / "index"
 
 
 def _defaults(component: type) -> dict[str, Any]:
@@ -127,7 +153,7 @@ def test_component_defaults_are_the_settings_defaults() -> None:
         LocalMiniLMEmbedding: (EmbeddingSettings, ["threads", "max_tokens"]),
         LocalGGUFLLM: (LLMSettings, ["n_threads", "context_window", "max_tokens", "temperature"]),
         FallbackLLM: (LLMSettings, ["deadline_s", "context_window"]),
-        CrossEncoderRerank: (RerankSettings, ["model", "top_n", "max_candidates"]),
+        CrossEncoderRerank: (RerankSettings, ["model", "max_candidates"]),
     }
     pairs = [(component, name, model, name) for component, (model, names) in same_names.items() for name in names]
     pairs += [
@@ -135,6 +161,7 @@ def test_component_defaults_are_the_settings_defaults() -> None:
         (FallbackLLM, "num_output", LLMSettings, "max_tokens"),
         (MeaningRerank, "weight", RetrievalSettings, "meaning_weight"),
         (MeaningRerank, "rrf_k", RetrievalSettings, "rrf_k"),
+        (CrossEncoderRerank, "top_n", RetrievalSettings, "top_k"),
     ]
     for component, parameter, model, field in pairs:
         assert _defaults(component)[parameter] == _defaults(model)[field], f"{component.__name__}.{parameter} != {model.__name__}.{field}"
