@@ -166,7 +166,11 @@ def build_reranker(settings: Settings, meter: UsageMeter | None = None) -> BaseN
         if rr.model_dir is None:
             raise ValueError("rerank.backend=local needs rerank.model_dir (DOCSRAG_RERANK__MODEL_DIR): a cross-encoder's ONNX directory")
         return LocalCrossEncoderRerank(
-            model=rr.model, model_dir=rr.model_dir, top_n=settings.retrieval.top_k, max_candidates=rr.max_candidates, threads=settings.embedding.threads
+            model=rr.model,
+            model_dir=rr.model_dir,
+            top_n=settings.retrieval.top_k,
+            max_candidates=rr.max_candidates,
+            threads=settings.embedding.threads,
         )
     raise ValueError(f"rerank.backend={rr.backend!r} is not supported; use 'none', 'hf_api' or 'local'")
 

