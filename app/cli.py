@@ -129,9 +129,10 @@ def cmd_serve_store(args: argparse.Namespace) -> int:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from app.answers import render_text, to_answer
-    from app.composition import build_query_engine, empty_index_message
+    from app.composition import build_query_engine, check_credentials, empty_index_message
 
     settings = _settings(args)
+    check_credentials(settings)
     if message := empty_index_message(settings):
         print(f"error: {message}", file=sys.stderr)
         return 1

@@ -42,6 +42,12 @@ def uses_hf_api(settings: Settings) -> bool:
     return "hf_api" in (settings.embedding.backend, settings.rerank.backend, *settings.llm.chain)
 
 
+def check_credentials(settings: Settings) -> None:
+    """Fail before anything is opened or created when the profile needs a token that is not set (naming the variable)."""
+    if uses_hf_api(settings):
+        _hf_token(settings, "this profile")
+
+
 def build_embed_model(settings: Settings, meter: UsageMeter | None = None) -> BaseEmbedding:
     emb = settings.embedding
     if emb.backend == "local":
@@ -198,8 +204,8 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
 
     settings = settings or load_settings()
     meter = None
+    check_credentials(settings)
     if uses_hf_api(settings):
-        _hf_token(settings, "this profile")  # fail before creating anything on disk
         meter = open_meter(settings)
     embed_model = build_embed_model(settings, meter)
     if settings.embedding.backend == "local":
@@ -283,6 +289,7 @@ def build_query_engine(
 
     if runtime is None:
         settings = settings or load_settings()
+        check_credentials(settings)
         if message := empty_index_message(settings):
             return EmptyIndexQueryEngine(message=message)
         runtime = open_runtime(settings)
