@@ -182,6 +182,8 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
     def _send(self, hf_messages: list[dict[str, Any]], stream: bool, **kwargs: Any) -> tuple[Any, Any]:
         model_kwargs = self._get_model_kwargs(**kwargs)
         if stream:
+            # The one field InferenceClient.chat_completion does not send by default (tests/test_hf_client_parity.py):
+            # OpenAI-compatible servers put `usage` in a stream only when asked, and the meter needs it.
             model_kwargs["stream_options"] = {"include_usage": True}
         deadline = current_deadline(self.deadline_s)
         clients: list[Any] = []

@@ -4,7 +4,8 @@ Stdlib ``ThreadingHTTPServer`` with HTTP/1.1 keep-alive (``Content-Length`` on
 every reply, chunked transfer for streams), so client bugs that only show on
 keep-alive connections show here too. It says no where the real services do:
 
-- every HF route: 401 without a token or with one it does not know (``tokens``);
+- every HF route: 401 without a token or with one it does not know (``tokens``), except a model's
+  info on the Hub API (``/api/models/{id}``), which is public without a token;
   with ``echo_auth`` the error body repeats the ``Authorization`` header, as a
   careless proxy would;
 - ``POST /v1/chat/completions`` (OpenAI-compatible): 400 with an OpenAI-style
@@ -237,8 +238,8 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         header = self.headers.get("Authorization") or ""
         token = header[len("Bearer ") :] if header.startswith("Bearer ") else ""
-        if token in self.server.state.tokens:
-            return False
+        if token in self.server.state.tokens or (route == MAPPING and not header):
+            return False  # a public model's info needs no token (huggingface_hub asks for it without one); a bad token is refused
         message = "Invalid credentials in Authorization header" if header else "You must provide a token (Authorization: Bearer hf_...)"
         if self.server.state.echo_auth:
             message += f" (received authorization: {header})"
