@@ -344,9 +344,11 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _error(self, status: int, message: str, route: str, headers: dict[str, str] | None = None, **extra: Any) -> None:
-        """An error body in the shape of the route's server: OpenAI-style for chat, TEI-style for the model routes."""
+        """An error body in the shape of the route's server: OpenAI-style for chat, Ollama's, TEI-style for the model routes."""
         if route == CHAT:
             payload: Any = {"error": {"message": message, "type": extra.get("type", "invalid_request_error"), "code": extra.get("code")}}
+        elif route.startswith("ollama"):
+            payload = {"error": message}  # Ollama's reference (docs/api/errors.mdx): the message only
         else:
             payload = {"error": message, "error_type": extra.get("type", "validation")}
         self._send(status, payload, headers)
