@@ -28,6 +28,12 @@ def test_each_set_has_its_questions_and_documents() -> None:
 
 def test_nothing_in_the_repository_points_outside_it() -> None:
     outside = "../" + "shared"  # spelled in two parts so this file does not match itself
-    tracked = [p for p in REPO.rglob("*") if p.is_file() and not {".git", ".venv", ".docsrag", "artifacts"} & set(p.parts)]
-    offenders = [str(p.relative_to(REPO)) for p in tracked if p.suffix in {".py", ".md", ".toml", ".yaml", ".txt", ".ipynb", ""} and outside in p.read_text(encoding="utf-8", errors="replace")]
+    texts = [
+        p
+        for p in REPO.rglob("*")
+        if p.is_file()
+        and p.suffix in {".py", ".md", ".toml", ".yaml", ".txt", ".ipynb", ".example", ""}
+        and not {".git", ".venv", ".docsrag", "artifacts"} & set(p.relative_to(REPO).parts)
+    ]
+    offenders = [str(p.relative_to(REPO)) for p in texts if outside in p.read_text(encoding="utf-8", errors="replace")]
     assert offenders == []
