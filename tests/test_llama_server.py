@@ -44,7 +44,7 @@ OLLAMA_LABEL = "ollama:llama3.2:3b"
 QUESTION = "How long does the widget wait for a reply by default?"
 SOURCE = TextNode(text="The --timeout flag sets how long the widget waits for a reply. The default timeout is 30 seconds.")
 MESSAGES = build_messages(QUESTION, [SOURCE])
-# About 3,500 prompt tokens: reading them takes llama.cpp seconds (over a second even at 2,000 tokens/s), so the server
+# About 3,300 prompt tokens: reading them takes llama.cpp seconds (over a second even at 2,000 tokens/s), so the server
 # can be killed while it works, well after the request reached it.
 LONG = build_messages(
     QUESTION,
@@ -64,7 +64,11 @@ class LlamaServer:
         ]  # fmt: skip
         self._log = log.open("w")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        wait_http(f"{self.url}/docs", START_TIMEOUT_S, self.process)  # served once the model is loaded
+        try:
+            wait_http(f"{self.url}/docs", START_TIMEOUT_S, self.process)  # served once the model is loaded
+        except BaseException:
+            self.stop()
+            raise
 
     def kill(self) -> None:
         self.process.kill()
