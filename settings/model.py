@@ -20,7 +20,12 @@ PROFILES_DIR = Path(__file__).resolve().parent
 DEFAULT_PROFILE = "local"
 SPACE_PROFILE = "hf_spaces"
 SPACE_VARIABLES = ("SPACE_ID", "SPACE_HOST")
-SPACE_DATA_DIR = Path("/data")
+SPACE_DATA_DIR = Path("/data")  # where a Space mounts its persistent storage
+
+
+def space_data_dir() -> Path:
+    """A Space's persistent storage: /data, or DOCSRAG_SPACE_DATA_DIR where a container mounts it elsewhere."""
+    return Path(os.environ.get("DOCSRAG_SPACE_DATA_DIR") or SPACE_DATA_DIR)
 
 
 class EmbeddingSettings(BaseModel):
@@ -303,9 +308,10 @@ class Settings(BaseSettings):
         # The YAML profile named by the `profile` argument sits between .env and the defaults; sources merge deeply.
         profile = init_settings.init_kwargs.get("profile", DEFAULT_PROFILE)
         sources = [init_settings, env_settings, dotenv_settings, YamlConfigSettingsSource(settings_cls, PROFILES_DIR / f"{profile}.yaml")]
-        if profile == SPACE_PROFILE and SPACE_DATA_DIR.is_dir() and os.access(SPACE_DATA_DIR, os.W_OK):
+        data = space_data_dir()
+        if profile == SPACE_PROFILE and data.is_dir() and os.access(data, os.W_OK):
             # Spaces' persistent storage survives restarts; the profile and the environment can still override it.
-            sources.append(InitSettingsSource(settings_cls, {"storage": {"index_dir": str(SPACE_DATA_DIR / "docsrag-index")}}))
+            sources.append(InitSettingsSource(settings_cls, {"storage": {"index_dir": str(data / "docsrag-index")}}))
         return (*sources, file_secret_settings)
 
     @model_validator(mode="after")

@@ -4,13 +4,15 @@ Stdlib ``ThreadingHTTPServer`` with HTTP/1.1 keep-alive (``Content-Length`` on
 every reply, chunked transfer for streams), so client bugs that only show on
 keep-alive connections show here too. It says no where the real services do:
 
-- every HF route: 401 without a token or with one it does not know (``tokens``);
+- every HF route: 401 without a token or with one it does not know (``tokens``), except a model's
+  info on the Hub API (``/api/models/{id}``), which is public without a token;
   with ``echo_auth`` the error body repeats the ``Authorization`` header, as a
   careless proxy would;
 - ``POST /v1/chat/completions`` (OpenAI-compatible): 400 with an OpenAI-style
   ``{"error": {...}}`` body for a model no provider serves (``chat_models``) and
   for a ``system`` message sent to a model whose template has no system role
-  (``no_system_models``); answers cut at ``max_tokens`` words end with
+  (``no_system_models``; from a model served by text-generation-inference, ``tgi_models``,
+  TGI's 422 ``{"error": "Template error: ...", "error_type": "template_error"}``); answers cut at ``max_tokens`` words end with
   ``finish_reason: "length"``; streams are SSE with a comment line, ``usage: null``
   on ordinary chunks and a usage-only chunk (``choices: []``) only when
   ``stream_options.include_usage`` is sent;
@@ -58,9 +60,10 @@ DIM = 384
 ACCEPTED_TOKENS = frozenset({"hf_test_token_not_real", "hf_bench_token_not_real", "hf_loopback_token"})
 CHAT_MODELS = frozenset({
     "Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct-1M", "meta-llama/Llama-3.1-8B-Instruct", "google/gemma-2-2b-it",
-    "org/model-a", "org/model-b", "loopback/chat-model",
+    "google/gemma-2-9b-it", "org/model-a", "org/model-b", "loopback/chat-model",
 })  # fmt: skip
-NO_SYSTEM_MODELS = frozenset({"google/gemma-2-2b-it"})
+NO_SYSTEM_MODELS = frozenset({"google/gemma-2-2b-it", "google/gemma-2-9b-it"})
+TGI_MODELS = frozenset({"google/gemma-2-9b-it"})
 EMBEDDING_MODELS = frozenset({"sentence-transformers/all-MiniLM-L6-v2", "other/model"})
 RERANK_MODELS = frozenset({"cross-encoder/ms-marco-MiniLM-L6-v2"})
 OLLAMA_MODELS = frozenset({"llama3.2:3b"})
@@ -104,6 +107,7 @@ class LoopbackState:
     echo_auth: bool = False
     chat_models: set[str] = field(default_factory=lambda: set(CHAT_MODELS))
     no_system_models: set[str] = field(default_factory=lambda: set(NO_SYSTEM_MODELS))
+    tgi_models: set[str] = field(default_factory=lambda: set(TGI_MODELS))
     embedding_models: set[str] = field(default_factory=lambda: set(EMBEDDING_MODELS))
     rerank_models: set[str] = field(default_factory=lambda: set(RERANK_MODELS))
     ollama_models: set[str] = field(default_factory=lambda: set(OLLAMA_MODELS))
@@ -237,8 +241,8 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         header = self.headers.get("Authorization") or ""
         token = header[len("Bearer ") :] if header.startswith("Bearer ") else ""
-        if token in self.server.state.tokens:
-            return False
+        if token in self.server.state.tokens or (route == MAPPING and not header):
+            return False  # a public model's info needs no token (huggingface_hub asks for it without one); a bad token is refused
         message = "Invalid credentials in Authorization header" if header else "You must provide a token (Authorization: Bearer hf_...)"
         if self.server.state.echo_auth:
             message += f" (received authorization: {header})"
@@ -343,9 +347,11 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _error(self, status: int, message: str, route: str, headers: dict[str, str] | None = None, **extra: Any) -> None:
-        """An error body in the shape of the route's server: OpenAI-style for chat, TEI-style for the model routes."""
+        """An error body in the shape of the route's server: OpenAI-style for chat, Ollama's, TEI-style for the model routes."""
         if route == CHAT:
             payload: Any = {"error": {"message": message, "type": extra.get("type", "invalid_request_error"), "code": extra.get("code")}}
+        elif route.startswith("ollama"):
+            payload = {"error": message}  # Ollama's reference (docs/api/errors.mdx): the message only
         else:
             payload = {"error": message, "error_type": extra.get("type", "validation")}
         self._send(status, payload, headers)
@@ -361,7 +367,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         messages = body.get("messages") or []
         if base_model in state.no_system_models and any(m.get("role") == "system" for m in messages):
-            self._error(400, "System role not supported", CHAT, code="invalid_request")  # the template raises this
+            if base_model in state.tgi_models:  # text-generation-inference: InferError::TemplateError is a 422
+                self._send(422, {"error": "Template error: System role not supported", "error_type": "template_error"})
+            else:  # vLLM-style servers: the template's exception is a 400
+                self._error(400, "System role not supported", CHAT, code="invalid_request")
             return
         answer, finish = cut(canned_answer(requested, messages), body.get("max_tokens"))
         kind = fault.kind if fault else None
@@ -541,8 +550,8 @@ class LoopbackServer:
     def reset(self) -> None:
         with self.state.lock:
             fresh = LoopbackState()
-            for name in ("requests", "faults", "tokens", "chat_models", "no_system_models", "embedding_models", "rerank_models",
-                         "ollama_models", "token_level_models"):  # fmt: skip
+            for name in ("requests", "faults", "tokens", "chat_models", "no_system_models", "tgi_models", "embedding_models",
+                         "rerank_models", "ollama_models", "token_level_models"):  # fmt: skip
                 setattr(self.state, name, getattr(fresh, name))
             self.state.echo_auth = False
 

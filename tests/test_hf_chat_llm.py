@@ -160,11 +160,13 @@ def test_a_wait_longer_than_max_wait_moves_on_even_within_the_deadline(loopback)
 SYSTEM_ASK = [ChatMessage(role="system", content="Answer from the sources only."), *ASK]
 
 
-def test_a_template_without_a_system_role_gets_it_folded_into_the_first_user_turn_remembered_per_model(loopback) -> None:
-    gemma = "google/gemma-2-2b-it"
+@pytest.mark.parametrize(
+    "gemma", ["google/gemma-2-2b-it", "google/gemma-2-9b-it"], ids=["400 (vLLM-style)", "422 (text-generation-inference)"]
+)
+def test_a_template_without_a_system_role_gets_it_folded_into_the_first_user_turn_remembered_per_model(loopback, gemma) -> None:
     HFChatLLM._no_system_role.discard(gemma)
     first = make(loopback.url, model=gemma).chat(SYSTEM_ASK)
-    assert first.message.content.startswith("Echo from google/gemma-2-2b-it")
+    assert first.message.content.startswith(f"Echo from {gemma}")
     rejected, folded = loopback.requests("chat")
     assert rejected.body["messages"][0]["role"] == "system"
     assert [m["role"] for m in folded.body["messages"]] == ["user"]

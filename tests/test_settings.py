@@ -6,6 +6,7 @@ import inspect
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +166,15 @@ def test_component_defaults_are_the_settings_defaults() -> None:
     ]
     for component, parameter, model, field in pairs:
         assert _defaults(component)[parameter] == _defaults(model)[field], f"{component.__name__}.{parameter} != {model.__name__}.{field}"
+
+
+def test_a_space_with_persistent_storage_keeps_the_index_there_unless_told_otherwise(monkeypatch, tmp_path) -> None:
+    data = tmp_path / "data"
+    monkeypatch.setenv("SPACE_ID", "someone/docsrag")
+    monkeypatch.setenv("DOCSRAG_SPACE_DATA_DIR", str(data))
+    assert load_settings().storage.index_dir == Path(".docsrag/index")  # no persistent storage bought: the default
+    data.mkdir()
+    assert load_settings().storage.index_dir == data / "docsrag-index"
+    assert load_settings("local").storage.index_dir == Path(".docsrag/index")  # only the hf_spaces profile
+    monkeypatch.setenv("DOCSRAG_STORAGE__INDEX_DIR", str(tmp_path / "mine"))
+    assert load_settings().storage.index_dir == tmp_path / "mine"
