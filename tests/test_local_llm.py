@@ -67,3 +67,12 @@ def test_the_local_profile_chain_builds_from_settings(monkeypatch) -> None:
     llm = build_llm(settings)
     assert llm.labels == [f"local:{SMOLLM2_FILE}"]
     assert llm.members[0].n_threads == 2
+
+
+def test_a_bundled_model_that_is_not_the_pinned_file_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from integrations import local_llm
+    from integrations.model_files import ModelFileError
+
+    monkeypatch.setattr(local_llm, "SMOLLM2_SHA256", "0" * 64)
+    with pytest.raises(ModelFileError, match=r"bundled SmolLM2 model .*\.gguf is not the pinned file"):
+        local_llm.resolve_gguf("")
