@@ -6,7 +6,6 @@ import inspect
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from pydantic import BaseModel
 
 from integrations.backend_errors import AllBackendsFailedError
 from settings import available_profiles, load_settings
-from settings.model import EmbeddingSettings, IngestionSettings, LLMSettings, RerankSettings, RetrievalSettings
+from settings.model import EmbeddingSettings, IngestionSettings, LLMSettings, RerankSettings, RetrievalSettings, default_index_dir
 from tests.conftest import REPO
 
 
@@ -172,9 +171,9 @@ def test_a_space_with_persistent_storage_keeps_the_index_there_unless_told_other
     data = tmp_path / "data"
     monkeypatch.setenv("SPACE_ID", "someone/docsrag")
     monkeypatch.setenv("DOCSRAG_SPACE_DATA_DIR", str(data))
-    assert load_settings().storage.index_dir == Path(".docsrag/index")  # no persistent storage bought: the default
+    assert load_settings().storage.index_dir == default_index_dir()  # no persistent storage bought: the default
     data.mkdir()
     assert load_settings().storage.index_dir == data / "docsrag-index"
-    assert load_settings("local").storage.index_dir == Path(".docsrag/index")  # only the hf_spaces profile
+    assert load_settings("local").storage.index_dir == default_index_dir()  # only the hf_spaces profile
     monkeypatch.setenv("DOCSRAG_STORAGE__INDEX_DIR", str(tmp_path / "mine"))
     assert load_settings().storage.index_dir == tmp_path / "mine"
