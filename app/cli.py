@@ -81,6 +81,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         ingestor.close()
     for source in report.repaired:
         print(f"repaired: {source} (left half-written by an interrupted run)")
+    for source in report.restored:
+        print(f"restored: {source} (its chunks were missing from the store)")
     for source, reason in report.skipped:
         print(f"skipped: {source}: {reason}")
     for source in report.removed:

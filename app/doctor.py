@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,6 +147,7 @@ def _index_check(settings: Settings, embed_model, dim: int) -> str:
 
     store = open_vector_store(settings, dim)
     try:
+        _check_against_manifest(settings, store)
         rows = store.client.query(
             collection_name=store.collection_name,
             filter="",
@@ -168,6 +170,26 @@ def _index_check(settings: Settings, embed_model, dim: int) -> str:
         return f"opens; a stored chunk re-embeds at cosine {cosine:.4f}"
     finally:
         close_vector_store(store, settings)
+
+
+def _check_against_manifest(settings: Settings, store) -> None:
+    from app.index_health import check_store
+    from app.manifest import Manifest, state_file
+
+    if not state_file(settings.storage.index_dir).is_file():
+        return
+    manifest = Manifest(state_file(settings.storage.index_dir))
+    try:
+        health = check_store(store, manifest.all())
+    finally:
+        manifest.close()
+    if health.missing:
+        roots = sorted({record.root for record in health.missing})
+        raise CheckFailed(
+            health.message(),
+            "ingest the folder(s) again, which re-ingests exactly those files: "
+            + "; ".join(f"python -m app ingest {shlex.quote(r)}" for r in roots),
+        )
 
 
 def run_checks(settings: Settings) -> list[Check]:

@@ -4,8 +4,10 @@ A file is keyed by its id (integrations.node_ids: its folder root plus its path
 inside it); ``source`` is the name shown for it, unique in the index.
 
 A file is marked ``pending`` before its chunks are written and ``done`` after;
-a run that finds ``pending`` rows (the previous run was killed) deletes those
-files' chunks and ingests them again, so the index never keeps half a file.
+a run that finds ``pending`` rows (the previous run was killed) repairs those
+files (app.ingestion), so the index never keeps half a file. A changed file's
+indexed version is remembered beside its pending mark (table ``replaced``): a
+kill never turns "keep the indexed version" into "drop it".
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from integrations.sqlite_file import open_sqlite
@@ -50,16 +52,19 @@ def _refuse_name_keyed(conn: sqlite3.Connection, path: Path) -> None:
         )
 
 
+_COLUMNS = """file_id TEXT PRIMARY KEY, source TEXT NOT NULL, root TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, fmt TEXT NOT NULL, pieces INTEGER NOT NULL, chunks INTEGER NOT NULL,
+    state TEXT NOT NULL, ingested_at REAL NOT NULL"""
+
+
 class Manifest:
     def __init__(self, path: str | Path) -> None:
         self._lock = threading.Lock()
         self._conn = open_sqlite(
             path,
-            """CREATE TABLE IF NOT EXISTS files (
-                file_id TEXT PRIMARY KEY, source TEXT NOT NULL, root TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
-                mtime_ns INTEGER NOT NULL, fmt TEXT NOT NULL, pieces INTEGER NOT NULL, chunks INTEGER NOT NULL,
-                state TEXT NOT NULL, ingested_at REAL NOT NULL);
-            CREATE INDEX IF NOT EXISTS files_by_source ON files (source)""",
+            f"""CREATE TABLE IF NOT EXISTS files ({_COLUMNS});
+            CREATE INDEX IF NOT EXISTS files_by_source ON files (source);
+            CREATE TABLE IF NOT EXISTS replaced ({_COLUMNS})""",
             check=lambda conn: _refuse_name_keyed(conn, Path(path)),
         )
 
@@ -87,34 +92,38 @@ class Manifest:
     def under_root(self, root: str) -> list[FileRecord]:
         return self._rows("SELECT * FROM files WHERE root = ?", (root,))
 
-    def put(self, record: FileRecord) -> None:
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.file_id,
-                    record.source,
-                    record.root,
-                    record.sha256,
-                    record.size,
-                    record.mtime_ns,
-                    record.fmt,
-                    record.pieces,
-                    record.chunks,
-                    record.state,
-                    record.ingested_at,
-                ),
-            )
+    def replaced_version(self, file_id: str) -> FileRecord | None:
+        """The indexed version of a file left pending by a killed run (its chunks may still be in the store)."""
+        rows = self._rows("SELECT * FROM replaced WHERE file_id = ?", (file_id,))
+        return rows[0] if rows else None
 
-    def mark_pending(self, records: list[FileRecord]) -> None:
-        for record in records:
-            record.state = "pending"
-            record.ingested_at = time.time()
-            self.put(record)
+    def _write(self, table: str, record: FileRecord) -> None:
+        self._conn.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", astuple(record))
+
+    def put(self, record: FileRecord) -> None:
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._write("files", record)
+            if record.state == "done":
+                self._conn.execute("DELETE FROM replaced WHERE file_id = ?", (record.file_id,))
+
+    def mark_pending(self, records: list[FileRecord], previous: dict[str, FileRecord | None] | None = None) -> None:
+        """Mark files pending, remembering the indexed version (``previous``, by file id) of those that had one."""
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for record in records:
+                old = (previous or {}).get(record.file_id)
+                if old is not None and old.state == "done":
+                    self._write("replaced", old)
+                record.state = "pending"
+                record.ingested_at = time.time()
+                self._write("files", record)
 
     def remove(self, file_id: str) -> None:
-        with self._lock:
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
             self._conn.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
+            self._conn.execute("DELETE FROM replaced WHERE file_id = ?", (file_id,))
 
 
 def state_file(index_dir: Path) -> Path:
