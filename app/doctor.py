@@ -53,18 +53,23 @@ def _unreachable(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError | httpx.TransportError | httpx2.TransportError)
 
 
-def _run(name: str, fix: str, probe: Callable[[], str]) -> Check:
-    from integrations.backend_errors import describe_failure
+def _run(name: str, fix: str, probe: Callable[[], str], secrets: tuple[str, ...] = ()) -> Check:
+    """Run one probe into its row; every text of the row passes the token redaction, whatever raised it."""
+    from integrations.backend_errors import describe_failure, redact, redacted_errors
 
     started = time.perf_counter()
     try:
-        detail = probe()
+        with redacted_errors(*secrets):
+            detail = probe()
     except CheckFailed as exc:
-        return Check(name, FAILED, str(exc), time.perf_counter() - started, exc.fix)
+        check = Check(name, FAILED, str(exc), 0.0, exc.fix)
     except Exception as exc:  # noqa: BLE001 - every failure of a probe is reported in its row
-        result = UNREACHABLE if _unreachable(exc) else FAILED
-        return Check(name, result, describe_failure(exc), time.perf_counter() - started, fix)
-    return Check(name, OK, detail, time.perf_counter() - started)
+        check = Check(name, UNREACHABLE if _unreachable(exc) else FAILED, describe_failure(exc), 0.0, fix)
+    else:
+        check = Check(name, OK, detail, 0.0)
+    check.seconds = time.perf_counter() - started
+    check.detail, check.fix = redact(check.detail, secrets), redact(check.fix, secrets)
+    return check
 
 
 def _hub(settings: Settings):
@@ -198,9 +203,14 @@ def run_checks(settings: Settings) -> list[Check]:
     from integrations.ollama_llm import OllamaLLM
 
     checks: list[Check] = []
+    secrets = (settings.hf_token.get_secret_value(),) if settings.hf_token else ()
+
+    def run(name: str, fix: str, probe: Callable[[], str]) -> Check:
+        return _run(name, fix, probe, secrets)
+
     token_fix = "set HF_TOKEN (or HUGGINGFACE_API_TOKEN) to a valid token"
     if uses_hf_api(settings):
-        checks.append(_run("token", token_fix, lambda: _token_check(settings)))
+        checks.append(run("token", token_fix, lambda: _token_check(settings)))
     try:
         members = build_chain_members(settings)
         # No embedding cache: every check must reach the service, and a cached vector would hide another model's.
@@ -211,19 +221,19 @@ def run_checks(settings: Settings) -> list[Check]:
     for member in members:
         if isinstance(member, HFChatLLM):
             fix = f"check that {member.model_name} is served for chat (docs/deployment.md)"
-            checks.append(_run(f"chat {member.model_name}: providers", fix, lambda m=member: _mapping_check(settings, m.model_name)))
-            checks.append(_run(f"chat {member.model_name}: completion", fix, lambda m=member: _completion_check(m)))
+            checks.append(run(f"chat {member.model_name}: providers", fix, lambda m=member: _mapping_check(settings, m.model_name)))
+            checks.append(run(f"chat {member.model_name}: completion", fix, lambda m=member: _completion_check(m)))
         elif isinstance(member, OllamaLLM):
             fix = f"start Ollama at {member.base_url} (llm.ollama_base_url)"
-            checks.append(_run(f"ollama {member.model}", fix, lambda m=member: _ollama_check(m)))
+            checks.append(run(f"ollama {member.model}", fix, lambda m=member: _ollama_check(m)))
         else:
             checks.append(Check(f"{member.class_name()}", OK, "local model file found", 0.0))
     kind = settings.embedding.backend
-    checks.append(_run(f"embedding ({kind})", "check embedding.model and the token", lambda: _embedding_check(embed_model, EMBEDDING_DIM)))
+    checks.append(run(f"embedding ({kind})", "check embedding.model and the token", lambda: _embedding_check(embed_model, EMBEDDING_DIM)))
     if reranker is not None:
-        checks.append(_run(f"rerank ({settings.rerank.backend})", "check rerank.model", lambda: _rerank_check(reranker)))
+        checks.append(run(f"rerank ({settings.rerank.backend})", "check rerank.model", lambda: _rerank_check(reranker)))
     index_fix = f"check storage.index_dir ({settings.storage.index_dir}) or storage.uri"
-    checks.append(_run("index", index_fix, lambda: _index_check(settings, embed_model, EMBEDDING_DIM)))
+    checks.append(run("index", index_fix, lambda: _index_check(settings, embed_model, EMBEDDING_DIM)))
     return checks
 
 
