@@ -31,6 +31,7 @@ from app.index_health import check_store
 from app.ingest_progress import ChunkProgress, EmbedWithProgress
 from app.manifest import FileRecord, Manifest, state_file
 from app.readers import DEFAULT_MAX_BYTES, SUPPORTED_SUFFIXES, Piece, SkipFile, file_format, read_pieces
+from app.shown_text import escape_bidi
 from app.store import chunk_counts, delete_files
 from app.walker import ReadRefused, read_bounded, walk
 from app.writer_lock import sole_writer
@@ -98,9 +99,10 @@ def sha256_file(path: Path, limit: int) -> str:
 
 
 def readable_name(name: str) -> str:
-    """A file name as text that any store and terminal takes: undecodable bytes as U+FFFD, control characters escaped."""
+    """A file name as text that any store and terminal takes: undecodable bytes as U+FFFD, control characters and
+    bidirectional controls (app.shown_text) escaped."""
     text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    return escape_bidi("".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch for ch in text))
 
 
 def root_name(base: Path) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 PROFILES_DIR = Path(__file__).resolve().parent
@@ -179,6 +180,15 @@ class SourcesSettings(BaseModel):
             "<base_url>/<path> (.md/.rst/.txt as .html) at their page or section anchor. Empty: PDFs open from the page."
         ),
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _web_address(cls, value: str) -> str:
+        """Only a web site: a file:, javascript: or data: address would become a live link on the page."""
+        parsed = urlsplit(value.strip())
+        if value.strip() and (parsed.scheme.lower() not in ("http", "https") or not parsed.netloc):
+            raise ValueError(f"sources.base_url must be an http:// or https:// address of the published docs, not {value!r}")
+        return value.strip()
 
 
 class ModelPrice(BaseModel):
