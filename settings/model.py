@@ -165,6 +165,11 @@ class IngestionSettings(BaseModel):
     max_file_chunks: int = Field(
         5000, ge=1, description="A file estimated at more chunks than this is skipped with a message (bounds work per file)."
     )
+    upload_max_files: int = Field(50, ge=1, description="Uploads one page session may hold before adding them to the index.")
+    upload_session_mb: float = Field(
+        250.0, gt=0, description="Megabytes of uploads one page session may hold in memory before adding them to the index."
+    )
+    upload_total_mb: float = Field(500.0, gt=0, description="Megabytes of uploads the page holds in memory for all sessions together.")
     ignore: list[str] = Field(
         default_factory=lambda: list(DEFAULT_IGNORE),
         description="Globs left out of every ingest: without '/' they match any file or folder name, with '/' the end of its "
