@@ -190,13 +190,13 @@ class Runtime:
 
 
 def open_runtime(settings: Settings | None = None) -> Runtime:
-    from app.store import open_vector_store
+    from app.store import claim_index, open_vector_store
 
     settings = settings or load_settings()
-    meter = None
     if uses_hf_api(settings):
         _hf_token(settings, "this profile")  # fail before creating anything on disk
-        meter = open_meter(settings)
+    claim_index(settings)  # a locked or outdated index is refused before any model loads
+    meter = open_meter(settings) if uses_hf_api(settings) else None
     embed_model = build_embed_model(settings, meter)
     if settings.embedding.backend == "local":
         # A local model's load briefly needs more memory than it keeps: done before the store client opens, the

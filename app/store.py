@@ -68,26 +68,34 @@ def release_lite_lock(db_file: Path) -> None:
         handle.close()
 
 
+def claim_index(settings: Settings) -> None:
+    """Check the index can be opened by this version and, when embedded, take its lock; a process that loads models
+    calls it first, so a locked index is refused in a moment, not after the models load."""
+    check_index(settings.storage.index_dir)
+    uri = settings.storage.milvus_uri()
+    if not is_lite_uri(uri):
+        return
+    check_lite_format(Path(uri))
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)  # milvus-lite 2.5 imports it
+    try:
+        hold_lite_lock(Path(uri))
+    except IndexLocked as exc:
+        raise RuntimeError(
+            f"Cannot open the index at {uri}: {exc} (a docsrag page, an ingest, or `serve-store`). Milvus Lite allows one "
+            "process per index: stop that process, or if `serve-store` serves this index, point this process at it with "
+            "DOCSRAG_STORAGE__URI=http://127.0.0.1:<port> (the address serve-store printed)."
+        ) from None
+
+
 def open_vector_store(settings: Settings, dim: int):
     """Open (or create) the chunk collection with a dense vector and Milvus' built-in BM25."""
     from llama_index.vector_stores.milvus import MilvusVectorStore
     from llama_index.vector_stores.milvus.utils import BM25BuiltInFunction
     from pymilvus import DataType
 
-    check_index(settings.storage.index_dir)
+    claim_index(settings)
     uri = settings.storage.milvus_uri()
-    if is_lite_uri(uri):
-        check_lite_format(Path(uri))
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)  # milvus-lite 2.5 imports it
-        try:
-            hold_lite_lock(Path(uri))
-        except IndexLocked as exc:
-            raise RuntimeError(
-                f"Cannot open the index at {uri}: {exc} (a docsrag page, an ingest, or `serve-store`). Milvus Lite allows one "
-                "process per index: stop that process, or if `serve-store` serves this index, point this process at it with "
-                "DOCSRAG_STORAGE__URI=http://127.0.0.1:<port> (the address serve-store printed)."
-            ) from None
     token = settings.storage.token.get_secret_value() if settings.storage.token else ""
     started = time.perf_counter()
     try:
