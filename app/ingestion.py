@@ -76,9 +76,9 @@ class IndexState:
     def __init__(self, index_dir: Path) -> None:
         index_dir.mkdir(parents=True, exist_ok=True)
         path = state_file(index_dir)
+        self.manifest = Manifest(path, verify=True)  # first: a damaged file is named with its fix
         self.kvstore = SQLiteKVStore(path)
         self.docstore = KVDocumentStore(self.kvstore)
-        self.manifest = Manifest(path)
 
     def close(self) -> None:
         self.manifest.close()

@@ -57,8 +57,16 @@ _COLUMNS = """file_id TEXT PRIMARY KEY, source TEXT NOT NULL, root TEXT NOT NULL
     state TEXT NOT NULL, ingested_at REAL NOT NULL"""
 
 
+def damaged_state_fix(path: Path) -> str:
+    return (
+        f"it holds the index's manifest and docstore. Move it aside (mv {path} {path}.damaged) and ingest your folders "
+        "again: every file is read and embedded again, and its chunks in the store are replaced, not doubled"
+    )
+
+
 class Manifest:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, verify: bool = False) -> None:
+        """``verify``: check every page first (an ingest, about to trust what it says is unchanged)."""
         self._lock = threading.Lock()
         self._conn = open_sqlite(
             path,
@@ -66,6 +74,8 @@ class Manifest:
             CREATE INDEX IF NOT EXISTS files_by_source ON files (source);
             CREATE TABLE IF NOT EXISTS replaced ({_COLUMNS})""",
             check=lambda conn: _refuse_name_keyed(conn, Path(path)),
+            fix=damaged_state_fix(Path(path)),
+            verify=verify,
         )
 
     def close(self) -> None:

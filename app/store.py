@@ -12,6 +12,7 @@ from typing import IO
 from app.manifest import check_index
 from integrations.keyword_text import KEYWORD_FIELD
 from integrations.node_ids import files_filter
+from integrations.sqlite_file import CorruptFile, integrity_problem
 from settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -117,12 +118,16 @@ def open_vector_store(settings: Settings, dim: int):
     except Exception as exc:  # pymilvus raises many types (MilvusException, grpc errors, OSError on a locked dir)
         if is_lite_uri(uri):
             release_lite_store(uri)
-        hint = (
-            "Is another docsrag process using this index? Milvus Lite allows one process per index; "
-            "use a Milvus server (storage.uri=http://host:19530) to share an index."
-            if is_lite_uri(uri)
-            else "Check storage.uri and storage.token and that the server is reachable."
-        )
+            damage = lite_damage(Path(uri))
+            if damage:
+                raise CorruptFile(
+                    f"The index file {uri} is damaged ({damage}): move it aside (mv {uri} {uri}.damaged), then ingest each "
+                    "folder again: the files whose chunks are missing are ingested again and listed as 'restored:'"
+                ) from None
+            # This process holds the index's lock, so no other docsrag process has it open.
+            hint = f"Milvus Lite's own output above says why; check free disk space and that {Path(uri).parent} is writable."
+        else:
+            hint = "Check storage.uri and storage.token and that the server is reachable."
         raise RuntimeError(f"Cannot open the Milvus store at {uri}: {exc}. {hint}") from exc
     # The integration leaves an existing collection released; searches would fail.
     store.client.load_collection(settings.storage.collection)
@@ -130,6 +135,24 @@ def open_vector_store(settings: Settings, dim: int):
     if is_lite_uri(uri):
         warn_if_lite_too_large(store, settings)
     return store
+
+
+def lite_damage(db_file: Path) -> str | None:
+    """What is wrong with an embedded index file that Milvus Lite (which keeps it in SQLite) could not open, if damaged."""
+    import sqlite3
+
+    if not db_file.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        return integrity_problem(conn)
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
 
 
 def close_vector_store(store, settings: Settings) -> None:

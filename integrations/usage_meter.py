@@ -88,6 +88,12 @@ class UsageMeter:
             CREATE TABLE IF NOT EXISTS reservations (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, amount REAL NOT NULL);
             CREATE TABLE IF NOT EXISTS alerts (name TEXT PRIMARY KEY, active INTEGER NOT NULL, since REAL NOT NULL);
             """,
+            fix=(
+                "the usage ledger counts this month's API spend against budget.monthly_cap_usd, so paid calls wait until it is "
+                f"fixed. Move it aside (mv {path} {path}.damaged): the month's spend then counts from zero, so lower the cap "
+                "by what the provider's billing page shows as spent"
+            ),
+            verify=True,
         )
 
     def close(self) -> None:

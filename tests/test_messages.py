@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import random
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -31,3 +36,78 @@ def test_a_locked_index_is_refused_before_any_model_loads(runtime, settings) -> 
     assert "model loaded: False" in opened.stdout
     asked = run("ask", "What is the timeout?", "--index", str(settings.storage.index_dir))
     assert asked.returncode == 2 and asked.stderr.startswith("error: Cannot open the index") and "Traceback" not in asked.stderr
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    """A docs folder and an index of it, built once; tests work on copies of the index."""
+    base = tmp_path_factory.mktemp("built")
+    docs = base / "docs"
+    docs.mkdir()
+    for n in range(3):
+        (docs / f"guide{n}.md").write_text(f"# Guide {n}\n\n## Timeout\n\nThe timeout of service {n} is {30 + n} seconds.\n")
+    done = run("ingest", str(docs), "--index", str(base / "index"), "-q")
+    assert done.returncode == 0, done.stderr
+    return docs, base / "index"
+
+
+@pytest.fixture
+def index(built, tmp_path: Path) -> Path:
+    copy = tmp_path / "index"
+    shutil.copytree(built[1], copy)
+    return copy
+
+
+def garble(path: Path, offset: int, size: int = 4096) -> None:
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        handle.write(random.Random(7).randbytes(size))
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    return line
+
+
+def test_a_damaged_milvus_db_is_called_damaged_and_the_fix_it_names_works(built, index: Path) -> None:
+    garble(index / "milvus.db", 0)
+    line = one_line_error(run("ask", "What is the timeout?", "--index", str(index)))
+    assert "milvus.db is damaged" in line and "another docsrag process" not in line and "ingest each folder again" in line
+
+    (index / "milvus.db").rename(index / "milvus.db.damaged")  # the fix it names
+    again = run("ingest", str(built[0]), "--index", str(index), "-q")
+    assert again.returncode == 0 and again.stdout.count("restored: ") == 3, again.stdout
+    assert "31 seconds" in run("ask", "What is the timeout of service 1?", "--index", str(index)).stdout
+
+
+@pytest.mark.parametrize("offset", [0, 8192], ids=["header", "mid-file"])
+def test_a_damaged_state_file_is_named_with_its_fix_and_never_read_as_unchanged(built, index: Path, offset: int) -> None:
+    garble(index / "state.sqlite", offset)
+    line = one_line_error(run("ingest", str(built[0]), "--index", str(index), "-q"))
+    assert "state.sqlite is damaged" in line and "Move it aside" in line
+    if offset == 0:  # unreadable: every command says so; a damaged page deeper in only an ingest (which checks every page) sees
+        assert "state.sqlite is damaged" in one_line_error(run("ask", "What is the timeout?", "--index", str(index)))
+
+    (index / "state.sqlite").rename(index / "state.sqlite.damaged")  # the fix it names
+    again = run("ingest", str(built[0]), "--index", str(index), "-q")
+    assert again.returncode == 0 and "3 ingested" in again.stdout, again.stdout
+
+
+def test_a_damaged_embedding_cache_is_rebuilt_with_a_notice_and_a_damaged_usage_ledger_is_named(hf_env, tmp_path: Path) -> None:
+    from tests.test_profiles import QUESTION, docs
+
+    folder, index = docs(tmp_path), tmp_path / "index"  # hf_env points storage.index_dir there
+    assert run("--profile", "hf_api", "ingest", str(folder), "-q").returncode == 0
+    garble(index / "hf_embedding_cache.sqlite", 0)
+    asked = run("--profile", "hf_api", "ask", QUESTION)
+    assert asked.returncode == 0 and "Sources:" in asked.stdout, asked.stderr
+    [notice] = [line for line in asked.stderr.splitlines() if "hf_embedding_cache.sqlite" in line]
+    assert notice.startswith("WARNING") and "is damaged" in notice and "fills again" in notice
+    again = run("--profile", "hf_api", "ask", QUESTION)  # the rebuilt cache serves the next process
+    assert again.returncode == 0 and "hf_embedding_cache" not in again.stderr
+
+    garble(index / "usage.sqlite", 0)
+    for command in (["ask", QUESTION], ["ingest", str(folder), "-q"], ["usage"]):
+        line = one_line_error(run("--profile", "hf_api", *command))
+        assert "usage.sqlite is damaged" in line and "monthly_cap_usd" in line, line
