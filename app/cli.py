@@ -263,5 +263,37 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if (refused := _refused_write(args, exc)) is not None:
+            return refused
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if (refused := _refused_write(args, exc, lost_store=True)) is not None:
+            return refused
+        raise
+
+
+def _one_line(exc: Exception) -> str:
+    """A settings error as the messages of its fields (each names its setting), not pydantic's multi-line report."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
+    return str(exc)
+
+
+def _refused_write(args: argparse.Namespace, exc: BaseException, lost_store: bool = False) -> int | None:
+    """A write the disk refused (full, read-only) or, with ``lost_store``, a store server gone mid-command, as one line
+    with the fix; None for other failures."""
+    from app.storage_errors import lost_store_message, storage_message
+
+    try:
+        storage = _settings(args).storage
+        where, uri = str(storage.index_dir), storage.milvus_uri()
+    except Exception:  # noqa: BLE001 - the settings loaded once already; this only names the folder
+        where, uri = "the index folder", "storage.uri"
+    message = storage_message(exc, where) or (lost_store_message(exc, uri) if lost_store else None)
+    if message is None:
+        return None
+    print(f"error: {message}", file=sys.stderr)
+    return 1

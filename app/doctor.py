@@ -183,7 +183,7 @@ def _check_against_manifest(settings: Settings, store) -> None:
 
     if not state_file(settings.storage.index_dir).is_file():
         return
-    manifest = Manifest(state_file(settings.storage.index_dir))
+    manifest = Manifest(state_file(settings.storage.index_dir), read_only=True)
     try:
         health = check_store(store, manifest.all())
     finally:

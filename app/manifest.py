@@ -65,8 +65,9 @@ def damaged_state_fix(path: Path) -> str:
 
 
 class Manifest:
-    def __init__(self, path: str | Path, verify: bool = False) -> None:
-        """``verify``: check every page first (an ingest, about to trust what it says is unchanged)."""
+    def __init__(self, path: str | Path, verify: bool = False, read_only: bool = False) -> None:
+        """``verify``: check every page first (an ingest, about to trust what it says is unchanged); ``read_only``: a
+        process that only lists files (it then works on a full or read-only disk)."""
         self._lock = threading.Lock()
         self._conn = open_sqlite(
             path,
@@ -76,6 +77,7 @@ class Manifest:
             check=lambda conn: _refuse_name_keyed(conn, Path(path)),
             fix=damaged_state_fix(Path(path)),
             verify=verify,
+            read_only=read_only,
         )
 
     def close(self) -> None:
@@ -144,12 +146,12 @@ def state_file(index_dir: Path) -> Path:
 def check_index(index_dir: Path) -> None:
     """Refuse an index written by an older docsrag (OldIndexError says what to do); a missing index is fine."""
     if state_file(index_dir).is_file():
-        Manifest(state_file(index_dir)).close()
+        Manifest(state_file(index_dir), read_only=True).close()
 
 
 def file_ids_named(index_dir: Path, sources: list[str]) -> list[str]:
     """The ids of the files shown under these names; an unknown name is a ValueError naming it."""
-    manifest = Manifest(state_file(index_dir)) if state_file(index_dir).is_file() else None
+    manifest = Manifest(state_file(index_dir), read_only=True) if state_file(index_dir).is_file() else None
     try:
         records = manifest.named(sources) if manifest else []
     finally:

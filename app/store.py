@@ -95,6 +95,9 @@ def open_vector_store(settings: Settings, dim: int):
     from llama_index.vector_stores.milvus.utils import BM25BuiltInFunction
     from pymilvus import DataType
 
+    # pymilvus sets up its own console handler when imported (after the CLI or page set its level) and logs every failed
+    # call with a traceback; the failure reaches the user as one line of ours. Its logs stay for -v.
+    logging.getLogger("pymilvus").setLevel(logging.DEBUG if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.CRITICAL)
     claim_index(settings)
     uri = settings.storage.milvus_uri()
     token = settings.storage.token.get_secret_value() if settings.storage.token else ""

@@ -249,6 +249,13 @@ class StorageSettings(BaseModel):
         ),
     )
 
+    @field_validator("index_dir")
+    @classmethod
+    def _a_folder(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"storage.index_dir (--index) {str(value)!r} is a file: give the folder that holds (or will hold) the index")
+        return value
+
     def lite_file(self) -> Path:
         """The embedded index's Milvus Lite file."""
         return self.index_dir / "milvus.db"

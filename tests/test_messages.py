@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, serve_store
 
 OPEN_RUNTIME = """
 import sys
@@ -111,3 +111,95 @@ def test_a_damaged_embedding_cache_is_rebuilt_with_a_notice_and_a_damaged_usage_
     for command in (["ask", QUESTION], ["ingest", str(folder), "-q"], ["usage"]):
         line = one_line_error(run("--profile", "hf_api", *command))
         assert "usage.sqlite is damaged" in line and "monthly_cap_usd" in line, line
+
+
+def test_an_index_flag_naming_a_file_is_one_line(built) -> None:
+    line = one_line_error(run("ask", "What is the timeout?", "--index", str(built[0] / "guide0.md")))
+    assert "is a file: give the folder" in line
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 16 MB tmpfs of its own (needs mount rights: root in a container), unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> None:
+    try:
+        with (disk / "filler").open("wb") as handle:
+            while True:
+                handle.write(b"\0" * 4096)
+                handle.flush()
+    except OSError:
+        pass
+
+
+@pytest.mark.slow
+def test_a_full_or_read_only_disk_is_one_line_and_loses_nothing(built, small_disk: Path, tmp_path: Path) -> None:
+    docs, index = tmp_path / "docs", small_disk / "index"
+    shutil.copytree(built[0], docs)
+    assert run("ingest", str(docs), "--index", str(index), "-q").returncode == 0
+    for n in range(3):
+        (docs / f"guide{n}.md").write_text(f"# Guide {n}\n\n## Timeout\n\nThe timeout of service {n} is now {60 + n} seconds.\n" * 40)
+    fill(small_disk)
+    line = one_line_error(run("ingest", str(docs), "--index", str(index), "-q"))
+    assert "is full" in line and "nothing indexed before is lost" in line
+    asked = run("ask", "What is the timeout of service 2?", "--index", str(index))  # a full disk still answers
+    assert asked.returncode == 0 and "seconds" in asked.stdout, asked.stderr
+
+    (small_disk / "filler").unlink()
+    resumed = run("ingest", str(docs), "--index", str(index), "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    fresh = run("ingest", str(docs), "--index", str(tmp_path / "fresh"), "-q")
+    assert fresh.returncode == 0 and chunk_ids(index) == chunk_ids(tmp_path / "fresh")
+
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    (docs / "guide0.md").write_text("# Guide 0\n\nChanged again.\n")
+    for command in (["ingest", str(docs), "-q"], ["ask", "What is the timeout?"]):
+        line = one_line_error(run(*command, "--index", str(index)))
+        assert "cannot be written" in line and "--index COPY" in line
+
+
+def chunk_ids(index: Path) -> list[str]:
+    from app.store import close_vector_store, open_vector_store
+    from settings import load_settings
+
+    settings = load_settings("local", storage={"index_dir": str(index)})
+    store = open_vector_store(settings, 384)
+    try:
+        return sorted(row["id"] for row in store.client.query(store.collection_name, filter="", output_fields=["id"], limit=16000))
+    finally:
+        close_vector_store(store, settings)
+
+
+KILL_SERVER_AT_PENDING = """
+import os, signal, sys
+from app.manifest import Manifest
+original = Manifest.mark_pending
+def mark_then_kill(self, records, *args, **kwargs):
+    original(self, records, *args, **kwargs)
+    if pid := int(os.environ.pop("SERVER_PID", "0")):
+        os.kill(pid, signal.SIGKILL)
+Manifest.mark_pending = mark_then_kill
+from app.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_store_server_killed_mid_ingest_is_one_line(built, tmp_path: Path) -> None:
+    server, uri = serve_store(tmp_path / "served")
+    try:
+        env = {"DOCSRAG_STORAGE__URI": uri, "SERVER_PID": str(server.pid)}
+        line = one_line_error(
+            run("ingest", str(built[0]), "--index", str(tmp_path / "served"), "-q", script=KILL_SERVER_AT_PENDING, env=env)
+        )
+        assert "lost the connection to the Milvus store" in line and "serve-store" in line
+    finally:
+        server.kill()
+        server.wait()
