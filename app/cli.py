@@ -159,17 +159,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_usage(args: argparse.Namespace) -> int:
     from app.composition import open_meter
+    from integrations.usage_meter import usd
 
     settings = _settings(args)
     meter = open_meter(settings)
     try:
+        meter.settle_orphans()
         rows = meter.by_day_and_model()
         print(f"{'day':<10}  {'model':<44} {'requests':>8} {'tokens in':>10} {'tokens out':>10} {'spend $':>9}")
         for day, model, requests, tokens_in, tokens_out, cost in rows:
             print(f"{day:<10}  {model[:44]:<44} {requests:>8} {tokens_in:>10} {tokens_out:>10} {cost:>9.4f}")
         spent, cap = meter.month_spend(), settings.budget.monthly_cap_usd
         share = f" ({spent / cap:.0%})" if cap else ""
-        print(f"this month: ${spent:.4f} of ${cap:.2f} cap{share}, state: {meter.state()}")
+        print(f"this month: ${spent:.4f} of {usd(cap)} cap{share}, state: {meter.state()}")
+        if (running := meter.in_flight())[0]:
+            print(f"in flight: {usd(running[1])} reserved by {running[0]} call(s) running now")
+        if (stopped := meter.interrupted())[0]:
+            print(f"interrupted: {stopped[0]} call(s) whose process stopped mid-call, counted at their worst case ({usd(stopped[1])})")
         for alert in meter.active_alerts():
             print(f"active alert: {alert}")
     finally:

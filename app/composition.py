@@ -278,6 +278,7 @@ def build_query_engine(
         response_synthesizer=synthesizer,
         node_postprocessors=[evidence, *stages],
         meter=runtime.meter,
+        max_question_chars=retrieval.max_question_chars,
     )
 
 

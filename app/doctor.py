@@ -198,7 +198,7 @@ def _check_against_manifest(settings: Settings, store) -> None:
 
 
 def run_checks(settings: Settings) -> list[Check]:
-    from app.composition import EMBEDDING_DIM, build_chain_members, build_embed_model, build_reranker, uses_hf_api
+    from app.composition import EMBEDDING_DIM, build_chain_members, build_embed_model, build_reranker, open_meter, uses_hf_api
     from integrations.hf_chat_llm import HFChatLLM
     from integrations.ollama_llm import OllamaLLM
 
@@ -211,12 +211,17 @@ def run_checks(settings: Settings) -> list[Check]:
     token_fix = "set HF_TOKEN (or HUGGINGFACE_API_TOKEN) to a valid token"
     if uses_hf_api(settings):
         checks.append(run("token", token_fix, lambda: _token_check(settings)))
+    # Its calls are paid like any other: metered, and refused at the cap.
+    meter = open_meter(settings) if uses_hf_api(settings) and settings.hf_token else None
     try:
-        members = build_chain_members(settings)
+        members = build_chain_members(settings, meter)
         # No embedding cache: every check must reach the service, and a cached vector would hide another model's.
-        embed_model = build_embed_model(settings.model_copy(update={"embedding": settings.embedding.model_copy(update={"cache": False})}))
-        reranker = build_reranker(settings)
+        no_cache = settings.model_copy(update={"embedding": settings.embedding.model_copy(update={"cache": False})})
+        embed_model = build_embed_model(no_cache, meter)
+        reranker = build_reranker(settings, meter)
     except ValueError as exc:
+        if meter is not None:
+            meter.close()
         return [*checks, Check("configuration", FAILED, str(exc), 0.0, "fix the setting named above")]
     for member in members:
         if isinstance(member, HFChatLLM):
@@ -234,6 +239,8 @@ def run_checks(settings: Settings) -> list[Check]:
         checks.append(run(f"rerank ({settings.rerank.backend})", "check rerank.model", lambda: _rerank_check(reranker)))
     index_fix = f"check storage.index_dir ({settings.storage.index_dir}) or storage.uri"
     checks.append(run("index", index_fix, lambda: _index_check(settings, embed_model, EMBEDDING_DIM)))
+    if meter is not None:
+        meter.close()
     return checks
 
 

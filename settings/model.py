@@ -84,6 +84,9 @@ class RerankSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
+    max_question_chars: int = Field(
+        4000, ge=100, description="Longest question accepted, in characters; a longer one is refused before any paid call."
+    )
     top_k: int = Field(5, ge=1, description="Passages handed to the answer step (each a chunk grown to its section, at most ~250 words).")
     dense_top_k: int = Field(20, ge=1, description="Candidates from the vector search.")
     sparse_top_k: int = Field(20, ge=1, description="Candidates from the BM25 search.")
