@@ -1,10 +1,11 @@
-"""Command line: ``python -m app {config,ingest,ask,eval,usage,serve-store}``."""
+"""Command line: ``python -m app {config,ingest,ask,eval,usage,serve-store,sources,forget,doctor}``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -89,6 +90,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"removed: {source}")
     for path, name in report.renamed:
         print(f"named {name}: another folder in this index already has a file {path}")
+    for root, files in report.gone_roots:
+        forget = f"python -m app forget {shlex.quote(root)}"
+        print(f"note: the index still holds {files} file(s) from {root}, which no longer exists; `{forget}` removes them")
     print(report.summary())
     return 0
 
@@ -183,6 +187,41 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sources(args: argparse.Namespace) -> int:
+    from app.manifest import Manifest, state_file
+
+    settings = _settings(args)
+    if not state_file(settings.storage.index_dir).is_file():
+        print(f"no index in {settings.storage.index_dir}")
+        return 0
+    manifest = Manifest(state_file(settings.storage.index_dir), read_only=True)
+    try:
+        roots = manifest.roots()
+    finally:
+        manifest.close()
+    for root, files, chunks in roots:
+        print(f"{files:>7} files {chunks:>8} chunks  {root}{'' if Path(root).is_dir() else '  (no longer exists)'}")
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from app.composition import build_ingestor, open_runtime
+    from app.ingestion import root_name
+
+    runtime = open_runtime(_settings(args))
+    ingestor = build_ingestor(runtime)
+    try:
+        root = next((r for r, _, _ in ingestor.state.manifest.roots() if r in (args.root, root_name(Path(args.root).resolve()))), None)
+        if root is None:
+            raise ValueError(f"the index holds no files from {args.root!r}: give a folder as `python -m app sources` lists it")
+        records = ingestor.forget_root(root)
+    finally:
+        ingestor.close()
+        runtime.close()
+    print(f"removed {len(records)} file(s) ({sum(r.chunks for r in records)} chunks) from {root}")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from app.doctor import format_table, run_checks
 
@@ -252,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     usage = sub.add_parser("usage", help="API usage and estimated spend by day and model (this month)")
     usage.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
     usage.set_defaults(func=cmd_usage)
+    sources = sub.add_parser("sources", help="list the folders the index holds files from (and whether they still exist)")
+    sources.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
+    sources.set_defaults(func=cmd_sources)
+    forget = sub.add_parser("forget", help="remove every file the index holds from one folder (as `sources` lists it)")
+    forget.add_argument("root", help="the folder, as `sources` lists it")
+    forget.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
+    forget.set_defaults(func=cmd_forget)
     doctor = sub.add_parser("doctor", help="check the active profile end to end: token, models, Ollama, index (exit 1 on failure)")
     doctor.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
     doctor.set_defaults(func=cmd_doctor)

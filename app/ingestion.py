@@ -58,6 +58,7 @@ class IngestReport:
     repaired: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)  # ingested again: the store had lost some of their chunks
     renamed: list[tuple[str, str]] = field(default_factory=list)  # (path in its folder, name shown): another folder has that path
+    gone_roots: list[tuple[str, int]] = field(default_factory=list)  # (folder, files) held from folders that no longer exist
     ignored: int = 0  # supported files left out by ingestion.ignore and documentation layouts
     chunks_written: int = 0
     seconds: float = 0.0
@@ -381,6 +382,10 @@ class Ingestor:
                 continue
             todo.append((path, record))
 
+        # Never pruned by themselves (an unmounted disk looks the same as a renamed folder): said, for `forget`.
+        report.gone_roots = [
+            (other, files) for other, files, _ in manifest.roots() if other != root_name(base) and not Path(other).is_dir()
+        ]
         removed = [
             record
             for record in manifest.under_root(root_name(base))
@@ -503,6 +508,14 @@ class Ingestor:
                 old.sha256, old.mtime_ns = "", -1  # never "unchanged": read and compared piece by piece
                 manifest.put(old)
             report.repaired.append(record.source)
+
+    def forget_root(self, root: str) -> list[FileRecord]:
+        """Remove every file the index holds from the folder ``root`` (as `python -m app sources` lists it)."""
+        with sole_writer(self.settings.storage.index_dir):
+            records = self.state.manifest.under_root(root)
+            for record in records:
+                self._forget(record)
+        return records
 
     def _forget(self, record: FileRecord) -> None:
         delete_files(self.vector_store, [record.file_id])

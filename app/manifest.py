@@ -101,6 +101,12 @@ class Manifest:
     def pending(self) -> list[FileRecord]:
         return self._rows("SELECT * FROM files WHERE state = 'pending'")
 
+    def roots(self) -> list[tuple[str, int, int]]:
+        """(root, files, chunks) of every folder the index holds files from."""
+        with self._lock:
+            rows = self._conn.execute("SELECT root, COUNT(*), SUM(chunks) FROM files GROUP BY root ORDER BY root").fetchall()
+        return [(root, int(files), int(chunks or 0)) for root, files, chunks in rows]
+
     def under_root(self, root: str) -> list[FileRecord]:
         return self._rows("SELECT * FROM files WHERE root = ?", (root,))
 

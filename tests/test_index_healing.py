@@ -187,3 +187,31 @@ def _pending(index: Path) -> list[str]:
             return sorted(row[0] for row in conn.execute("SELECT source FROM files WHERE state = 'pending'"))
     except sqlite3.OperationalError:
         return []
+
+
+def test_a_renamed_folder_is_said_listed_and_forgotten_on_request(tmp_path: Path, capsys) -> None:
+    from app.cli import main
+
+    index, old, new = tmp_path / "index", tmp_path / "manual", tmp_path / "manual-v2"
+    write(old / "timeout.md", "# Timeout\n\nThe request timeout is 30 seconds.\n")
+    assert main(["ingest", str(old), "--index", str(index), "-q"]) == 0
+    old.rename(new)
+    write(new / "timeout.md", "# Timeout\n\nThe request timeout is 45 seconds.\n")
+    capsys.readouterr()
+    assert main(["ingest", str(new), "--index", str(index), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: the index still holds 1 file(s) from {old}, which no longer exists; `python -m app forget {old}`" in out
+
+    assert main(["sources", "--index", str(index)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2 and listed[0].endswith(f"{old}  (no longer exists)") and listed[1].endswith(str(new))
+
+    assert main(["forget", str(old), "--index", str(index)]) == 0
+    assert capsys.readouterr().out.startswith(f"removed 1 file(s) (1 chunks) from {old}")
+    assert main(["sources", "--index", str(index)]) == 0
+    assert [line.split()[-1] for line in capsys.readouterr().out.splitlines()] == [str(new)]
+    assert main(["ask", "What is the request timeout?", "--index", str(index), "--json"]) == 0
+    answer = capsys.readouterr().out
+    assert "45 seconds" in answer and "30 seconds" not in answer
+    assert main(["forget", str(old), "--index", str(index)]) == 2
+    assert "holds no files from" in capsys.readouterr().err
