@@ -69,16 +69,20 @@ class Manifest:
         """``verify``: check every page first (an ingest, about to trust what it says is unchanged); ``read_only``: a
         process that only lists files (it then works on a full or read-only disk)."""
         self._lock = threading.Lock()
+        schema = f"""CREATE TABLE IF NOT EXISTS files ({_COLUMNS});
+            CREATE INDEX IF NOT EXISTS files_by_source ON files (source);
+            CREATE TABLE IF NOT EXISTS replaced ({_COLUMNS})"""
         self._conn = open_sqlite(
             path,
-            f"""CREATE TABLE IF NOT EXISTS files ({_COLUMNS});
-            CREATE INDEX IF NOT EXISTS files_by_source ON files (source);
-            CREATE TABLE IF NOT EXISTS replaced ({_COLUMNS})""",
+            schema,
             check=lambda conn: _refuse_name_keyed(conn, Path(path)),
             fix=damaged_state_fix(Path(path)),
             verify=verify,
             read_only=read_only,
         )
+        if read_only and not self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'files'").fetchone():
+            self._conn.close()  # a state file whose first ingest has not listed a file yet: an empty manifest
+            self._conn = open_sqlite(":memory:", schema)
 
     def close(self) -> None:
         self._conn.close()
