@@ -31,9 +31,8 @@ def usage(capsys) -> str:
 
 def test_an_ask_killed_mid_call_is_settled_at_its_worst_case_and_shown(hf_index, hf_env, capsys) -> None:  # noqa: F811
     from app.composition import open_meter
-    from settings import load_settings
-
     from app.store import release_lite_store
+    from settings import load_settings
 
     release_lite_store(str(hf_index / "milvus.db"))  # the fixture's in-process ingest left the index open
     hf_env.add_fault("chat", "slow", delay=60)
