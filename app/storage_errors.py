@@ -51,8 +51,9 @@ def refused_write(exc: BaseException) -> str | None:
 def storage_message(exc: BaseException, where: str) -> str | None:
     """The one line to show for a refused write under ``where`` (the index folder), or None for another failure."""
     kind = refused_write(exc)
-    if kind is None and any("disk i/o error" in str(current).lower() for current in _chain(exc)):
-        kind = _disk_state(where)  # SQLite's word when it cannot even make its WAL index: ask the disk
+    if kind is None and (any("disk i/o error" in str(current).lower() for current in _chain(exc)) or _lost_store(exc)):
+        # SQLite's word when it cannot even make its WAL index, or a Milvus Lite server that died writing: ask the disk
+        kind = _disk_state(where)
     if kind == "full":
         return (
             f"the disk holding {where} is full (free: {_free(where)}); nothing indexed before is lost. "
@@ -94,13 +95,18 @@ def _disk_state(where: str) -> str | None:
 LOST_WORDS = ("fail connecting", "server unavailable", "connection refused", "unavailable", "socket closed")
 
 
+def _lost_store(exc: BaseException) -> bool:
+    return any(
+        (type(current).__module__ or "").startswith(("pymilvus", "grpc")) and any(words in str(current).lower() for words in LOST_WORDS)
+        for current in _chain(exc)
+    )
+
+
 def lost_store_message(exc: BaseException, uri: str) -> str | None:
     """The one line for a Milvus server (``serve-store``, a cluster) that stopped answering mid-command, or None."""
-    for current in _chain(exc):
-        module = type(current).__module__ or ""
-        if module.startswith(("pymilvus", "grpc")) and any(words in str(current).lower() for words in LOST_WORDS):
-            return (
-                f"lost the connection to the Milvus store at {uri}: if it is `python -m app serve-store`, it stopped. Start "
-                "it again and rerun the command; nothing committed before is lost, and an ingest repairs the step it was writing"
-            )
-    return None
+    if not _lost_store(exc):
+        return None
+    return (
+        f"lost the connection to the Milvus store at {uri}: if it is `python -m app serve-store`, it stopped. Start "
+        "it again and rerun the command; nothing committed before is lost, and an ingest repairs the step it was writing"
+    )
