@@ -177,6 +177,8 @@ class DocsChatEngine(CondenseQuestionChatEngine):
 
     # -- condensation -------------------------------------------------------------------------------------------
     def _condense_question(self, chat_history: list[ChatMessage], last_message: str) -> str:
+        if check := getattr(self._query_engine, "check_question", None):
+            check(last_message)  # before condensing, which may already call a paid LLM (sync and async paths)
         started = time.perf_counter()
         try:
             return self._condense(chat_history, last_message)
@@ -211,8 +213,6 @@ class DocsChatEngine(CondenseQuestionChatEngine):
         return super()._get_tool_output_from_response(query, response)
 
     def _query(self, message: str, chat_history: list[ChatMessage] | None, streaming: bool) -> tuple[str, RESPONSE_TYPE]:
-        if check := getattr(self._query_engine, "check_question", None):
-            check(message)  # before condensing, which may already call a paid LLM
         history = chat_history or self._memory.get(input=message)
         standalone = self._condense_question(history, message)
         logger.info("querying with: %s", standalone)

@@ -37,6 +37,10 @@ class DocsQueryEngine(RetrieverQueryEngine):
                 "(retrieval.max_question_chars): ask about one thing at a time and quote only the lines that matter"
             )
 
+    async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        self.check_question(query_bundle.query_str)
+        return await super()._aquery(query_bundle)
+
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         self.check_question(query_bundle.query_str)
         with question_context() as context:

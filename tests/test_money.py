@@ -88,3 +88,19 @@ def test_an_over_long_question_is_refused_before_any_paid_call(hf_index, hf_env,
 def test_usage_shows_a_cap_under_a_cent_as_it_is(hf_index, hf_env, monkeypatch, capsys) -> None:  # noqa: F811
     monkeypatch.setenv("DOCSRAG_BUDGET__MONTHLY_CAP_USD", "0.0015")
     assert "of $0.0015 cap" in usage(capsys)
+
+
+def test_the_length_limit_holds_for_the_chat_engine_and_the_async_twins(runtime) -> None:
+    import asyncio
+
+    from app.chat import DocsChatEngine
+    from app.composition import build_query_engine
+    from app.query_engine import QuestionTooLong
+
+    question = "Why? " * 1000
+    engine = build_query_engine(runtime=runtime)
+    chat = DocsChatEngine.from_runtime(runtime)
+    for ask in (lambda: engine.query(question), lambda: asyncio.run(engine.aquery(question)), lambda: chat.chat(question),
+                lambda: asyncio.run(chat.achat(question))):  # fmt: skip
+        with pytest.raises(QuestionTooLong, match=r"retrieval\.max_question_chars"):
+            ask()
