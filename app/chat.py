@@ -178,6 +178,8 @@ class DocsChatEngine(CondenseQuestionChatEngine):
 
     # -- condensation -------------------------------------------------------------------------------------------
     def _condense_question(self, chat_history: list[ChatMessage], last_message: str) -> str:
+        if check := getattr(self._query_engine, "check_question", None):
+            check(last_message)  # before condensing, which may already call a paid LLM (sync and async paths)
         started = time.perf_counter()
         try:
             return self._condense(chat_history, last_message)

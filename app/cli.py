@@ -1,10 +1,11 @@
-"""Command line: ``python -m app {config,ingest,ask,eval,usage,serve-store}``."""
+"""Command line: ``python -m app {config,ingest,ask,eval,usage,serve-store,sources,forget,doctor}``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -83,12 +84,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         ingestor.close()
     for source in report.repaired:
         print(f"repaired: {source} (left half-written by an interrupted run)")
+    for source in report.restored:
+        print(f"restored: {source} (its chunks were missing from the store)")
     for source, reason in report.skipped:
         print(f"skipped: {source}: {reason}")
     for source in report.removed:
         print(f"removed: {source}")
     for path, name in report.renamed:
         print(f"named {name}: another folder in this index already has a file {path}")
+    for root, files in report.gone_roots:
+        forget = f"python -m app forget {shlex.quote(root)}"
+        print(f"note: the index still holds {files} file(s) from {root}, which no longer exists; `{forget}` removes them")
     print(report.summary())
     return 0
 
@@ -167,21 +173,62 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_usage(args: argparse.Namespace) -> int:
     from app.composition import open_meter
+    from integrations.usage_meter import usd
 
     settings = _settings(args)
     meter = open_meter(settings)
     try:
+        meter.settle_orphans()
         rows = meter.by_day_and_model()
         print(f"{'day':<10}  {'model':<44} {'requests':>8} {'tokens in':>10} {'tokens out':>10} {'spend $':>9}")
         for day, model, requests, tokens_in, tokens_out, cost in rows:
             print(f"{day:<10}  {model[:44]:<44} {requests:>8} {tokens_in:>10} {tokens_out:>10} {cost:>9.4f}")
         spent, cap = meter.month_spend(), settings.budget.monthly_cap_usd
         share = f" ({spent / cap:.0%})" if cap else ""
-        print(f"this month: ${spent:.4f} of ${cap:.2f} cap{share}, state: {meter.state()}")
+        print(f"this month: ${spent:.4f} of {usd(cap)} cap{share}, state: {meter.state()}")
+        if (running := meter.in_flight())[0]:
+            print(f"in flight: {usd(running[1])} reserved by {running[0]} call(s) running now")
+        if (stopped := meter.interrupted())[0]:
+            print(f"interrupted: {stopped[0]} call(s) whose process stopped mid-call, counted at their worst case ({usd(stopped[1])})")
         for alert in meter.active_alerts():
             print(f"active alert: {alert}")
     finally:
         meter.close()
+    return 0
+
+
+def cmd_sources(args: argparse.Namespace) -> int:
+    from app.manifest import Manifest, state_file
+
+    settings = _settings(args)
+    if not state_file(settings.storage.index_dir).is_file():
+        print(f"no index in {settings.storage.index_dir}")
+        return 0
+    manifest = Manifest(state_file(settings.storage.index_dir), read_only=True)
+    try:
+        roots = manifest.roots()
+    finally:
+        manifest.close()
+    for root, files, chunks in roots:
+        print(f"{files:>7} files {chunks:>8} chunks  {root}{'' if Path(root).is_dir() else '  (no longer exists)'}")
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from app.composition import build_ingestor, open_runtime
+    from app.ingestion import root_name
+
+    runtime = open_runtime(_settings(args))
+    ingestor = build_ingestor(runtime)
+    try:
+        root = next((r for r, _, _ in ingestor.state.manifest.roots() if r in (args.root, root_name(Path(args.root).resolve()))), None)
+        if root is None:
+            raise ValueError(f"the index holds no files from {args.root!r}: give a folder as `python -m app sources` lists it")
+        records = ingestor.forget_root(root)
+    finally:
+        ingestor.close()
+        runtime.close()
+    print(f"removed {len(records)} file(s) ({sum(r.chunks for r in records)} chunks) from {root}")
     return 0
 
 
@@ -254,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     usage = sub.add_parser("usage", help="API usage and estimated spend by day and model (this month)")
     usage.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
     usage.set_defaults(func=cmd_usage)
+    sources = sub.add_parser("sources", help="list the folders the index holds files from (and whether they still exist)")
+    sources.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
+    sources.set_defaults(func=cmd_sources)
+    forget = sub.add_parser("forget", help="remove every file the index holds from one folder (as `sources` lists it)")
+    forget.add_argument("root", help="the folder, as `sources` lists it")
+    forget.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
+    forget.set_defaults(func=cmd_forget)
     doctor = sub.add_parser("doctor", help="check the active profile end to end: token, models, Ollama, index (exit 1 on failure)")
     doctor.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
     doctor.set_defaults(func=cmd_doctor)
@@ -271,5 +325,37 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if (refused := _refused_write(args, exc)) is not None:
+            return refused
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if (refused := _refused_write(args, exc, lost_store=True)) is not None:
+            return refused
+        raise
+
+
+def _one_line(exc: Exception) -> str:
+    """A settings error as the messages of its fields (each names its setting), not pydantic's multi-line report."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
+    return str(exc)
+
+
+def _refused_write(args: argparse.Namespace, exc: BaseException, lost_store: bool = False) -> int | None:
+    """A write the disk refused (full, read-only) or, with ``lost_store``, a store server gone mid-command, as one line
+    with the fix; None for other failures."""
+    from app.storage_errors import lost_store_message, storage_message
+
+    try:
+        storage = _settings(args).storage
+        where, uri = str(storage.index_dir), storage.milvus_uri()
+    except Exception:  # noqa: BLE001 - the settings loaded once already; this only names the folder
+        where, uri = "the index folder", "storage.uri"
+    message = storage_message(exc, where) or (lost_store_message(exc, uri) if lost_store else None)
+    if message is None:
+        return None
+    print(f"error: {message}", file=sys.stderr)
+    return 1

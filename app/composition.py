@@ -200,13 +200,12 @@ class Runtime:
 
 
 def open_runtime(settings: Settings | None = None) -> Runtime:
-    from app.store import open_vector_store
+    from app.store import claim_index, open_vector_store
 
     settings = settings or load_settings()
-    meter = None
     check_credentials(settings)
-    if uses_hf_api(settings):
-        meter = open_meter(settings)
+    claim_index(settings)  # a locked or outdated index is refused before any model loads
+    meter = open_meter(settings) if uses_hf_api(settings) else None
     embed_model = build_embed_model(settings, meter)
     if settings.embedding.backend == "local":
         # A local model's load briefly needs more memory than it keeps: done before the store client opens, the
@@ -317,6 +316,7 @@ def build_query_engine(
         response_synthesizer=synthesizer,
         node_postprocessors=[evidence, *stages],
         meter=runtime.meter,
+        max_question_chars=retrieval.max_question_chars,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,18 +53,23 @@ def _unreachable(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError | httpx.TransportError | httpx2.TransportError)
 
 
-def _run(name: str, fix: str, probe: Callable[[], str]) -> Check:
-    from integrations.backend_errors import describe_failure
+def _run(name: str, fix: str, probe: Callable[[], str], secrets: tuple[str, ...] = ()) -> Check:
+    """Run one probe into its row; every text of the row passes the token redaction, whatever raised it."""
+    from integrations.backend_errors import describe_failure, redact, redacted_errors
 
     started = time.perf_counter()
     try:
-        detail = probe()
+        with redacted_errors(*secrets):
+            detail = probe()
     except CheckFailed as exc:
-        return Check(name, FAILED, str(exc), time.perf_counter() - started, exc.fix)
+        check = Check(name, FAILED, str(exc), 0.0, exc.fix)
     except Exception as exc:  # noqa: BLE001 - every failure of a probe is reported in its row
-        result = UNREACHABLE if _unreachable(exc) else FAILED
-        return Check(name, result, describe_failure(exc), time.perf_counter() - started, fix)
-    return Check(name, OK, detail, time.perf_counter() - started)
+        check = Check(name, UNREACHABLE if _unreachable(exc) else FAILED, describe_failure(exc), 0.0, fix)
+    else:
+        check = Check(name, OK, detail, 0.0)
+    check.seconds = time.perf_counter() - started
+    check.detail, check.fix = redact(check.detail, secrets), redact(check.fix, secrets)
+    return check
 
 
 def _hub(settings: Settings):
@@ -146,6 +152,7 @@ def _index_check(settings: Settings, embed_model, dim: int) -> str:
 
     store = open_vector_store(settings, dim)
     try:
+        _check_against_manifest(settings, store)
         rows = store.client.query(
             collection_name=store.collection_name,
             filter="",
@@ -170,38 +177,70 @@ def _index_check(settings: Settings, embed_model, dim: int) -> str:
         close_vector_store(store, settings)
 
 
+def _check_against_manifest(settings: Settings, store) -> None:
+    from app.index_health import check_store
+    from app.manifest import Manifest, state_file
+
+    if not state_file(settings.storage.index_dir).is_file():
+        return
+    manifest = Manifest(state_file(settings.storage.index_dir), read_only=True)
+    try:
+        health = check_store(store, manifest.all())
+    finally:
+        manifest.close()
+    if health.missing:
+        roots = sorted({record.root for record in health.missing})
+        raise CheckFailed(
+            health.message(),
+            "ingest the folder(s) again, which re-ingests exactly those files: "
+            + "; ".join(f"python -m app ingest {shlex.quote(r)}" for r in roots),
+        )
+
+
 def run_checks(settings: Settings) -> list[Check]:
-    from app.composition import EMBEDDING_DIM, build_chain_members, build_embed_model, build_reranker, uses_hf_api
+    from app.composition import EMBEDDING_DIM, build_chain_members, build_embed_model, build_reranker, open_meter, uses_hf_api
     from integrations.hf_chat_llm import HFChatLLM
     from integrations.ollama_llm import OllamaLLM
 
     checks: list[Check] = []
+    secrets = (settings.hf_token.get_secret_value(),) if settings.hf_token else ()
+
+    def run(name: str, fix: str, probe: Callable[[], str]) -> Check:
+        return _run(name, fix, probe, secrets)
+
     token_fix = "set HF_TOKEN (or HUGGINGFACE_API_TOKEN) to a valid token"
     if uses_hf_api(settings):
-        checks.append(_run("token", token_fix, lambda: _token_check(settings)))
+        checks.append(run("token", token_fix, lambda: _token_check(settings)))
+    # Its calls are paid like any other: metered, and refused at the cap.
+    meter = open_meter(settings) if uses_hf_api(settings) and settings.hf_token else None
     try:
-        members = build_chain_members(settings)
+        members = build_chain_members(settings, meter)
         # No embedding cache: every check must reach the service, and a cached vector would hide another model's.
-        embed_model = build_embed_model(settings.model_copy(update={"embedding": settings.embedding.model_copy(update={"cache": False})}))
-        reranker = build_reranker(settings)
+        no_cache = settings.model_copy(update={"embedding": settings.embedding.model_copy(update={"cache": False})})
+        embed_model = build_embed_model(no_cache, meter)
+        reranker = build_reranker(settings, meter)
     except ValueError as exc:
+        if meter is not None:
+            meter.close()
         return [*checks, Check("configuration", FAILED, str(exc), 0.0, "fix the setting named above")]
     for member in members:
         if isinstance(member, HFChatLLM):
             fix = f"check that {member.model_name} is served for chat (docs/deployment.md)"
-            checks.append(_run(f"chat {member.model_name}: providers", fix, lambda m=member: _mapping_check(settings, m.model_name)))
-            checks.append(_run(f"chat {member.model_name}: completion", fix, lambda m=member: _completion_check(m)))
+            checks.append(run(f"chat {member.model_name}: providers", fix, lambda m=member: _mapping_check(settings, m.model_name)))
+            checks.append(run(f"chat {member.model_name}: completion", fix, lambda m=member: _completion_check(m)))
         elif isinstance(member, OllamaLLM):
             fix = f"start Ollama at {member.base_url} (llm.ollama_base_url)"
-            checks.append(_run(f"ollama {member.model}", fix, lambda m=member: _ollama_check(m)))
+            checks.append(run(f"ollama {member.model}", fix, lambda m=member: _ollama_check(m)))
         else:
             checks.append(Check(f"{member.class_name()}", OK, "local model file found", 0.0))
     kind = settings.embedding.backend
-    checks.append(_run(f"embedding ({kind})", "check embedding.model and the token", lambda: _embedding_check(embed_model, EMBEDDING_DIM)))
+    checks.append(run(f"embedding ({kind})", "check embedding.model and the token", lambda: _embedding_check(embed_model, EMBEDDING_DIM)))
     if reranker is not None:
-        checks.append(_run(f"rerank ({settings.rerank.backend})", "check rerank.model", lambda: _rerank_check(reranker)))
+        checks.append(run(f"rerank ({settings.rerank.backend})", "check rerank.model", lambda: _rerank_check(reranker)))
     index_fix = f"check storage.index_dir ({settings.storage.index_dir}) or storage.uri"
-    checks.append(_run("index", index_fix, lambda: _index_check(settings, embed_model, EMBEDDING_DIM)))
+    checks.append(run("index", index_fix, lambda: _index_check(settings, embed_model, EMBEDDING_DIM)))
+    if meter is not None:
+        meter.close()
     return checks
 
 

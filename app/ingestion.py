@@ -27,11 +27,14 @@ from llama_index.core.schema import BaseNode, Document, TransformComponent
 from llama_index.core.storage.docstore.keyval_docstore import KVDocumentStore
 
 from app.chunking import DocumentChunker
+from app.index_health import check_store
 from app.ingest_progress import ChunkProgress, EmbedWithProgress
 from app.manifest import FileRecord, Manifest, state_file
 from app.readers import DEFAULT_MAX_BYTES, SUPPORTED_SUFFIXES, Piece, SkipFile, file_format, read_pieces
+from app.shown_text import escape_bidi
 from app.store import chunk_counts, delete_files
 from app.walker import ReadRefused, read_bounded, walk
+from app.writer_lock import sole_writer
 from integrations import node_ids
 from integrations.section_context import CONTEXT_KEY, section_spans
 from integrations.sqlite_kvstore import SQLiteKVStore
@@ -53,7 +56,9 @@ class IngestReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)  # ingested again: the store had lost some of their chunks
     renamed: list[tuple[str, str]] = field(default_factory=list)  # (path in its folder, name shown): another folder has that path
+    gone_roots: list[tuple[str, int]] = field(default_factory=list)  # (folder, files) held from folders that no longer exist
     ignored: int = 0  # supported files left out by ingestion.ignore and documentation layouts
     chunks_written: int = 0
     seconds: float = 0.0
@@ -72,9 +77,9 @@ class IndexState:
     def __init__(self, index_dir: Path) -> None:
         index_dir.mkdir(parents=True, exist_ok=True)
         path = state_file(index_dir)
+        self.manifest = Manifest(path, verify=True)  # first: a damaged file is named with its fix
         self.kvstore = SQLiteKVStore(path)
         self.docstore = KVDocumentStore(self.kvstore)
-        self.manifest = Manifest(path)
 
     def close(self) -> None:
         self.manifest.close()
@@ -95,9 +100,10 @@ def sha256_file(path: Path, limit: int) -> str:
 
 
 def readable_name(name: str) -> str:
-    """A file name as text that any store and terminal takes: undecodable bytes as U+FFFD, control characters escaped."""
+    """A file name as text that any store and terminal takes: undecodable bytes as U+FFFD, control characters and
+    bidirectional controls (app.shown_text) escaped."""
     text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    return escape_bidi("".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch for ch in text))
 
 
 def root_name(base: Path) -> str:
@@ -284,25 +290,26 @@ class Ingestor:
         """
         started = time.perf_counter()
         report = IngestReport()
-        plan = self.plan(root, report)
-        for record in plan.removed:
-            self._forget(record)
-            report.removed.append(record.source)
-        manifest, done = self.state.manifest, 0
-        if progress and plan.todo:
-            progress(0, len(plan.todo), plan.todo[0][1].source)
-        self.embedding.listen(embedded)
-        try:
-            for outcomes, chunks in (batches or self.read_batches)(plan):
-                records = [outcome.record for outcome in outcomes]
-                previous = {record.file_id: manifest.get(record.file_id) for record in records}
-                manifest.mark_pending(records)  # a killed run is repaired from this mark
-                self.write_batch(outcomes, previous, report, chunks)
-                done += len(outcomes)
-                if progress:
-                    progress(done, len(plan.todo), outcomes[-1].record.source)
-        finally:
-            self.embedding.listen(None)
+        with sole_writer(self.settings.storage.index_dir):  # another ingest would "repair" this one's pending batch
+            plan = self.plan(root, report)
+            for record in plan.removed:
+                self._forget(record)
+                report.removed.append(record.source)
+            manifest, done = self.state.manifest, 0
+            if progress and plan.todo:
+                progress(0, len(plan.todo), plan.todo[0][1].source)
+            self.embedding.listen(embedded)
+            try:
+                for outcomes, chunks in (batches or self.read_batches)(plan):
+                    records = [outcome.record for outcome in outcomes]
+                    previous = {record.file_id: manifest.get(record.file_id) for record in records}
+                    manifest.mark_pending(records, previous)  # a killed run is repaired from this mark
+                    self.write_batch(outcomes, previous, report, chunks)
+                    done += len(outcomes)
+                    if progress:
+                        progress(done, len(plan.todo), outcomes[-1].record.source)
+            finally:
+                self.embedding.listen(None)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -331,6 +338,10 @@ class Ingestor:
         index_dir = self.settings.storage.index_dir.resolve()
         manifest = self.state.manifest
         self._repair_interrupted(report)
+        health = check_store(self.vector_store, manifest.all())
+        lost = {record.file_id for record in health.missing}
+        if lost:
+            logger.warning("%s; their files are ingested again from their folders", health.message())
 
         todo: list[tuple[Path, FileRecord]] = []
         seen: set[str] = set()
@@ -345,6 +356,10 @@ class Ingestor:
             seen.add(file)
             known = manifest.get(file)
             source = known.source if known else self._new_name(base, relative, file, named, report)
+            if known and file in lost:  # what is left of it goes, and it is ingested as a new file
+                self._forget(known)
+                report.restored.append(source)
+                known = None
             if found.size > limit:
                 report.skipped.append(
                     (source, f"file is {found.size / 1e6:.1f} MB, over the {self.settings.ingestion.max_file_mb:g} MB limit")
@@ -367,6 +382,10 @@ class Ingestor:
                 continue
             todo.append((path, record))
 
+        # Never pruned by themselves (an unmounted disk looks the same as a renamed folder): said, for `forget`.
+        report.gone_roots = [
+            (other, files) for other, files, _ in manifest.roots() if other != root_name(base) and not Path(other).is_dir()
+        ]
         removed = [
             record
             for record in manifest.under_root(root_name(base))
@@ -475,11 +494,28 @@ class Ingestor:
         logger.warning("skipped %s: %s", record.source, reason)
 
     def _repair_interrupted(self, report: IngestReport) -> None:
-        """Files left pending by a killed run: drop their chunks so they are ingested whole again."""
-        for record in self.state.manifest.pending():
+        """Files left pending by a killed run. A new file's chunks are dropped; a changed file gets its indexed version's
+        record back with no content hash, so this run reads it again: its pieces whose new chunks were written are known
+        to the docstore, the others still have their old chunks (dropped only once new ones exist), and if it cannot be
+        read or chunked now, that version is kept as it would have been without the kill."""
+        manifest = self.state.manifest
+        for record in manifest.pending():
             logger.info("repairing %s, left half-written by an interrupted run", record.source)
-            self._forget(record)
+            old = manifest.replaced_version(record.file_id)
+            if old is None:
+                self._forget(record)
+            else:
+                old.sha256, old.mtime_ns = "", -1  # never "unchanged": read and compared piece by piece
+                manifest.put(old)
             report.repaired.append(record.source)
+
+    def forget_root(self, root: str) -> list[FileRecord]:
+        """Remove every file the index holds from the folder ``root`` (as `python -m app sources` lists it)."""
+        with sole_writer(self.settings.storage.index_dir):
+            records = self.state.manifest.under_root(root)
+            for record in records:
+                self._forget(record)
+        return records
 
     def _forget(self, record: FileRecord) -> None:
         delete_files(self.vector_store, [record.file_id])

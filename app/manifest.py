@@ -4,8 +4,10 @@ A file is keyed by its id (integrations.node_ids: its folder root plus its path
 inside it); ``source`` is the name shown for it, unique in the index.
 
 A file is marked ``pending`` before its chunks are written and ``done`` after;
-a run that finds ``pending`` rows (the previous run was killed) deletes those
-files' chunks and ingests them again, so the index never keeps half a file.
+a run that finds ``pending`` rows (the previous run was killed) repairs those
+files (app.ingestion), so the index never keeps half a file. A changed file's
+indexed version is remembered beside its pending mark (table ``replaced``): a
+kill never turns "keep the indexed version" into "drop it".
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from integrations.sqlite_file import open_sqlite
@@ -50,18 +52,37 @@ def _refuse_name_keyed(conn: sqlite3.Connection, path: Path) -> None:
         )
 
 
+_COLUMNS = """file_id TEXT PRIMARY KEY, source TEXT NOT NULL, root TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, fmt TEXT NOT NULL, pieces INTEGER NOT NULL, chunks INTEGER NOT NULL,
+    state TEXT NOT NULL, ingested_at REAL NOT NULL"""
+
+
+def damaged_state_fix(path: Path) -> str:
+    return (
+        f"it holds the index's manifest and docstore. Move it aside (mv {path} {path}.damaged) and ingest your folders "
+        "again: every file is read and embedded again, and its chunks in the store are replaced, not doubled"
+    )
+
+
 class Manifest:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, verify: bool = False, read_only: bool = False) -> None:
+        """``verify``: check every page first (an ingest, about to trust what it says is unchanged); ``read_only``: a
+        process that only lists files (it then works on a full or read-only disk)."""
         self._lock = threading.Lock()
+        schema = f"""CREATE TABLE IF NOT EXISTS files ({_COLUMNS});
+            CREATE INDEX IF NOT EXISTS files_by_source ON files (source);
+            CREATE TABLE IF NOT EXISTS replaced ({_COLUMNS})"""
         self._conn = open_sqlite(
             path,
-            """CREATE TABLE IF NOT EXISTS files (
-                file_id TEXT PRIMARY KEY, source TEXT NOT NULL, root TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
-                mtime_ns INTEGER NOT NULL, fmt TEXT NOT NULL, pieces INTEGER NOT NULL, chunks INTEGER NOT NULL,
-                state TEXT NOT NULL, ingested_at REAL NOT NULL);
-            CREATE INDEX IF NOT EXISTS files_by_source ON files (source)""",
+            schema,
             check=lambda conn: _refuse_name_keyed(conn, Path(path)),
+            fix=damaged_state_fix(Path(path)),
+            verify=verify,
+            read_only=read_only,
         )
+        if read_only and not self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'files'").fetchone():
+            self._conn.close()  # a state file whose first ingest has not listed a file yet: an empty manifest
+            self._conn = open_sqlite(":memory:", schema)
 
     def close(self) -> None:
         self._conn.close()
@@ -84,37 +105,47 @@ class Manifest:
     def pending(self) -> list[FileRecord]:
         return self._rows("SELECT * FROM files WHERE state = 'pending'")
 
+    def roots(self) -> list[tuple[str, int, int]]:
+        """(root, files, chunks) of every folder the index holds files from."""
+        with self._lock:
+            rows = self._conn.execute("SELECT root, COUNT(*), SUM(chunks) FROM files GROUP BY root ORDER BY root").fetchall()
+        return [(root, int(files), int(chunks or 0)) for root, files, chunks in rows]
+
     def under_root(self, root: str) -> list[FileRecord]:
         return self._rows("SELECT * FROM files WHERE root = ?", (root,))
 
-    def put(self, record: FileRecord) -> None:
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.file_id,
-                    record.source,
-                    record.root,
-                    record.sha256,
-                    record.size,
-                    record.mtime_ns,
-                    record.fmt,
-                    record.pieces,
-                    record.chunks,
-                    record.state,
-                    record.ingested_at,
-                ),
-            )
+    def replaced_version(self, file_id: str) -> FileRecord | None:
+        """The indexed version of a file left pending by a killed run (its chunks may still be in the store)."""
+        rows = self._rows("SELECT * FROM replaced WHERE file_id = ?", (file_id,))
+        return rows[0] if rows else None
 
-    def mark_pending(self, records: list[FileRecord]) -> None:
-        for record in records:
-            record.state = "pending"
-            record.ingested_at = time.time()
-            self.put(record)
+    def _write(self, table: str, record: FileRecord) -> None:
+        self._conn.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", astuple(record))
+
+    def put(self, record: FileRecord) -> None:
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._write("files", record)
+            if record.state == "done":
+                self._conn.execute("DELETE FROM replaced WHERE file_id = ?", (record.file_id,))
+
+    def mark_pending(self, records: list[FileRecord], previous: dict[str, FileRecord | None] | None = None) -> None:
+        """Mark files pending, remembering the indexed version (``previous``, by file id) of those that had one."""
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for record in records:
+                old = (previous or {}).get(record.file_id)
+                if old is not None and old.state == "done":
+                    self._write("replaced", old)
+                record.state = "pending"
+                record.ingested_at = time.time()
+                self._write("files", record)
 
     def remove(self, file_id: str) -> None:
-        with self._lock:
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
             self._conn.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
+            self._conn.execute("DELETE FROM replaced WHERE file_id = ?", (file_id,))
 
 
 def state_file(index_dir: Path) -> Path:
@@ -139,12 +170,12 @@ def indexed_files(index_dir: Path) -> int:
 def check_index(index_dir: Path) -> None:
     """Refuse an index written by an older docsrag (OldIndexError says what to do); a missing index is fine."""
     if state_file(index_dir).is_file():
-        Manifest(state_file(index_dir)).close()
+        Manifest(state_file(index_dir), read_only=True).close()
 
 
 def file_ids_named(index_dir: Path, sources: list[str]) -> list[str]:
     """The ids of the files shown under these names; an unknown name is a ValueError naming it."""
-    manifest = Manifest(state_file(index_dir)) if state_file(index_dir).is_file() else None
+    manifest = Manifest(state_file(index_dir), read_only=True) if state_file(index_dir).is_file() else None
     try:
         records = manifest.named(sources) if manifest else []
     finally:

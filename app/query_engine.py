@@ -12,19 +12,35 @@ from llama_index.core.schema import QueryBundle
 from integrations.question_context import current_question
 
 
+class QuestionTooLong(ValueError):
+    """A question over ``retrieval.max_question_chars``: refused before any model or paid API sees it."""
+
+
 class DocsQueryEngine(RetrieverQueryEngine):
     """RetrieverQueryEngine that reports what its question context learned, and how long each stage took.
 
-    ``query`` opens the question context (integrations.question_context); its notices, skipped backends, evidence verdict and ``timings_ms``
-    (retrieve, rerank, generate, total) end up in the response metadata. With a
-    usage meter, each answer's total time feeds its latency alert.
+    ``query`` opens the question context (integrations.question_context); its
+    notices, skipped backends, evidence verdict and ``timings_ms`` (retrieve,
+    rerank, generate, total) end up in the response metadata. With a usage
+    meter, each answer's total time feeds its latency alert.
     """
 
-    def __init__(self, *args, meter=None, **kwargs) -> None:
+    def __init__(self, *args, meter=None, max_question_chars: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._meter = meter
+        self._max_question_chars = max_question_chars
+
+    def check_question(self, question: str) -> None:
+        """Refuse a question over the length limit (a 120 KB question cost 18 normal ones), naming the setting."""
+        limit = self._max_question_chars
+        if limit is not None and len(question) > limit:
+            raise QuestionTooLong(
+                f"the question is {len(question):,} characters, over the {limit:,} this index accepts "
+                "(retrieval.max_question_chars): ask about one thing at a time and quote only the lines that matter"
+            )
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        self.check_question(query_bundle.query_str)
         context = current_question()
         started = time.perf_counter()
         nodes = self._retriever.retrieve(query_bundle)

@@ -12,6 +12,7 @@ from typing import IO
 from app.manifest import check_index
 from integrations.keyword_text import KEYWORD_FIELD
 from integrations.node_ids import files_filter
+from integrations.sqlite_file import CorruptFile, integrity_problem
 from settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -68,26 +69,37 @@ def release_lite_lock(db_file: Path) -> None:
         handle.close()
 
 
+def claim_index(settings: Settings) -> None:
+    """Check the index can be opened by this version and, when embedded, take its lock; a process that loads models
+    calls it first, so a locked index is refused in a moment, not after the models load."""
+    check_index(settings.storage.index_dir)
+    uri = settings.storage.milvus_uri()
+    if not is_lite_uri(uri):
+        return
+    check_lite_format(Path(uri))
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)  # milvus-lite 2.5 imports it
+    try:
+        hold_lite_lock(Path(uri))
+    except IndexLocked as exc:
+        raise RuntimeError(
+            f"Cannot open the index at {uri}: {exc} (a docsrag page, an ingest, or `serve-store`). Milvus Lite allows one "
+            "process per index: stop that process, or if `serve-store` serves this index, point this process at it with "
+            "DOCSRAG_STORAGE__URI=http://127.0.0.1:<port> (the address serve-store printed)."
+        ) from None
+
+
 def open_vector_store(settings: Settings, dim: int):
     """Open (or create) the chunk collection with a dense vector and Milvus' built-in BM25."""
     from llama_index.vector_stores.milvus import MilvusVectorStore
     from llama_index.vector_stores.milvus.utils import BM25BuiltInFunction
     from pymilvus import DataType
 
-    check_index(settings.storage.index_dir)
+    # pymilvus sets up its own console handler when imported (after the CLI or page set its level) and logs every failed
+    # call with a traceback; the failure reaches the user as one line of ours. Its logs stay for -v.
+    logging.getLogger("pymilvus").setLevel(logging.DEBUG if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.CRITICAL)
+    claim_index(settings)
     uri = settings.storage.milvus_uri()
-    if is_lite_uri(uri):
-        check_lite_format(Path(uri))
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)  # milvus-lite 2.5 imports it
-        try:
-            hold_lite_lock(Path(uri))
-        except IndexLocked as exc:
-            raise RuntimeError(
-                f"Cannot open the index at {uri}: {exc} (a docsrag page, an ingest, or `serve-store`). Milvus Lite allows one "
-                "process per index: stop that process, or if `serve-store` serves this index, point this process at it with "
-                "DOCSRAG_STORAGE__URI=http://127.0.0.1:<port> (the address serve-store printed)."
-            ) from None
     token = settings.storage.token.get_secret_value() if settings.storage.token else ""
     started = time.perf_counter()
     try:
@@ -109,12 +121,16 @@ def open_vector_store(settings: Settings, dim: int):
     except Exception as exc:  # pymilvus raises many types (MilvusException, grpc errors, OSError on a locked dir)
         if is_lite_uri(uri):
             release_lite_store(uri)
-        hint = (
-            "Is another docsrag process using this index? Milvus Lite allows one process per index; "
-            "use a Milvus server (storage.uri=http://host:19530) to share an index."
-            if is_lite_uri(uri)
-            else "Check storage.uri and storage.token and that the server is reachable."
-        )
+            damage = lite_damage(Path(uri))
+            if damage:
+                raise CorruptFile(
+                    f"The index file {uri} is damaged ({damage}): move it aside (mv {uri} {uri}.damaged), then ingest each "
+                    "folder again: the files whose chunks are missing are ingested again and listed as 'restored:'"
+                ) from None
+            # This process holds the index's lock, so no other docsrag process has it open.
+            hint = f"Milvus Lite's own output above says why; check free disk space and that {Path(uri).parent} is writable."
+        else:
+            hint = "Check storage.uri and storage.token and that the server is reachable."
         raise RuntimeError(f"Cannot open the Milvus store at {uri}: {exc}. {hint}") from exc
     # The integration leaves an existing collection released; searches would fail.
     store.client.load_collection(settings.storage.collection)
@@ -122,6 +138,24 @@ def open_vector_store(settings: Settings, dim: int):
     if is_lite_uri(uri):
         warn_if_lite_too_large(store, settings)
     return store
+
+
+def lite_damage(db_file: Path) -> str | None:
+    """What is wrong with an embedded index file that Milvus Lite (which keeps it in SQLite) could not open, if damaged."""
+    import sqlite3
+
+    if not db_file.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        return integrity_problem(conn)
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
 
 
 def close_vector_store(store, settings: Settings) -> None:

@@ -164,6 +164,10 @@ def transient_errors() -> tuple[type[BaseException], ...]:
 
 def describe_failure(exc: BaseException) -> str:
     """A short, token-free reason for a failed backend call, chosen by exception type and status code."""
+    return redact(_describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
     import json
 
     response = getattr(exc, "response", None)

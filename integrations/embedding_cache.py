@@ -8,12 +8,17 @@ text with the same model never calls the API again.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from integrations.sqlite_file import CorruptFile, open_sqlite
+
+logger = logging.getLogger(__name__)
 
 
 def text_key(text: str) -> str:
@@ -27,12 +32,21 @@ class EmbeddingCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(
+        try:
+            self._conn = self._open()
+        except CorruptFile as exc:  # only saved API calls are lost: start afresh
+            for stale in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+                stale.unlink(missing_ok=True)
+            logger.warning("%s; it was deleted and fills again as texts are embedded", exc)
+            self._conn = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        return open_sqlite(
+            self.path,
             "CREATE TABLE IF NOT EXISTS embeddings"
-            " (model TEXT NOT NULL, sha256 TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, sha256))"
+            " (model TEXT NOT NULL, sha256 TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, sha256))",
+            fix="the embedding cache is damaged",
+            verify=True,
         )
 
     def close(self) -> None:

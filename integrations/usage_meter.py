@@ -4,13 +4,15 @@ Every call is recorded in SQLite (model, provider, tokens, latency, success)
 and priced with the settings' price table. Before a call, its worst-case cost
 is *reserved*: a reservation fails when committed spend plus open reservations
 would pass the monthly cap, so concurrent questions can never overspend. After
-the call the reservation is settled with the real usage.
+the call the reservation is settled with the real usage; the reservation of a
+process killed mid-call is settled at its worst case by the next one to look.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -26,8 +28,9 @@ from settings.model import BudgetSettings, ModelPrice
 
 logger = logging.getLogger(__name__)
 
-# A reservation older than this belongs to a process that died mid-call; it no longer holds budget.
-RESERVATION_TTL_S = 3600
+# A reservation older than this is settled even if its process seems alive (a reused pid): no call runs this long.
+RESERVATION_TTL_S = 600
+INTERRUPTED = "interrupted"  # the provider of a usage row settled from a killed process's reservation
 
 
 class BudgetExceeded(BackendUnavailableError):
@@ -85,10 +88,21 @@ class UsageMeter:
                 tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL, requests INTEGER NOT NULL,
                 latency_ms REAL NOT NULL, ok INTEGER NOT NULL, estimated INTEGER NOT NULL, cost_usd REAL NOT NULL);
             CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
-            CREATE TABLE IF NOT EXISTS reservations (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, amount REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS reservations (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, amount REAL NOT NULL,
+                pid INTEGER NOT NULL DEFAULT 0, kind TEXT NOT NULL DEFAULT '', model TEXT NOT NULL DEFAULT '');
             CREATE TABLE IF NOT EXISTS alerts (name TEXT PRIMARY KEY, active INTEGER NOT NULL, since REAL NOT NULL);
             """,
+            fix=(
+                "the usage ledger counts this month's API spend against budget.monthly_cap_usd, so paid calls wait until it is "
+                f"fixed. Move it aside (mv {path} {path}.damaged): the month's spend then counts from zero, so lower the cap "
+                "by what the provider's billing page shows as spent"
+            ),
+            verify=True,
         )
+        known = {row[1] for row in self._conn.execute("PRAGMA table_info(reservations)")}
+        for column in ("pid INTEGER NOT NULL DEFAULT 0", "kind TEXT NOT NULL DEFAULT ''", "model TEXT NOT NULL DEFAULT ''"):
+            if column.split()[0] not in known:  # a ledger from before reservations named their process
+                self._conn.execute(f"ALTER TABLE reservations ADD COLUMN {column}")
 
     def close(self) -> None:
         self._conn.close()
@@ -117,28 +131,67 @@ class UsageMeter:
             return "capped"
         return "degraded" if spent >= self.degrade_fraction * self.monthly_cap_usd else "ok"
 
-    def reserve(self, model: str, tokens_in: int = 0, tokens_out: int = 0, calls: int = 0) -> Reservation:
+    def reserve(self, model: str, tokens_in: int = 0, tokens_out: int = 0, calls: int = 0, kind: str = "") -> Reservation:
         """Reserve the worst-case cost of a call, or raise BudgetExceeded."""
         amount = self.cost(model, tokens_in, tokens_out, calls)
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")  # serialises reservations across threads and processes
             try:
+                self._settle_orphans()
                 spent = self._conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE ts >= ?", (month_start(),)).fetchone()[0]
-                held = self._conn.execute(
-                    "SELECT COALESCE(SUM(amount), 0) FROM reservations WHERE ts > ?", (time.time() - RESERVATION_TTL_S,)
-                ).fetchone()[0]
+                held = self._conn.execute("SELECT COALESCE(SUM(amount), 0) FROM reservations").fetchone()[0]
                 if spent + held + amount > self.monthly_cap_usd + 1e-12:
                     self._conn.execute("ROLLBACK")
                     raise BudgetExceeded(
                         f"monthly API budget of {usd(self.monthly_cap_usd)} reached (${spent:.4f} spent, ${held:.4f} in flight): "
                         "answering with local backends; raise budget.monthly_cap_usd to continue"
                     )
-                cursor = self._conn.execute("INSERT INTO reservations (ts, amount) VALUES (?, ?)", (time.time(), amount))
+                cursor = self._conn.execute(
+                    "INSERT INTO reservations (ts, amount, pid, kind, model) VALUES (?, ?, ?, ?, ?)",
+                    (time.time(), amount, os.getpid(), kind, model),
+                )
                 self._conn.execute("COMMIT")
             except sqlite3.Error:
                 self._conn.execute("ROLLBACK")
                 raise
         return Reservation(id=int(cursor.lastrowid), amount=amount)
+
+    def _settle_orphans(self) -> None:
+        """Inside a write transaction: reservations of processes that died mid-call (or older than any call runs) become
+        usage rows at their reserved worst case, since the provider may have billed the call; they stop holding budget."""
+        rows = self._conn.execute("SELECT id, ts, amount, pid, kind, model FROM reservations").fetchall()
+        for id_, ts, amount, pid, kind, model in rows:
+            if _alive(pid) and ts > time.time() - RESERVATION_TTL_S:
+                continue
+            self._conn.execute(
+                "INSERT INTO usage VALUES (?, ?, ?, ?, 0, 0, 1, 0, 1, 1, ?)", (ts, kind or "call", model or "unknown", INTERRUPTED, amount)
+            )
+            self._conn.execute("DELETE FROM reservations WHERE id = ?", (id_,))
+            logger.warning("settled a reservation of %s left by a process that stopped mid-call (pid %s): %s", model, pid, usd(amount))
+
+    def settle_orphans(self) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._settle_orphans()
+                self._conn.execute("COMMIT")
+            except sqlite3.Error:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def in_flight(self) -> tuple[int, float]:
+        """(calls, dollars) reserved by calls running now."""
+        with self._lock:
+            count, amount = self._conn.execute("SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM reservations").fetchone()
+        return int(count), float(amount)
+
+    def interrupted(self) -> tuple[int, float]:
+        """(calls, dollars) this month of calls whose process stopped mid-call, counted at their reserved worst case."""
+        with self._lock:
+            count, amount = self._conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(cost_usd), 0) FROM usage WHERE provider = ? AND ts >= ?", (INTERRUPTED, month_start())
+            ).fetchone()
+        return int(count), float(amount)
 
     # --- recording ----------------------------------------------------------------------------
     def record(
@@ -223,6 +276,19 @@ class UsageMeter:
                 self.on_alert(Alert(name=name, message=message))
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (0: a reservation from before they named their process)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def estimate_tokens(text: str) -> int:
     """Tokens of a text by the tokenizer bundled with LlamaIndex (used when an API reports no usage)."""
     from llama_index.core.utils import get_tokenizer
@@ -258,7 +324,7 @@ def metered(
     if meter is None:
         yield usage
         return
-    reservation = meter.reserve(model, tokens_in=max_tokens_in, tokens_out=max_tokens_out, calls=calls)
+    reservation = meter.reserve(model, tokens_in=max_tokens_in, tokens_out=max_tokens_out, calls=calls, kind=kind)
     started = time.perf_counter()
     try:
         yield usage

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from dotenv import dotenv_values
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 PROFILES_DIR = Path(__file__).resolve().parent
@@ -96,6 +97,9 @@ class RerankSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
+    max_question_chars: int = Field(
+        4000, ge=100, description="Longest question accepted, in characters; a longer one is refused before any paid call."
+    )
     top_k: int = Field(
         5,
         ge=1,
@@ -184,6 +188,11 @@ class IngestionSettings(BaseModel):
     max_file_chunks: int = Field(
         5000, ge=1, description="A file estimated at more chunks than this is skipped with a message (bounds work per file)."
     )
+    upload_max_files: int = Field(50, ge=1, description="Uploads one page session may hold before adding them to the index.")
+    upload_session_mb: float = Field(
+        250.0, gt=0, description="Megabytes of uploads one page session may hold in memory before adding them to the index."
+    )
+    upload_total_mb: float = Field(500.0, gt=0, description="Megabytes of uploads the page holds in memory for all sessions together.")
     ignore: list[str] = Field(
         default_factory=lambda: list(DEFAULT_IGNORE),
         description="Globs left out of every ingest: without '/' they match any file or folder name, with '/' the end of its "
@@ -199,6 +208,15 @@ class SourcesSettings(BaseModel):
             "<base_url>/<path> (.md/.rst/.txt as .html) at their page or section anchor. Empty: PDFs open from the page."
         ),
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _web_address(cls, value: str) -> str:
+        """Only a web site: a file:, javascript: or data: address would become a live link on the page."""
+        parsed = urlsplit(value.strip())
+        if value.strip() and (parsed.scheme.lower() not in ("http", "https") or not parsed.netloc):
+            raise ValueError(f"sources.base_url must be an http:// or https:// address of the published docs, not {value!r}")
+        return value.strip()
 
 
 class ModelPrice(BaseModel):
@@ -261,6 +279,13 @@ class StorageSettings(BaseModel):
             "warning at start-up suggests a Milvus server. 0 turns the warning off."
         ),
     )
+
+    @field_validator("index_dir")
+    @classmethod
+    def _a_folder(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"storage.index_dir (--index) {str(value)!r} is a file: give the folder that holds (or will hold) the index")
+        return value
 
     def lite_file(self) -> Path:
         """The embedded index's Milvus Lite file."""

@@ -30,8 +30,9 @@ def chromium_available() -> bool:
     return CHROMIUM.exists() and CHROMEDRIVER.exists()
 
 
-def start_chromium(profile_dir: str | Path):
-    """A Selenium driver for headless Chromium with a fresh, empty profile directory."""
+def start_chromium(profile_dir: str | Path, performance_log: bool = False):
+    """A Selenium driver for headless Chromium with a fresh, empty profile directory (``performance_log``: its network
+    events readable with ``driver.get_log("performance")``)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -39,6 +40,8 @@ def start_chromium(profile_dir: str | Path):
     options.binary_location = str(CHROMIUM)
     for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}"]:
         options.add_argument(flag)
+    if performance_log:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 

@@ -96,3 +96,14 @@ def test_hf_profile_offline_says_unreachable_and_still_runs_the_local_checks(doc
     assert " unreachable " in row(out, "token") and "offline mode is on" in row(out, "token")
     assert " unreachable " in row(out, "embedding (hf_api)")
     assert " ok " in row(out, "ollama llama3.2:3b")  # not an HF call
+
+
+def test_no_row_shows_the_token_when_every_reply_echoes_it(doctor_env, capsys) -> None:
+    from tests.test_hf_token_redaction import assert_clean, echo_everything
+
+    echo_everything(doctor_env)
+    code, out = doctor(capsys)
+    rows = [line for line in out.splitlines() if " FAILED " in line]
+    assert code == 1 and len(rows) >= 5, out  # token, both checks of each chat model, embedding, rerank
+    assert any("providers" in line and "HTTP 401" in line for line in rows), out
+    assert_clean(out)

@@ -26,7 +26,7 @@ def documents(settings: Settings) -> list[FileRecord]:
     path = settings.storage.index_dir / "state.sqlite"
     if not path.is_file():
         return []
-    manifest = Manifest(path)
+    manifest = Manifest(path, read_only=True)
     try:
         return [record for record in manifest.all() if record.state == "done"]
     finally:

@@ -61,7 +61,8 @@ class SourceLinks:
 
     def url(self, source: Source) -> str | None:
         if self.base_url:
-            return published_url(self.base_url, source)
+            url = published_url(self.base_url, source)
+            return url if url.lower().startswith(("http://", "https://")) else None  # settings refuse others; never a live file: link
         suffix = Path(source.source).suffix.lower()
         if source.page is not None and suffix == ".pdf":
             served = self._serve(source.source, "application/pdf")

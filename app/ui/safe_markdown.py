@@ -5,7 +5,7 @@ lists, emphasis; headings demoted below the page's own), while everything that
 could become live content is shown as text: images (the browser would fetch
 their URL), links, raw HTML, autolinks, math and Streamlit's colour/emoji
 directives. Code is passed through untouched (Markdown renders it literally);
-everything else has ``\\ [ ] < $ : ~`` escaped and bare URLs broken by a
+everything else has ``\\ [ ] < $ : ~`` escaped and bare URLs and e-mail addresses broken by a
 word joiner (U+2060), which leaves no way to open a link, image, HTML tag or directive. Highlights wrap whole words outside code,
 so they never split a code span.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from app.shown_text import escape_bidi
 from integrations.keyword_text import keyword_text
 
 HIGHLIGHT = ":orange-background[{}]"
@@ -26,6 +27,8 @@ _BARE_URL = re.compile(r"\b(https?|ftp|www)(?=://|\.)", re.IGNORECASE)
 # Inline images and links as the words they carry (then escaped like all text): "[image: alt]", "text (url)".
 _IMAGE = re.compile(r"!\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?(?:\s+[\"'(][^)\n]*)?\)")
 _LINK = re.compile(r"\[([^\]\n]+)\]\(\s*<?([^)\s>]*)>?(?:\s+[\"'(][^)\n]*)?\)")
+# GFM also links e-mail addresses (and mailto:/xmpp: ones) after parsing: a word joiner after the "@" stops it.
+_EMAIL_AT = re.compile(r"@(?=[\w-])")
 _TOKEN = re.compile(r"[A-Za-z0-9][\w.\-/]*[A-Za-z0-9]|\w+")
 _CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
 _FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
@@ -39,12 +42,13 @@ _HEADING_MARK = re.compile(r"(?:^|\s)#{1,6}(?=\s)")
 def _unlinked(text: str) -> str:
     text = _IMAGE.sub(lambda m: f"[image: {m.group(1)}]" if m.group(1).strip() else "[image]", text)
     text = _LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})" if m.group(2) else m.group(1), text)
-    return _BARE_URL.sub("\\1\u2060", text)
+    return _EMAIL_AT.sub("@\u2060", _BARE_URL.sub("\\1\u2060", text))
 
 
 def escape(text: str) -> str:
-    """Plain text shown literally by st.markdown (no emphasis, links, math or colour directives)."""
-    return _FULL_SPECIAL.sub(r"\\\1", _unlinked(text))
+    """Plain text shown literally by st.markdown (no emphasis, links, math or colour directives, no reordering: names,
+    notices and snippets)."""
+    return _FULL_SPECIAL.sub(r"\\\1", _unlinked(escape_bidi(text)))
 
 
 def neutralise(text: str) -> str:

@@ -15,6 +15,7 @@ from app.ui.conversation import FILTER_KEY
 from app.ui.ingest_job import IngestJob, busy_message, ingest_slot
 from app.ui.library import IngestOutcome, documents, first_start_folders, known_folders, library_rows
 from app.ui.safe_markdown import escape
+from app.ui.upload_limits import bound_uploads, release_session_uploads
 from app.ui.uploads import UploadRejected, allowed_types, store_upload, uploads_dir
 from integrations.usage_meter import usd
 from settings import Settings
@@ -114,10 +115,13 @@ def _store_uploads(runtime: Runtime, files) -> None:
         for path in stored:  # another session started first: keep nothing of this round
             path.unlink(missing_ok=True)
         return
+    release_session_uploads()  # written to uploads/: their bytes leave memory
     st.session_state.upload_round += 1  # a fresh uploader: the files were handled
 
 
 def _uploader(settings: Settings, round_: int):
+    limits = settings.ingestion
+    bound_uploads(limits.upload_max_files, limits.upload_session_mb, limits.upload_total_mb)
     # No type=: Streamlit would then check every name before the page runs and fail the whole page on one with a
     # NUL byte; store_upload checks names and types and says why it refuses one.
     return st.file_uploader(

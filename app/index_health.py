@@ -1,0 +1,52 @@
+"""What the manifest says the store holds, checked against the store: files whose chunks are missing.
+
+The manifest records each file's chunk count when it is committed. A store that
+was lost, emptied or partly deleted behind docsrag's back (``milvus.db`` removed,
+a collection dropped) would otherwise leave those files "unchanged" forever. One
+``count(*)`` decides whether anything is missing; only then are the stored rows'
+piece ids listed and counted per file.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from app.manifest import FileRecord
+from app.store import count_chunks
+from integrations import node_ids
+
+
+@dataclass
+class StoreCheck:
+    stored: int  # chunks in the store
+    expected: int  # chunks the manifest lists for committed files
+    missing: list[FileRecord]  # committed files with fewer chunks in the store than the manifest lists
+
+    def message(self) -> str:
+        files = ", ".join(record.source for record in self.missing[:3]) + (" …" if len(self.missing) > 3 else "")
+        return (
+            f"the store holds {self.stored} chunks, the manifest lists {self.expected}: {len(self.missing)} ingested "
+            f"file(s) have missing chunks ({files}); the store file was lost, emptied or changed outside docsrag"
+        )
+
+
+def stored_per_file(store) -> Counter[str]:
+    """Chunks in the store by file id."""
+    counts: Counter[str] = Counter()
+    iterator = store.client.query_iterator(store.collection_name, filter="", output_fields=["doc_id"], batch_size=2000)
+    try:
+        while rows := iterator.next():
+            counts.update((node_ids.parse_piece_id(row["doc_id"]) or ("",))[0] for row in rows)
+    finally:
+        iterator.close()
+    return counts
+
+
+def check_store(store, records: list[FileRecord]) -> StoreCheck:
+    done = [record for record in records if record.state == "done"]
+    expected, stored = sum(record.chunks for record in done), count_chunks(store)
+    if stored == expected:
+        return StoreCheck(stored, expected, [])
+    counts = stored_per_file(store)
+    return StoreCheck(stored, expected, [record for record in done if counts[record.file_id] < record.chunks])
