@@ -257,7 +257,7 @@ def build_ranking_stages(runtime: Runtime, top_n: int | None = None) -> tuple[in
 def empty_index_message(settings: Settings) -> str | None:
     """One line saying how to fill the index when it holds no document (None when it does); opens and creates nothing."""
     from app.manifest import check_index, indexed_files
-    from app.store import check_lite_format, is_lite_uri
+    from app.store import check_lite_format, held_elsewhere, is_lite_uri
 
     index_dir = settings.storage.index_dir
     if not index_dir.exists():
@@ -268,6 +268,8 @@ def empty_index_message(settings: Settings) -> str | None:
     check_index(index_dir)
     if is_lite_uri(settings.storage.uri):
         check_lite_format(settings.storage.lite_file())
+        if held_elsewhere(settings.storage.lite_file()):
+            return None  # an ingest may be filling it: opening it says which process has it
     if indexed_files(index_dir) == 0:
         return f"The index at {index_dir} has no documents yet: ingest some with `python -m app ingest PATH` (add `--index {index_dir}`)."
     return None

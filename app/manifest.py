@@ -99,6 +99,10 @@ class Manifest:
         """The files shown under these names."""
         return [record for source in sources for record in self._rows("SELECT * FROM files WHERE source = ?", (source,))]
 
+    def count(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT count(*) FROM files").fetchone()[0]
+
     def all(self) -> list[FileRecord]:
         return self._rows("SELECT * FROM files ORDER BY source")
 
@@ -158,13 +162,11 @@ def indexed_files(index_dir: Path) -> int:
     path = state_file(index_dir)
     if not path.is_file():
         return 0
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    manifest = Manifest(path, read_only=True)
     try:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'files'").fetchone() is None:
-            return 0
-        return conn.execute("SELECT count(*) FROM files").fetchone()[0]
+        return manifest.count()
     finally:
-        conn.close()
+        manifest.close()
 
 
 def check_index(index_dir: Path) -> None:

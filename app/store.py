@@ -63,6 +63,19 @@ def hold_lite_lock(db_file: Path) -> None:
     _held[key] = handle
 
 
+def held_elsewhere(db_file: Path) -> bool:
+    """Whether another process holds the embedded index's lock; probed without keeping it or creating anything."""
+    key = db_file.resolve()
+    if key in _held or not lock_path(key).is_file():
+        return False
+    with open(lock_path(key), "a") as handle:  # closing it drops only this probe's lock: this process held none
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+    return False
+
+
 def release_lite_lock(db_file: Path) -> None:
     handle = _held.pop(db_file.resolve(), None)
     if handle is not None:

@@ -60,7 +60,12 @@ def open_sqlite(
     process that only reads (nothing created, stamped or set up).
     """
     if read_only:
-        conn = _connect_read_only(Path(path))
+        try:
+            conn = _connect_read_only(Path(path))
+        except sqlite3.DatabaseError as exc:
+            if is_corruption(exc):
+                raise CorruptFile(f"{path} is damaged ({exc}): {fix}") from None
+            raise
     else:
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
     try:
