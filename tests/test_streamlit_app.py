@@ -16,7 +16,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app.chat import condense_without_llm, is_follow_up, rewritten_question
+from app.chat import rewritten_question
 from app.composition import build_ingestor, open_runtime
 from app.ui.uploads import UploadRejected, safe_name
 from settings import load_settings
@@ -186,6 +186,20 @@ def test_streamed_answer_and_follow_up_condensed_with_the_history(monkeypatch, d
     assert all(h.startswith("proxy.md") for h in cited_headings(follow_up).values())
     assert len(at.chat_message) == 4  # both questions and answers stay in the history
 
+    # One click searches the question as the user wrote it: the turn is answered again, without the proxy's terms.
+    button(at, "Search my question as asked").click().run()
+    assert not at.exception, at.exception
+    assert len(at.chat_message) == 4 and at.chat_message[-2].markdown[0].value == "and what is its default timeout?"
+    as_asked = at.chat_message[-1]
+    assert not any(c.startswith("Searched for:") for c in captions(as_asked)), captions(as_asked)
+    assert "30 seconds" in answer_text(as_asked)
+    assert not [b for b in at.button if b.label == "Search my question as asked"]
+
+    # A new question that happens to say "it" is not a follow-up: nothing of the conversation joins its search.
+    unrelated = ask(at, "Where does the widget cache live and how do I clear it?")
+    assert not any(c.startswith("Searched for:") for c in captions(unrelated)), captions(unrelated)
+    assert "~/.cache/widget" in answer_text(unrelated)
+
 
 def test_sidebar_filter_restricts_retrieval_to_the_selected_documents(monkeypatch, docs_index: Path) -> None:
     at = open_page(monkeypatch, docs_index)
@@ -297,16 +311,6 @@ def test_backend_failure_keeps_the_question_and_says_what_failed(monkeypatch, do
     assert not at.exception, at.exception
     assert [m.markdown[0].value for m in at.chat_message if m.name == "user"] == ["Where does the widget cache live?"] * 2
     assert "~/.cache/widget" in answer_text(at.chat_message[-1])
-
-
-def test_condensation_rule_without_an_llm() -> None:
-    from llama_index.core.base.llms.types import ChatMessage, MessageRole
-
-    history = [ChatMessage(role=MessageRole.USER, content="How do I configure the widget daemon?")]
-    assert condense_without_llm(history, "and what about its timeout?") == "and what about its timeout? (configure widget daemon)"
-    assert condense_without_llm([], "and what about its timeout?") == "and what about its timeout?"
-    assert not is_follow_up("What is the default timeout of the widget?")
-    assert is_follow_up("timeout?") and is_follow_up("How does it handle --verbose?")
 
 
 @pytest.fixture

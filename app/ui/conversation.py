@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 600
 RETRY_KEY = "retry_question"
+AS_ASKED_KEY = "search_as_asked"  # the question to search without the conversation's terms, once
 FILTER_KEY = "source_filter"  # the sidebar's "Search only in" multiselect
 CURSOR = "▌"
 
@@ -66,6 +67,24 @@ def _search_everything(question: str) -> None:
     st.session_state[RETRY_KEY] = question
 
 
+def _search_as_asked(question: str) -> None:
+    """Undo a follow-up reading: the last turn is asked again, searched as the user wrote it."""
+    turns = st.session_state.get("turns", [])
+    if turns and turns[-1].question == question:
+        turns.pop()
+    st.session_state[AS_ASKED_KEY] = question
+    st.session_state[RETRY_KEY] = question
+
+
+def render_searched_for(turn: Turn, retry_key: str | None) -> None:
+    """What was searched when the conversation changed the question, with a button to search it as asked."""
+    if not turn.searched_for or turn.searched_for == turn.question:
+        return
+    st.caption(f"Searched for: {escape(turn.searched_for)}")
+    if retry_key:
+        st.button("Search my question as asked", icon="↩️", key=f"as-asked-{retry_key}", on_click=_search_as_asked, args=(turn.question,))
+
+
 def render_filter_refusal(turn: Turn, retry_key: str | None) -> None:
     """A refusal under a document filter says the filter was on and offers to ask again over every document."""
     if turn.answer is None or not turn.answer.weak_evidence or not turn.sources:
@@ -96,6 +115,7 @@ def show_turn(turn: Turn, retry_key: str | None = None, links: SourceLinks | Non
     with st.chat_message("assistant"):
         if turn.answer is not None:
             st.markdown(answer_markdown(turn.answer.answer))
+            render_searched_for(turn, retry_key)
             render_filter_refusal(turn, retry_key)
             render_answer(turn.answer, turn.question, turn.searched_for, links)
         elif turn.error is None:  # the run was interrupted (e.g. another question was sent meanwhile)
@@ -126,8 +146,11 @@ def _stream(slot, tokens: Iterator[str], turn: Turn) -> None:
 def ask(
     runtime: Runtime, turns: list[Turn], question: str, sources: list[str] | None, streaming: bool, links: SourceLinks | None = None
 ) -> Turn:
-    """Answer one question on the page. The turn joins ``turns`` first, so nothing can lose the question."""
-    history = chat_history(turns)
+    """Answer one question on the page. The turn joins ``turns`` first, so nothing can lose the question.
+
+    A question whose "Search my question as asked" button was pressed is searched without the conversation."""
+    as_asked = st.session_state.pop(AS_ASKED_KEY, None) == question
+    history = [] if as_asked else chat_history(turns)
     turn = Turn(question=question, sources=sources)
     turns.append(turn)
     with st.chat_message("user"):
@@ -155,6 +178,7 @@ def ask(
         answer.timings_ms.update(timings)
         turn.answer, turn.searched_for, turn.partial = answer, response.metadata.get(STANDALONE_KEY), ""
         slot.markdown(answer_markdown(answer.answer))
+        render_searched_for(turn, f"retry-{len(turns)}")
         render_filter_refusal(turn, f"retry-{len(turns)}")
         render_answer(answer, question, turn.searched_for, links)
     return turn

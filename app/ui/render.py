@@ -92,9 +92,7 @@ def timings_line(timings_ms: dict[str, float]) -> str:
 
 
 def render_answer(answer: Answer, question: str, searched_for: str | None = None, links: SourceLinks | None = None) -> None:
-    """Everything under the answer text: what was searched, backend, sources, timings."""
-    if searched_for and searched_for != question:
-        st.caption(f"Searched for: {escape(searched_for)}")
+    """Everything under the answer text (what was searched is shown by the conversation): backend, sources, timings."""
     render_backend(answer)
     render_sources(answer, searched_for or question, links)
     if answer.timings_ms:
