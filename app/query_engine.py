@@ -8,7 +8,9 @@ from llama_index.core.base.response.schema import RESPONSE_TYPE, StreamingRespon
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import QueryBundle
 
-from integrations.question_context import question_context
+from app.question_log import QuestionLog, outcome_of
+from integrations.citation_prompt import CITATION
+from integrations.question_context import QuestionContext, question_context
 
 
 class DocsQueryEngine(RetrieverQueryEngine):
@@ -16,12 +18,16 @@ class DocsQueryEngine(RetrieverQueryEngine):
 
     The context's notices, skipped backends, evidence verdict and ``timings_ms``
     (retrieve, rerank, generate, total) end up in the response metadata. With a
-    usage meter, each answer's total time feeds its latency alert.
+    usage meter, each answer's total time feeds its latency alert. With a question
+    log, each question is logged with its outcome and its id is ``question_id``
+    in the metadata (``filtered``: the retriever searches only some documents).
     """
 
-    def __init__(self, *args, meter=None, **kwargs) -> None:
+    def __init__(self, *args, meter=None, question_log: QuestionLog | None = None, filtered: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._meter = meter
+        self._log = question_log
+        self._filtered = filtered
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         with question_context() as context:
@@ -41,7 +47,41 @@ class DocsQueryEngine(RetrieverQueryEngine):
         response.metadata = {**(response.metadata or {}), **context.metadata()}
         if self._meter is not None:
             _observe_latency(response, self._meter, started)
+        if self._log is not None:
+            _log_question(self._log, query_bundle.query_str, response, context, self._filtered)
         return response
+
+
+def cited_sources(text: str, response: RESPONSE_TYPE) -> list[str]:
+    """The files an answer cites, in the order of their numbers."""
+    numbers = sorted({int(n) for n in CITATION.findall(text)})
+    nodes = response.source_nodes
+    return list(dict.fromkeys(str(nodes[n - 1].node.metadata.get("source", "")) for n in numbers if 0 < n <= len(nodes)))
+
+
+def _log_question(log: QuestionLog, question: str, response: RESPONSE_TYPE, context: QuestionContext, filtered: bool) -> None:
+    """Log the question with its outcome; a stream's outcome is settled when its last token is out."""
+
+    def settle(text: str) -> tuple[str, str, list[str]]:
+        sources = cited_sources(text, response)
+        return (*outcome_of(context.weak_evidence, context.missing_names, filtered, bool(sources)), sources)
+
+    streaming = isinstance(response, StreamingResponse) and response.response_gen is not None
+    outcome, reason, sources = settle("" if streaming else str(response))
+    answered_by = response.metadata.get("answered_by")
+    question_id = log.record(question, outcome, reason, context.missing_names, sources, context.dense_score, answered_by)
+    response.metadata["question_id"] = question_id
+    if streaming and not context.weak_evidence:
+        inner = response.response_gen
+
+        def tokens():
+            text = ""
+            for token in inner:
+                text += token
+                yield token
+            log.update(question_id, *settle(text), response.metadata.get("answered_by"))
+
+        response.response_gen = tokens()
 
 
 def _observe_latency(response: RESPONSE_TYPE, meter, started: float) -> None:

@@ -473,24 +473,39 @@ def test_passages_render_as_markdown_with_code_kept_and_nothing_live() -> None:
     )
 
 
-def test_ingest_progress_counts_chunks_and_estimates_the_time_left() -> None:
+def test_ingest_progress_counts_bytes_known_before_reading_and_chunks_as_they_come() -> None:
     from app.ingest_progress import IngestProgress
 
+    mb = 1024 * 1024
     now = [0.0]
-    progress = IngestProgress(batch_files=2, clock=lambda: now[0])
+    progress = IngestProgress(batch_files=2, batch_mb=8, clock=lambda: now[0])
+    progress.planned([1 * mb, 1 * mb, 2 * mb, 4 * mb], folder="uploads")  # batches: a+b (2 files), c+d (6 MB)
     progress.files(0, 4, "a.pdf", folder="uploads")
-    assert progress.text() == "uploads: reading and chunking · file 1 of 4 (a.pdf) · estimating the time left"
-    progress.chunks(0, 300)  # the first batch (2 files) chunked into 300
+    assert progress.text() == "uploads: 0 of 4 files done · 0 chunks embedded · 0.0 of 8.0 MB · estimating the time left"
+    progress.chunks(0, 300)  # the first batch chunked into 300
     now[0] = 10.0
-    progress.chunks(100, 300)
-    assert progress.estimated_total() == 600  # extrapolated: 300 chunks for 2 of 4 files
-    assert progress.text() == "uploads: 100 of ~600 chunks embedded · file 1 of 4 (a.pdf) · about 50 s left"
+    progress.chunks(150, 300)  # half of the first batch's 2 MB
+    assert progress.fraction() == 1 / 8
+    assert progress.text() == "uploads: 0 of 4 files done · 150 chunks embedded · 1.0 of 8.0 MB · about 1 min 10 s left"
     progress.chunks(300, 300)
     progress.files(2, 4, "b.pdf", folder="uploads")
-    progress.chunks(0, 100)  # the last batch is smaller: the total is now exact
-    now[0] = 40.0
-    assert progress.estimated_total() == 400 and progress.fraction() == 0.75
-    assert progress.text() == "uploads: 300 of 400 chunks embedded · file 3 of 4 (b.pdf) · about 13 s left"
+    progress.chunks(0, 40)  # far fewer chunks per byte in the second batch: the total (bytes) does not move
+    now[0] = 20.0
+    progress.chunks(20, 40)
+    assert progress.fraction() == 5 / 8  # 2 MB done + half of the batch's 6 MB
+    assert progress.text() == "uploads: 2 of 4 files done · 320 chunks embedded · 5.0 of 8.0 MB · about 12 s left"
+    progress.chunks(40, 40)
+    progress.files(4, 4, "d.pdf", folder="uploads")
+    assert progress.fraction() == 1.0 and progress.embedded == 340
+
+
+def test_ingest_progress_without_sizes_counts_files() -> None:
+    from app.ingest_progress import IngestProgress
+
+    progress = IngestProgress(batch_files=2)
+    progress.files(1, 4, "a.pdf")  # the Ray engine reports files only
+    assert progress.fraction() == 0.25
+    assert progress.text() == "1 of 4 files done · 0 chunks embedded · estimating the time left"
 
 
 def test_sources_link_to_the_published_page_and_anchor_when_a_base_url_is_set() -> None:

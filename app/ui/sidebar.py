@@ -107,7 +107,7 @@ def _store_uploads(runtime: Runtime, files) -> None:
             stored.append(store_upload(settings, upload.name, upload.getvalue()))
         except UploadRejected as exc:
             outcome.rejected.append(str(exc))
-    job = IngestJob([uploads_dir(settings).resolve()], IngestProgress(settings.ingestion.batch_files), outcome, uploads=stored)
+    job = IngestJob([uploads_dir(settings).resolve()], IngestProgress.for_settings(settings.ingestion), outcome, uploads=stored)
     if not stored:
         st.session_state.ingest_outcome = outcome
     elif not _start(runtime, job):
@@ -144,7 +144,7 @@ def _add_documents(runtime: Runtime, folders: list[Path]):
         _store_uploads(runtime, files or [])
         st.rerun()
     if reindex:
-        _start(runtime, IngestJob(folders, IngestProgress(settings.ingestion.batch_files), IngestOutcome()))
+        _start(runtime, IngestJob(folders, IngestProgress.for_settings(settings.ingestion), IngestOutcome()))
         st.rerun()
     job: IngestJob | None = st.session_state.get("ingest_job")
     if job is not None:
@@ -182,7 +182,7 @@ def ingest_on_first_start(runtime: Runtime) -> bool:
     if not folders:
         return False
     st.info(f"First start: indexing {', '.join(escape(f.name) for f in folders)}. This happens once.", icon="📥")
-    job = IngestJob(folders, IngestProgress(settings.ingestion.batch_files), IngestOutcome())
+    job = IngestJob(folders, IngestProgress.for_settings(settings.ingestion), IngestOutcome())
     job = ingest_slot(settings.storage.milvus_uri()).start(runtime, job) or job
     _follow(job, st.progress(0.0, text="Reading files…"))
     st.session_state.ingest_outcome = job.outcome
