@@ -17,10 +17,12 @@ answer backend:
      about its timeout? (configure widget daemon)").
   3. Both readings are searched. The condensed one is used only when it changes
      the best passage and either the question alone finds no passage close
-     enough to answer from (the evidence filter refuses it) or the new best
-     passage is among the question's own top passages: the conversation then
-     picks among what the question itself finds, it never pulls the search to
-     passages the question does not reach.
+     enough to answer from (the evidence filter refuses it), or the condensed
+     reading comes closer to the index than the question alone (unrelated terms
+     dilute a search, the antecedent of "its" sharpens it) and its new best
+     passage is among the question's own top passages, found by meaning and by
+     words: the conversation picks among what the question itself finds, it
+     never pulls the search to passages the question does not reach.
   4. Otherwise the question is searched as asked.
 
 The standalone question of each user turn is kept in the chat history
@@ -111,6 +113,7 @@ class _Found:
     passages: list[tuple[str, str, str]]
     by_both: set[tuple[str, str, str]]
     confident: bool
+    best: float  # the text's best cosine over the index (-1 when it could not be embedded)
 
 
 def _passage(node: BaseNode) -> tuple[str, str, str]:
@@ -120,13 +123,14 @@ def _passage(node: BaseNode) -> tuple[str, str, str]:
 
 def _search(retriever: BaseRetriever, evidence: Sequence[BaseNodePostprocessor], text: str) -> _Found:
     bundle = QueryBundle(text)
-    with question_context():  # the retriever's facts about this search stay out of the question being answered
+    with question_context() as context:  # the retriever's facts about this search stay out of the question being answered
         nodes = retriever.retrieve(bundle)
         kept = list(nodes)
         for stage in evidence:
             kept = stage.postprocess_nodes(kept, query_bundle=bundle)
     both = {_passage(n.node) for n in nodes if n.node.metadata.get("dense_score") is not None and n.node.metadata.get("bm25_score")}
-    return _Found([_passage(n.node) for n in nodes], both, bool(kept))
+    best = context.dense_score if context.dense_score is not None else -1.0
+    return _Found([_passage(n.node) for n in nodes], both, bool(kept), best)
 
 
 def searched_as(retriever: BaseRetriever, evidence: Sequence[BaseNodePostprocessor], question: str, condensed: str | None) -> str:
@@ -136,7 +140,11 @@ def searched_as(retriever: BaseRetriever, evidence: Sequence[BaseNodePostprocess
     alone, both = _search(retriever, evidence, question), _search(retriever, evidence, condensed)
     if not both.passages or not both.confident or (alone.passages and both.passages[0] == alone.passages[0]):
         return question
-    if not alone.confident or both.passages[0] in alone.by_both:
+    if not alone.confident:
+        return condensed
+    # Adding the conversation's terms made the search surer (an unrelated topic dilutes it) and its new best passage
+    # is one the question finds by itself.
+    if both.best > alone.best and both.passages[0] in alone.by_both:
         return condensed
     return question
 
@@ -231,7 +239,10 @@ class DocsChatEngine(CondenseQuestionChatEngine):
     def _get_tool_output_from_response(self, query: str, response: RESPONSE_TYPE) -> ToolOutput:
         response.metadata = response.metadata or {}
         response.metadata[STANDALONE_KEY] = query
-        response.metadata.setdefault("timings_ms", {})["condense"] = self._condense_ms
+        timings = response.metadata.setdefault("timings_ms", {})
+        timings["condense"] = self._condense_ms
+        if not isinstance(response, StreamingResponse):  # a stream adds it when its last token is out
+            timings["total"] = timings.get("total", 0.0) + self._condense_ms
         return super()._get_tool_output_from_response(query, response)
 
     def _query(self, message: str, chat_history: list[ChatMessage] | None, streaming: bool) -> tuple[str, RESPONSE_TYPE]:

@@ -158,10 +158,16 @@ def cmd_serve_store(args: argparse.Namespace) -> int:
 def cmd_ask(args: argparse.Namespace) -> int:
     from app.answers import render_text, to_answer
     from app.composition import build_query_engine
+    from app.ui.library import documents
+    from app.ui.links import SourceLinks
 
-    engine = build_query_engine(_settings(args), sources=args.source or None)
+    settings = _settings(args)
+    engine = build_query_engine(settings, sources=args.source or None)
     response = engine.query(args.question)
     answer = to_answer(args.question, response)
+    links = SourceLinks(settings.sources.base_url, documents(settings))
+    for source in answer.sources:
+        source.url = links.deep_link(source)
     if args.json:
         print(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
     else:

@@ -16,8 +16,12 @@ from integrations.question_context import QuestionContext, question_context
 class DocsQueryEngine(RetrieverQueryEngine):
     """RetrieverQueryEngine that answers each question inside its own question context.
 
-    The context's notices, skipped backends, evidence verdict and ``timings_ms``
-    (retrieve, rerank, generate, total) end up in the response metadata. With a
+    The context's notices, skipped backends, evidence verdict and ``timings_ms`` end up
+    in the response metadata. Timings have one definition on the page, the CLI and
+    ``eval``: ``retrieve``, ``rerank`` and ``generate`` (the answer step until its
+    last token, streamed or not) follow each other; ``total`` runs from the question
+    to the last token and, in a chat, includes ``condense``; ``first_token`` (streams
+    only) is measured from the same start as ``total``. With a
     usage meter, each answer's total time feeds its latency alert. With a question
     log, each question is logged with its outcome and its id is ``question_id``
     in the metadata (``filtered``: the retriever searches only some documents).
@@ -45,11 +49,36 @@ class DocsQueryEngine(RetrieverQueryEngine):
             total=(done - started) * 1000,
         )
         response.metadata = {**(response.metadata or {}), **context.metadata()}
+        if isinstance(response, StreamingResponse) and response.response_gen is not None:
+            _time_stream(response, started, reranked)
         if self._meter is not None:
             _observe_latency(response, self._meter, started)
         if self._log is not None:
             _log_question(self._log, query_bundle.query_str, response, context, self._filtered)
         return response
+
+
+def _time_stream(response: StreamingResponse, started: float, reranked: float) -> None:
+    """A stream's first_token, generate and total, set when its tokens arrive (the answer step is not over before)."""
+    before, inner = response.metadata["timings_ms"], response.response_gen
+
+    def tokens():
+        first = None
+        for token in inner:
+            if token and first is None:
+                first = time.perf_counter()
+            yield token
+        end = time.perf_counter()
+        # The synthesizer may have put a fresh timings dict in the metadata meanwhile; a chat engine wrote condense
+        # into the first one before streaming.
+        timings = response.metadata.setdefault("timings_ms", before)
+        condense = before.get("condense", timings.get("condense", 0.0))
+        timings.update({k: v for k, v in before.items() if k not in timings})
+        timings.update(generate=(end - reranked) * 1000, total=condense + (end - started) * 1000)
+        if first is not None:
+            timings["first_token"] = condense + (first - started) * 1000
+
+    response.response_gen = tokens()
 
 
 def cited_sources(text: str, response: RESPONSE_TYPE) -> list[str]:

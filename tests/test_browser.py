@@ -5,7 +5,8 @@ Screenshots land in tests/artifacts/ (not committed) for a person to look at:
 browser_answer.png (an answer with cited sources in order), browser_passage.png (a passage rendered as Markdown, its
 image shown as its alt text), browser_pdf_link.png (a PDF source with its page link), browser_upload_progress.png (an upload's
 progress while a question is answered), browser_busy.png (a second session told when the running upload ends),
-browser_upload_done.png (the outcome, the uploader emptied).
+browser_upload_done.png (the outcome, the uploader emptied), browser_previews.png (clean previews of uncited passages),
+browser_feedback.png (👍/👎 under an answer, a comment given), browser_gaps.png (the "Documentation gaps" view).
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ def test_an_upload_shows_moving_progress_that_a_question_does_not_hide(browser, 
 
     # The uploader is emptied and the progress counts chunks embedded, with the time left.
     first = wait_for(browser, lambda d: (t := progress_text(d)) and "chunks embedded" in t and t, 60)
-    assert re.search(r"big_manual\.md|uploads: [\d,]+ of ~?[\d,]+ chunks embedded", first), first
+    assert re.search(r"uploads: 0 of 1 files done · [\d,]+ chunks embedded · [\d.]+ of [\d.]+ MB", first), first
     assert "big_manual.md" not in by_css(browser, "[data-testid='stSidebar'] [data-testid='stFileUploader']")[0].text
     assert not add_button(browser).is_enabled()
 
@@ -274,9 +275,10 @@ def test_an_upload_shows_moving_progress_that_a_question_does_not_hide(browser, 
     assert "chunks embedded" in during and "left" in during, during
     later = wait_for(browser, lambda d: (t := progress_text(d)) and t != during and t, 30)
     shot(browser, "browser_upload_progress.png", by_css(browser, "[data-testid='stSidebar'] [data-testid='stProgress']")[0])
-    assert int(re.search(r"([\d,]+) of", later).group(1).replace(",", "")) >= int(
-        re.search(r"([\d,]+) of", during).group(1).replace(",", "")
-    )
+    embedded = [int(re.search(r"([\d,]+) chunks embedded", t).group(1).replace(",", "")) for t in (during, later)]
+    assert embedded[1] >= embedded[0], (during, later)
+    total_mb = {re.search(r"of ([\d.]+) MB", t).group(1) for t in (first, during, later)}
+    assert len(total_mb) == 1, (first, during, later)  # the total is known before reading and never moves
 
     # Another session's upload is told when the running one will finish, and keeps its file.
     first_window = browser.current_window_handle
@@ -302,3 +304,45 @@ def test_an_upload_shows_moving_progress_that_a_question_does_not_hide(browser, 
     assert "90 seconds" in by_css(browser, MESSAGE)[-1].text
     shot(browser, "browser_upload_done.png", done)
     shot(browser, "browser_library.png", by_css(browser, "[data-testid='stSidebar'] [data-testid='stDataFrame']")[0])
+
+
+def test_feedback_buttons_and_the_documentation_gaps_view(browser, page_url: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(page_url)
+    refused = ask(browser, "How do I bake sourdough bread at home?")
+    assert "does not seem to cover" in refused.text
+    reply = ask(browser, "How long may a proxy connection stay idle?")
+    assert "90 seconds" in reply.text
+    # Previews read like the rendered docs: no escape characters, fences or emphasis marks, even for passages quoted
+    # from their opening (the relay's, with a code block and a table).
+    uncited = next(e for e in by_css(reply, "details") if "retrieved but not cited" in e.text)
+    by_css(uncited, "summary")[0].click()
+    quotes = wait_for(browser, lambda d: [q.text for q in by_css(uncited, "blockquote") if q.is_displayed()], 10)
+    assert quotes
+    assert not any("\\" in q or "```" in q or "**" in q for q in quotes), quotes
+    assert browser.execute_script("return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    shot(browser, "browser_previews.png", uncited)
+    # The rating buttons come after the timings line (which ends ask()).
+    thumbs = wait_for(browser, lambda d: by_css(by_css(d, MESSAGE)[-1], "[data-testid='stFeedback'] button"), 30)
+    assert len(thumbs) == 2, [t.get_attribute("outerHTML")[:200] for t in thumbs]
+    thumbs[1].click()  # 👎
+    comment = wait_for(browser, lambda d: next(iter(by_css(by_css(d, MESSAGE)[-1], "input[type='text']")), None), 30)
+    comment.send_keys("Say where idle_timeout is documented" + Keys.ENTER)
+    wait_for(browser, lambda d: "documentation-gaps report" in by_css(d, MESSAGE)[-1].text, 30)
+    shot(browser, "browser_feedback.png", by_css(by_css(browser, MESSAGE)[-1], "[data-testid='stFeedback']")[0])
+
+    view = next(label for label in by_css(browser, "[data-testid='stSidebar'] label") if label.text == "Documentation gaps")
+    view.click()
+    wait_for(browser, lambda d: any(h.text.startswith("Documentation gaps") for h in by_css(d, "h2")), 30)
+
+    def gaps(d) -> list[str]:
+        shown = [e.text for e in by_css(d, "[data-testid='stMain'] [data-testid='stExpander'] summary")]
+        return shown if len(shown) == 2 and by_css(d, "[data-testid='stMain'] [data-testid='stDataFrame']") else []
+
+    expanders = wait_for(browser, gaps, 30)
+    assert any("bake sourdough bread home · 1 question" in t for t in expanders), expanders
+    assert any("long may proxy connection stay idle · 1 question" in t for t in expanders), expanders  # rated 👎
+    assert not by_css(browser, CHAT_INPUT)
+    browser.execute_script("window.scrollTo(0, 0)")
+    shot(browser, "browser_gaps.png")

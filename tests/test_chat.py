@@ -15,7 +15,9 @@ from app.composition import build_ingestor, open_runtime
 from integrations.fallback_llm import FallbackLLM
 from integrations.hf_chat_llm import HFChatLLM
 from settings import load_settings
+from tests import docfactory
 from tests.conftest_hf import FAKE_TOKEN
+from tests.test_browser import RELAY
 from tests.test_ingestion import GUIDE, write
 from tests.test_streamlit_app import CACHE, PROXY
 
@@ -32,8 +34,14 @@ def history(question: str) -> list[ChatMessage]:
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     root = tmp_path_factory.mktemp("chat")
-    for name, text in {"widget.md": GUIDE, "proxy.md": PROXY, "cache.md": CACHE}.items():
+    for name, text in {
+        "widget.md": GUIDE,
+        "proxy.md": PROXY,
+        "cache.md": CACHE,
+        "relay.md": RELAY.format(url="http://127.0.0.1:9"),
+    }.items():
         write(root / "docs" / name, text)
+    docfactory.make_manual_pdf(root / "docs" / "manual.pdf")
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("DOCSRAG_PROFILE", raising=False)
         rt = open_runtime(load_settings("local", storage={"index_dir": str(root / "index")}))
@@ -62,6 +70,10 @@ def test_a_new_question_that_says_it_is_searched_as_asked(runtime) -> None:
     question = "Where does the widget cache live and how do I clear it?"
     assert searched(runtime, PROXY_QUESTION, question) == question
     assert searched(runtime, PROXY_QUESTION, "How large can the cache grow?") == "How large can the cache grow?"
+    # "start" is in the relay's passage too, but the relay's terms make the search less sure, not more.
+    assert searched(runtime, "What does the relay status badge show?", "How do I start the widget daemon?") == (
+        "How do I start the widget daemon?"
+    )
 
 
 def test_a_follow_up_whose_best_passage_the_question_itself_finds_is_condensed(runtime) -> None:
@@ -94,3 +106,21 @@ def test_a_chain_whose_every_member_fails_decides_from_the_retrieval(runtime, re
 def test_the_first_question_is_used_as_it_is(runtime) -> None:
     engine = DocsChatEngine.from_runtime(runtime)
     assert engine._condense_question([], "and what about its timeout?") == "and what about its timeout?"
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_timings_add_up_streamed_or_not(runtime, streaming: bool) -> None:
+    from app.chat import query_response
+
+    engine = DocsChatEngine.from_runtime(runtime, chat_history=history(PROXY_QUESTION))
+    reply = engine.stream_chat("and what is its default timeout?") if streaming else engine.chat("and what is its default timeout?")
+    if streaming:
+        text = "".join(reply.response_gen)
+        assert "90 seconds" in text
+    timings = query_response(reply).metadata["timings_ms"]
+    stages = timings["condense"] + timings["retrieve"] + timings["rerank"] + timings["generate"]
+    assert timings["condense"] > 0 and abs(timings["total"] - stages) < 5, timings
+    if streaming:  # the answer step lasts until the last token: the stream is not over when synthesize returns
+        assert timings["retrieve"] < timings["first_token"] <= timings["total"], timings
+    else:
+        assert "first_token" not in timings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,20 @@ def test_a_runtime_that_fails_after_starting_the_index_server_releases_the_index
         assert count_chunks(runtime.vector_store) > 0
     finally:
         runtime.close()
+
+
+def test_ask_gives_each_source_the_deep_link_the_page_shows(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    guide = write(docs / "guide.md", GUIDE)
+    index = str(tmp_path / "index")
+    assert _cli("ingest", str(docs), "--index", index, "-q").returncode == 0
+    question = "What is the default timeout of the widget?"
+
+    out = _cli("ask", question, "--index", index, "--json")
+    [source] = [s for s in json.loads(out.stdout)["sources"] if s["cited"]]
+    assert source["url"] == guide.resolve().as_uri() + "#configuring-the-timeout"  # the file, at its section
+    assert f"      {source['url']}\n" in _cli("ask", question, "--index", index).stdout
+
+    published = _cli("ask", question, "--index", index, "--json", env={"DOCSRAG_SOURCES__BASE_URL": "https://docs.example.org/widget/"})
+    [source] = [s for s in json.loads(published.stdout)["sources"] if s["cited"]]
+    assert source["url"] == "https://docs.example.org/widget/guide.html#configuring-the-timeout"

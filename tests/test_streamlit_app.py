@@ -473,6 +473,32 @@ def test_passages_render_as_markdown_with_code_kept_and_nothing_live() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # A fenced block flattened into a quote: the fence and its language go, the code reads as text.
+        (
+            "Serve the index instead: ```bash # stop every process, then: python -m app serve-store",
+            "Serve the index instead: stop every process, then: python -m app serve-store",
+        ),
+        # Escapes written in the document (or by an HTML converter) show as the rendered docs show them.
+        ("the `storage:` section\\) with index\\_dir", "the `storage:` section) with index_dir"),
+        ("- It binds to **127.0.0.1** only.", "It binds to 127.0.0.1 only."),
+        (
+            "## Using docsrag from Python ```python from app import build_query_engine",
+            "Using docsrag from Python from app import build_query_engine",
+        ),
+    ],
+)
+def test_snippets_show_markdown_as_it_renders_and_never_an_escape(text: str, shown: str) -> None:
+    from app.ui.safe_markdown import snippet
+
+    markdown = snippet(text)
+    # What st.markdown shows: escaped characters without their backslash, code spans as they are.
+    assert re.sub(r"\\(.)", r"\1", markdown) == shown, markdown
+    assert "\\\\" not in markdown and "``" not in markdown and "**" not in markdown
+
+
 def test_ingest_progress_counts_bytes_known_before_reading_and_chunks_as_they_come() -> None:
     from app.ingest_progress import IngestProgress
 
@@ -569,3 +595,39 @@ def test_a_broken_reupload_of_an_indexed_upload_keeps_the_good_file_and_its_inde
     [summary] = [unescape(s.value) for s in at.sidebar.success]
     assert "0 ingested, 1 unchanged, 0 skipped, 0 removed" in summary, summary
     assert "journald" in answer_text(ask(at, "Where does the widget log to?"))
+
+
+def test_feedback_on_an_answer_and_the_documentation_gaps_view(monkeypatch, docs_index: Path, tmp_path: Path) -> None:
+    from app.question_log import QuestionLog
+    from tests.test_ingestion import _cli
+
+    index = copy_index(docs_index, tmp_path)
+    for logged in index.glob("questions.sqlite*"):  # the questions other tests asked of the shared index
+        logged.unlink()
+    at = open_page(monkeypatch, index)
+    at.sidebar.toggle[0].set_value(False).run()
+    refused = ask(at, "How do I bake sourdough bread at home?")
+    assert "does not seem to cover" in answer_text(refused)
+    answered = ask(at, "How large can the cache grow?")
+    assert "500 MB" in answer_text(answered)
+    assert len(at.feedback) == 2  # 👍/👎 under each answer
+    at.feedback[1].set_value(0).run()  # 👎 on the answered question
+    at.text_input[0].set_value("It should say how to change the limit").run()
+    assert not at.exception, at.exception
+    assert any("documentation-gaps report" in c.value for c in at.chat_message[-1].caption)
+    rows = QuestionLog.beside(index).questions()
+    assert [(r.question, r.outcome, r.rating, r.comment) for r in rows] == [
+        ("How do I bake sourdough bread at home?", "refused", None, None),
+        ("How large can the cache grow?", "answered", -1, "It should say how to change the limit"),
+    ]
+
+    at.sidebar.radio(key="view").set_value("Documentation gaps").run()
+    assert not at.exception, at.exception
+    assert at.header[0].value == "Documentation gaps" and not at.chat_input
+    table = at.dataframe[0].value
+    assert list(table["topic"]) == ["large cache grow", "bake sourdough bread home"], table  # the latest first
+    assert list(table["refused"]) == [0, 1] and list(table["not helpful"]) == [1, 0]
+
+    st.cache_resource.clear()  # the page closes the index: the CLI reads the same log
+    out = _cli("gaps", "--index", str(index))
+    assert "How do I bake sourdough bread at home?" in out.stdout and "How large can the cache grow?" in out.stdout, out

@@ -8,7 +8,6 @@ readable error, and the page offers to ask it again.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,6 +17,8 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from app.answers import Answer, to_answer
 from app.chat import STANDALONE_KEY, DocsChatEngine, query_response
 from app.composition import Runtime
+from app.question_log import QuestionLog
+from app.ui.feedback import render_feedback
 from app.ui.links import SourceLinks
 from app.ui.render import answer_markdown, render_answer
 from app.ui.safe_markdown import escape
@@ -40,6 +41,7 @@ class Turn:
     error: str | None = None
     partial: str = ""
     sources: list[str] | None = None  # the document filter the question was asked with
+    question_id: int | None = None  # in the question log, for the reader's 👍/👎
 
 
 def chat_history(turns: list[Turn]) -> list[ChatMessage]:
@@ -108,7 +110,7 @@ def render_error(turn: Turn, retry_key: str | None) -> None:
         st.button("Ask again", icon="🔁", key=retry_key, on_click=_ask_again, args=(turn.question,))
 
 
-def show_turn(turn: Turn, retry_key: str | None = None, links: SourceLinks | None = None) -> None:
+def show_turn(turn: Turn, retry_key: str | None = None, links: SourceLinks | None = None, log: QuestionLog | None = None) -> None:
     """Replay a finished turn (with "Ask again"/"Search all documents" buttons when ``retry_key`` is given)."""
     with st.chat_message("user"):
         st.markdown(escape(turn.question))
@@ -118,6 +120,7 @@ def show_turn(turn: Turn, retry_key: str | None = None, links: SourceLinks | Non
             render_searched_for(turn, retry_key)
             render_filter_refusal(turn, retry_key)
             render_answer(turn.answer, turn.question, turn.searched_for, links)
+            render_feedback(log, turn.question_id)
         elif turn.error is None:  # the run was interrupted (e.g. another question was sent meanwhile)
             if turn.partial:
                 st.markdown(answer_markdown(turn.partial))
@@ -126,13 +129,6 @@ def show_turn(turn: Turn, retry_key: str | None = None, links: SourceLinks | Non
                 st.button("Ask again", icon="🔁", key=retry_key, on_click=_ask_again, args=(turn.question,))
         else:
             render_error(turn, retry_key)
-
-
-def _timed(tokens: Iterator[str], started: float, timings: dict[str, float]) -> Iterator[str]:
-    for token in tokens:
-        if "first_token" not in timings and token:
-            timings["first_token"] = (time.perf_counter() - started) * 1000
-        yield token
 
 
 def _stream(slot, tokens: Iterator[str], turn: Turn) -> None:
@@ -157,15 +153,13 @@ def ask(
         st.markdown(escape(question))
     with st.chat_message("assistant"):
         slot = st.empty()
-        started = time.perf_counter()
-        timings: dict[str, float] = {}
         try:
             with st.spinner("Searching the documentation…"):
                 engine = DocsChatEngine.from_runtime(runtime, sources=sources, chat_history=history)
                 reply = engine.stream_chat(question) if streaming else engine.chat(question)
             response = query_response(reply)
             if streaming:
-                _stream(slot, _timed(reply.response_gen, started, timings), turn)
+                _stream(slot, reply.response_gen, turn)
                 answer = to_answer(question, response, answer_text=clean_citations(turn.partial, len(response.source_nodes)))
             else:
                 answer = to_answer(question, response)
@@ -175,10 +169,11 @@ def ask(
             slot.empty()
             render_error(turn, f"retry-{len(turns)}")
             return turn
-        answer.timings_ms.update(timings)
         turn.answer, turn.searched_for, turn.partial = answer, response.metadata.get(STANDALONE_KEY), ""
+        turn.question_id = response.metadata.get("question_id")
         slot.markdown(answer_markdown(answer.answer))
         render_searched_for(turn, f"retry-{len(turns)}")
         render_filter_refusal(turn, f"retry-{len(turns)}")
         render_answer(answer, question, turn.searched_for, links)
+        render_feedback(runtime.question_log, turn.question_id)
     return turn

@@ -27,12 +27,17 @@ NO_RERANK = (
 )
 
 
+GAPS_VIEW = "Documentation gaps"
+VIEWS = ("Ask", GAPS_VIEW)
+
+
 @dataclass
 class Choices:
     sources: list[str] | None
     streaming: bool
     has_documents: bool
     ingest_bar: object = None  # this session's running ingestion, followed at the end of the run
+    view: str = "Ask"  # or GAPS_VIEW
 
 
 ALERTS = {
@@ -189,10 +194,10 @@ def ingest_on_first_start(runtime: Runtime) -> bool:
     return True
 
 
-LIBRARY_COLUMNS = {  # the sidebar is ~250 px wide: counts and dates take little room, the file name the rest
+LIBRARY_COLUMNS = {  # the sidebar is ~250 px wide: counts and dates get what "Dec 16 09:42" needs, the file name the rest
     "file": st.column_config.TextColumn("file"),
-    "chunks": st.column_config.NumberColumn("chunks", width="small"),
-    "ingested": st.column_config.DatetimeColumn("ingested", format="MMM D HH:mm", width="small", help="When the file was last ingested"),
+    "chunks": st.column_config.NumberColumn("chunks", width=56),
+    "ingested": st.column_config.DatetimeColumn("ingested", format="MMM D HH:mm", width=96, help="When the file was last ingested"),
 }
 
 
@@ -200,6 +205,7 @@ def render_sidebar(runtime: Runtime) -> Choices:
     settings = runtime.settings
     with st.sidebar:
         st.title("docsrag")
+        view = st.radio("View", VIEWS, horizontal=True, label_visibility="collapsed", key="view")
         library = st.container()
         bar = _add_documents(runtime, known_folders(settings, documents(settings)))
         records = documents(settings)  # after any ingestion above
@@ -215,4 +221,4 @@ def render_sidebar(runtime: Runtime) -> Choices:
         st.subheader("Options")
         streaming = st.toggle("Stream answers", value=True)
         _backends(runtime)
-    return Choices(sources=selected or None, streaming=streaming, has_documents=bool(records), ingest_bar=bar)
+    return Choices(sources=selected or None, streaming=streaming, has_documents=bool(records), ingest_bar=bar, view=view)
