@@ -17,8 +17,8 @@ PERIODS = {"Last 7 days": 7.0, "Last 30 days": 30.0, "All time": None}
 def render_gaps(settings: Settings, log: QuestionLog | None) -> None:
     st.header("Documentation gaps")
     st.caption(
-        "Questions the documentation could not answer well: refused, answered on weak evidence, or rated 👎, grouped by "
-        "topic. The same report: `python -m app gaps`."
+        "Questions the documentation could not answer well: refused, answered on weak evidence, or rated not helpful, "
+        "grouped by topic. The same report: `python -m app gaps`."
     )
     if log is None:
         st.info("Question logging is off (feedback.log_questions): new questions are not logged.", icon="ℹ️")
