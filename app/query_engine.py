@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from llama_index.core.base.response.schema import RESPONSE_TYPE, StreamingResponse
@@ -56,6 +57,11 @@ class DocsQueryEngine(RetrieverQueryEngine):
         if self._log is not None:
             _log_question(self._log, query_bundle.query_str, response, context, self._filtered)
         return response
+
+    async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        """The same question path off the event loop (the base class's async path would skip the question context,
+        so no refusal, timings or log); the context variables travel into the worker thread."""
+        return await asyncio.to_thread(self._query, query_bundle)
 
 
 def _time_stream(response: StreamingResponse, started: float, reranked: float) -> None:

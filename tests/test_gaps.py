@@ -157,3 +157,18 @@ def test_cli_gaps_lists_a_refused_question_asked_through_the_cli(tmp_path: Path)
     assert _cli("gaps", "--index", index, "--since", "0").returncode == 2
     with sqlite3.connect(tmp_path / "index" / FILE_NAME) as db:  # both CLI questions are logged, the answered one too
         assert db.execute("SELECT outcome FROM questions ORDER BY id").fetchall() == [("refused",), ("answered",)]
+
+
+def test_the_async_twin_refuses_times_and_logs_like_the_sync_path(runtime, settings, tmp_path: Path) -> None:
+    import asyncio
+
+    _ingest(runtime, tmp_path / "docs")
+    engine = build_query_engine(runtime=runtime)
+    refused = asyncio.run(engine.aquery(OFF_TOPIC))
+    answered = asyncio.run(engine.aquery("Where does the widget cache live?"))
+    assert refused.metadata["weak_evidence"] and not answered.metadata["weak_evidence"]
+    assert set(answered.metadata["timings_ms"]) >= {"retrieve", "rerank", "generate", "total"}
+    assert [(r.question, r.outcome) for r in logged(settings.storage.index_dir)] == [
+        (OFF_TOPIC, REFUSED),
+        ("Where does the widget cache live?", "answered"),
+    ]
