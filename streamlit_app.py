@@ -14,12 +14,14 @@ from app.ui.conversation import Turn, ask, retry_question, show_turn
 from app.ui.gaps_view import render_gaps
 from app.ui.library import documents
 from app.ui.links import SourceLinks
+from app.ui.render import page_style
 from app.ui.runtime import page_runtime
 from app.ui.safe_markdown import escape
 from app.ui.sidebar import GAPS_VIEW, follow_ingestion, ingest_on_first_start, render_sidebar
 from settings import load_settings
 
 st.set_page_config(page_title="docsrag", page_icon="📚", layout="wide")
+page_style()
 for noisy in ("pymilvus", "milvus_lite", "httpx", "httpx2"):
     logging.getLogger(noisy).setLevel(logging.ERROR)
 

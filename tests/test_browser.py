@@ -6,11 +6,13 @@ browser_answer.png (an answer with cited sources in order), browser_passage.png 
 image shown as its alt text), browser_pdf_link.png (a PDF source with its page link), browser_upload_progress.png (an upload's
 progress while a question is answered), browser_busy.png (a second session told when the running upload ends),
 browser_upload_done.png (the outcome, the uploader emptied), browser_previews.png (clean previews of uncited passages),
-browser_feedback.png (👍/👎 under an answer, a comment given), browser_gaps.png (the "Documentation gaps" view).
+browser_feedback.png (👍/👎 under an answer, a comment given), browser_gaps.png (the "Documentation gaps" view),
+browser_wide_passage.png (a passage's wide table scrolling inside its own box).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -18,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -96,10 +99,11 @@ def small_index(tmp_path: Path, exfil_server) -> Path:
     return index
 
 
-@pytest.fixture
-def page_url(small_index: Path, tmp_path: Path):
+@contextlib.contextmanager
+def serve_page(index: Path, tmp_path: Path) -> Iterator[str]:
+    """`streamlit run streamlit_app.py` on a free port over ``index``; yields the page's URL."""
     port = free_port()
-    env = {**os.environ, "DOCSRAG_STORAGE__INDEX_DIR": str(small_index)}
+    env = {**os.environ, "DOCSRAG_STORAGE__INDEX_DIR": str(index)}
     command = [
         str(Path(sys.executable).parent / "streamlit"), "run", "streamlit_app.py", "--server.headless", "true",
         "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
@@ -113,6 +117,12 @@ def page_url(small_index: Path, tmp_path: Path):
         finally:
             process.terminate()
             process.wait(timeout=20)
+
+
+@pytest.fixture
+def page_url(small_index: Path, tmp_path: Path) -> Iterator[str]:
+    with serve_page(small_index, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -346,3 +356,28 @@ def test_feedback_buttons_and_the_documentation_gaps_view(browser, page_url: str
     assert not by_css(browser, CHAT_INPUT)
     browser.execute_script("window.scrollTo(0, 0)")
     shot(browser, "browser_gaps.png")
+
+
+WIDE = (
+    "# Wide\n\n## Paths\n\nThe wide guide stores its cache in " + "/very/long/path/segment" * 30 + " and more text follows.\n\n"
+    "| option | default |\n| --- | --- |\n| `" + "x" * 200 + "` | 1 |\n"
+)
+
+
+def test_expanded_passages_with_a_wide_table_never_scroll_the_page_sideways(browser, tmp_path: Path) -> None:
+    write(tmp_path / "wide" / "wide.md", WIDE)
+    index = tmp_path / "wide-index"
+    subprocess.run([sys.executable, "-m", "app", "ingest", str(tmp_path / "wide"), "--index", str(index), "-q"], cwd=REPO, check=True)
+    overflowing = (
+        "return Array.from(document.querySelectorAll('[data-testid=stAppScrollToBottomContainer], html, body'))"
+        ".filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.getAttribute('data-testid') || e.tagName)"
+    )
+    with serve_page(index, tmp_path) as url:
+        browser.get(url)
+        reply = ask(browser, "Where does the wide guide store its cache?")
+        for summary in by_css(reply, "summary"):  # by script: the chat input may cover the lowest one
+            browser.execute_script("arguments[0].click()", summary)
+        wait_for(browser, lambda d: any(t.is_displayed() for t in by_css(reply, "table")), 10)
+        time.sleep(3)  # the expanded passages lay out after they show (the overflow, before the fix, came ~1 s later)
+        assert browser.execute_script(overflowing) == []  # the table scrolls inside its own box
+        shot(browser, "browser_wide_passage.png", next(t for t in by_css(reply, "table") if t.is_displayed()))

@@ -22,6 +22,19 @@ STAGES = {
 }
 
 
+# Passages are the documents' own Markdown: a table with a long cell (an identifier, a signature) would widen the whole
+# page and give it a horizontal scrollbar. Tables scroll inside their own box instead, and code spans may break.
+PAGE_STYLE = """<style>
+[data-testid="stMarkdownContainer"] table { display: block; max-width: 100%; overflow-x: auto; }
+[data-testid="stMarkdownContainer"] code { overflow-wrap: anywhere; }
+</style>"""
+
+
+def page_style() -> None:
+    """The page's own CSS (a style-only st.html takes no space)."""
+    st.html(PAGE_STYLE)
+
+
 def answer_markdown(text: str) -> str:
     """Answer text for st.markdown: its Markdown kept, nothing live (answers quote documents)."""
     return passage(text)
