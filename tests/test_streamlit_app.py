@@ -631,3 +631,16 @@ def test_feedback_on_an_answer_and_the_documentation_gaps_view(monkeypatch, docs
     st.cache_resource.clear()  # the page closes the index: the CLI reads the same log
     out = _cli("gaps", "--index", str(index))
     assert "How do I bake sourdough bread at home?" in out.stdout and "How large can the cache grow?" in out.stdout, out
+
+
+def test_with_logging_off_the_gaps_view_says_so_and_nothing_is_logged(monkeypatch, docs_index: Path, tmp_path: Path) -> None:
+    index = copy_index(docs_index, tmp_path)
+    for logged in index.glob("questions.sqlite*"):
+        logged.unlink()
+    at = open_page(monkeypatch, index, DOCSRAG_FEEDBACK__LOG_QUESTIONS="false")
+    reply = ask(at, "How do I bake sourdough bread at home?")
+    assert "does not seem to cover" in answer_text(reply) and not at.feedback  # nothing to rate into
+    at.sidebar.radio(key="view").set_value("Documentation gaps").run()
+    assert not at.exception, at.exception
+    assert "Question logging is off" in at.info[0].value and "No gaps" in at.success[0].value
+    assert not list(index.glob("questions.sqlite*"))

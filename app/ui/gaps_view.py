@@ -20,11 +20,17 @@ def render_gaps(settings: Settings, log: QuestionLog | None) -> None:
         "Questions the documentation could not answer well: refused, answered on weak evidence, or rated not helpful, "
         "grouped by topic. The same report: `python -m app gaps`."
     )
+    period = st.radio("Asked", list(PERIODS), index=1, horizontal=True, key="gaps-period")
     if log is None:
         st.info("Question logging is off (feedback.log_questions): new questions are not logged.", icon="ℹ️")
-        log = QuestionLog.beside(settings.storage.index_dir)
-    period = st.radio("Asked", list(PERIODS), index=1, horizontal=True, key="gaps-period")
-    gaps = documentation_gaps(log.questions(), PERIODS[period])
+        earlier = QuestionLog.beside(settings.storage.index_dir)  # what was logged before it was turned off
+        try:
+            questions = earlier.questions()
+        finally:
+            earlier.close()
+    else:
+        questions = log.questions()
+    gaps = documentation_gaps(questions, PERIODS[period])
     if not gaps:
         st.success("No gaps: every logged question in this period was answered with cited sources.")
         return
