@@ -11,14 +11,17 @@ import logging
 import streamlit as st
 
 from app.ui.conversation import Turn, ask, retry_question, show_turn
+from app.ui.gaps_view import render_gaps
 from app.ui.library import documents
 from app.ui.links import SourceLinks
+from app.ui.render import page_style
 from app.ui.runtime import page_runtime
 from app.ui.safe_markdown import escape
-from app.ui.sidebar import follow_ingestion, ingest_on_first_start, render_sidebar
+from app.ui.sidebar import GAPS_VIEW, follow_ingestion, ingest_on_first_start, render_sidebar
 from settings import load_settings
 
 st.set_page_config(page_title="docsrag", page_icon="📚", layout="wide")
+page_style()
 for noisy in ("pymilvus", "milvus_lite", "httpx", "httpx2"):
     logging.getLogger(noisy).setLevel(logging.ERROR)
 
@@ -41,13 +44,17 @@ except (ValueError, RuntimeError) as exc:
 if ingest_on_first_start(runtime):  # e.g. a new Space: index the bundled docs, then show the page
     st.rerun()
 choices = render_sidebar(runtime)
+if choices.view == GAPS_VIEW:
+    render_gaps(settings, runtime.question_log)
+    follow_ingestion(choices.ingest_bar)
+    st.stop()
 if not choices.has_documents:
     st.info(EMPTY_STATE, icon="📂")
 
 links = SourceLinks(settings.sources.base_url, documents(settings))
 turns: list[Turn] = st.session_state.setdefault("turns", [])
 for number, turn in enumerate(turns, start=1):
-    show_turn(turn, retry_key=f"retry-{number}" if number == len(turns) else None, links=links)
+    show_turn(turn, retry_key=f"retry-{number}" if number == len(turns) else None, links=links, log=runtime.question_log)
 
 placeholder = "Ask about the documentation" if choices.has_documents else "Add documents first (sidebar)"
 question = st.chat_input(placeholder, disabled=not choices.has_documents) or retry_question()

@@ -1,4 +1,8 @@
-"""docsrag: question answering with citations over a folder of technical documentation."""
+"""docsrag: question answering with citations over a folder of technical documentation.
+
+``from app import build_query_engine, open_runtime`` loads LlamaIndex on first use, not on ``import app``: the CLI's
+``--help``, ``config``, ``usage`` and ``gaps`` never need it.
+"""
 
 import os
 
@@ -6,6 +10,12 @@ import os
 # straight to stderr; failures still reach the user as exceptions. GRPC_VERBOSITY set by the user wins.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-from app.composition import build_query_engine, open_runtime
-
 __all__ = ["build_query_engine", "open_runtime"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from app import composition
+
+        return getattr(composition, name)
+    raise AttributeError(f"module 'app' has no attribute {name!r}")

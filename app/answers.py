@@ -13,8 +13,11 @@ from typing import Any
 
 from integrations.citation_prompt import CITATION, CLAIM_END, source_label
 from integrations.extractive_answer import split_sentences
+from integrations.node_ids import parse_chunk_id
+from integrations.section_context import overlap
 
 _WORD = re.compile(r"\w+")
+_FIRST_BREAK = re.compile(r"\s\S")  # where the first whole word of a text cut mid-token starts
 SNIPPET_CHARS = 300
 
 
@@ -31,6 +34,7 @@ class Source:
     page_label: str | None = None
     section: str | None = None
     score: float | None = None
+    url: str | None = None  # where the source opens (the CLI's deep link; the page makes its own)
 
 
 @dataclass
@@ -69,6 +73,43 @@ def best_snippet(text: str, claims: list[str]) -> str:
     return flat[:SNIPPET_CHARS] + ("…" if len(flat) > SNIPPET_CHARS else "")
 
 
+def passage_text(node: Any) -> str:
+    """A passage as shown: one that starts inside its section (a chunk cut at a token, "db`), so …") starts at its
+    first whole word, after an ellipsis."""
+    text = node.get_content()
+    first = parse_chunk_id(node.node_id.split("..")[0])
+    if first is None or first[2] == 0 or not text[:1].strip():
+        return text
+    cut = _FIRST_BREAK.search(text)
+    return "…" + (text[cut.end() - 1 :] if cut else "")
+
+
+def _joined(left: str, right: str) -> str:
+    """Two passages of one section as one text, their overlap once."""
+    if right in left:
+        return left
+    if left in right:
+        return right
+    if shared := overlap(left, right):
+        return left + right[shared:]
+    if shared := overlap(right, left):
+        return right + left[shared:]
+    return f"{left}\n\n…\n\n{right}"
+
+
+def merge_overlapping(sources: list[Source]) -> list[Source]:
+    """An uncited passage of the same file, section and page as an earlier one joins it (listed once)."""
+    kept: list[Source] = []
+    for source in sources:
+        where = (source.source, source.section, source.page)
+        twin = None if source.cited else next((k for k in kept if (k.source, k.section, k.page) == where), None)
+        if twin is None:
+            kept.append(source)
+        else:
+            twin.text = _joined(twin.text, source.text.lstrip("…"))
+    return kept
+
+
 def to_answer(question: str, response: Any, answer_text: str | None = None) -> Answer:
     """Build an Answer from a LlamaIndex response (pass answer_text for a finished stream)."""
     text = answer_text if answer_text is not None else str(getattr(response, "response", "") or "")
@@ -78,7 +119,7 @@ def to_answer(question: str, response: Any, answer_text: str | None = None) -> A
     for number, scored in enumerate(response.source_nodes, start=1):
         node = scored.node
         meta = node.metadata
-        body = node.get_content()
+        body = passage_text(node)
         sources.append(
             Source(
                 n=number if number in claims else None,
@@ -97,7 +138,7 @@ def to_answer(question: str, response: Any, answer_text: str | None = None) -> A
     return Answer(
         question=question,
         answer=text,
-        sources=sources,
+        sources=merge_overlapping(sources),
         answered_by=metadata.get("answered_by"),
         notices=list(metadata.get("notices", [])),
         fallbacks=list(metadata.get("fallbacks", [])),
@@ -114,6 +155,8 @@ def render_text(answer: Answer) -> str:
         for source in answer.sources:
             lines.append(f"  [{source.n}] {source.label}" if source.n is not None else f"  - {source.label} (not cited)")
             lines.append(f'      "{source.snippet}"')
+            if source.url:
+                lines.append(f"      {source.url}")
     if answer.answered_by:
         lines.append(f"Answered by: {answer.answered_by}")
     for fallback in answer.fallbacks:

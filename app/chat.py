@@ -7,24 +7,23 @@ answer backend:
 - **With an LLM** (``runtime.llm`` is an LLM or a fallback chain), the LLM
   rewrites the follow-up with LlamaIndex's condense prompt, exactly like
   ``CondenseQuestionChatEngine``. If no member of the chain could answer that
-  call, the rule below is used instead.
-- **Without an LLM** (``runtime.llm`` is None: answers quote the sources), a fixed rule:
+  call, the retrieval rule below is used instead.
+- **Without an LLM** (``runtime.llm`` is None: answers quote the sources), the
+  retrieval decides, not a list of words:
 
   1. The first question of a chat is used as it is.
-  2. A later question is a *follow-up* when it opens with a continuation
-     ("and …", "what about …", "how about …", "also …", "or …", "but …",
-     "then …", "what else …"), refers back with a pronoun ("it", "its",
-     "this", "that", "they", "them", "those", …) and has at most six key
-     terms, or is a fragment: at most three key terms and no opening question
-     word such as "what", "how", "does" ("timeout?", "on Windows?").
-  3. A follow-up gets the key terms of the previous *standalone* question
-     appended in parentheses: up to six words, in their original order, that
-     are not stop words, question words or already in the follow-up.
-     "How do I configure the widget daemon?" then "and what about its timeout?"
-     becomes "and what about its timeout? (configure widget daemon)".
-     Because the previous standalone question already carries its own
-     context, a chain of follow-ups keeps the topic.
-  4. Any other question is standalone and used as it is.
+  2. A later question gets a *condensed* reading: the key terms of the previous
+     standalone question that it lacks, appended in parentheses ("and what
+     about its timeout? (configure widget daemon)").
+  3. Both readings are searched. The condensed one is used only when it changes
+     the best passage and either the question alone finds no passage close
+     enough to answer from (the evidence filter refuses it), or the condensed
+     reading comes closer to the index than the question alone (unrelated terms
+     dilute a search, the antecedent of "its" sharpens it) and its new best
+     passage is among the question's own top passages, found by meaning and by
+     words: the conversation picks among what the question itself finds, it
+     never pulls the search to passages the question does not reach.
+  4. Otherwise the question is searched as asked.
 
 The standalone question of each user turn is kept in the chat history
 (``ChatMessage.additional_kwargs["standalone_question"]``) so a page that
@@ -38,9 +37,11 @@ import logging
 import re
 import time
 from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
 from llama_index.core.base.response.schema import RESPONSE_TYPE, Response, StreamingResponse
 from llama_index.core.chat_engine import CondenseQuestionChatEngine
@@ -48,27 +49,21 @@ from llama_index.core.chat_engine.condense_question import DEFAULT_PROMPT
 from llama_index.core.chat_engine.types import AgentChatResponse, StreamingAgentChatResponse
 from llama_index.core.llms import LLM
 from llama_index.core.memory import Memory
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.prompts.base import BasePromptTemplate
+from llama_index.core.schema import BaseNode, QueryBundle
 from llama_index.core.tools import ToolOutput
 
 from integrations.backend_errors import AllBackendsFailedError, aiter_in_thread, transient_errors
+from integrations.evidence_filter import WeakEvidenceFilter
 from integrations.keyword_text import QUESTION_WORDS, keyword_text
+from integrations.question_context import question_context
 
 logger = logging.getLogger(__name__)
 
 STANDALONE_KEY = "standalone_question"
 MAX_CARRIED_TERMS = 6
-SHORT_QUESTION_TERMS = 3
 MEMORY_TOKEN_LIMIT = 3000
-MAX_TERMS_OF_A_REFERRING_FOLLOW_UP = 6
-FOLLOW_UP_OPENERS = ("and", "also", "or", "but", "then", "what about", "how about", "what else", "same for")
-REFERENCES = frozenset({"it", "its", "it's", "this", "that", "these", "those", "they", "them", "their", "theirs", "one", "ones"})
-_OPENER = re.compile(r"\s*(?:" + "|".join(re.escape(o) for o in FOLLOW_UP_OPENERS) + r")\b", re.IGNORECASE)
-_ASKING = re.compile(
-    r"\s*(?:what|how|why|where|when|which|who|whom|whose|can|could|does|do|did|is|are|was|were|should|will|would|"
-    r"explain|list|show|tell|describe|give|compare|find|is there|are there)\b",
-    re.IGNORECASE,
-)
 MAX_REWRITE_WORDS = 60
 _REWRITE_LABEL = re.compile(r"^(?:\**\s*)?(?:standalone question|rewritten question|question)\s*:\s*\**", re.IGNORECASE)
 #: Words of the condense prompt itself: a reply holding them echoes the prompt.
@@ -93,16 +88,6 @@ def key_terms(text: str) -> list[str]:
     return terms
 
 
-def is_follow_up(question: str) -> bool:
-    """Rule 2 of the module docstring."""
-    if _OPENER.match(question):
-        return True
-    count = len(key_terms(question))
-    refers_back = bool({w.lower() for w in _WORD.findall(question)} & REFERENCES)
-    fragment = not _ASKING.match(question) and count <= SHORT_QUESTION_TERMS
-    return fragment or (refers_back and count <= MAX_TERMS_OF_A_REFERRING_FOLLOW_UP)
-
-
 def previous_standalone(history: Sequence[ChatMessage]) -> str | None:
     """The standalone form of the latest user question in the history."""
     for message in reversed(history):
@@ -111,16 +96,58 @@ def previous_standalone(history: Sequence[ChatMessage]) -> str | None:
     return None
 
 
-def condense_without_llm(history: Sequence[ChatMessage], question: str) -> str:
-    """Rules 1-4 of the module docstring: carry the previous question's key terms into a follow-up."""
+def condensed_reading(history: Sequence[ChatMessage], question: str) -> str | None:
+    """Rule 2 of the module docstring: the question with the previous question's key terms it lacks, or None."""
     previous = previous_standalone(history)
-    if not previous or not is_follow_up(question):
-        return question
+    if not previous:
+        return None
     own = _stems(question)
     carried = [term for term in key_terms(previous) if not _stems(term) <= own][:MAX_CARRIED_TERMS]
-    if not carried:
+    return f"{question.strip()} ({' '.join(carried)})" if carried else None
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What one search found: its passages (file and section), those the question reaches both by meaning and by
+    words, and whether the evidence filters would answer from them."""
+
+    passages: list[tuple[str, str, str]]
+    by_both: set[tuple[str, str, str]]
+    confident: bool
+    best: float  # the text's best cosine over the index (-1 when it could not be embedded)
+
+
+def _passage(node: BaseNode) -> tuple[str, str, str]:
+    meta = node.metadata
+    return str(meta.get("source", "")), str(meta.get("section") or ""), str(meta.get("page") or "")
+
+
+def _search(retriever: BaseRetriever, evidence: Sequence[BaseNodePostprocessor], text: str) -> _Found:
+    bundle = QueryBundle(text)
+    with question_context() as context:  # the retriever's facts about this search stay out of the question being answered
+        nodes = retriever.retrieve(bundle)
+        kept = list(nodes)
+        for stage in evidence:
+            kept = stage.postprocess_nodes(kept, query_bundle=bundle)
+    both = {_passage(n.node) for n in nodes if n.node.metadata.get("dense_score") is not None and n.node.metadata.get("bm25_score")}
+    best = context.dense_score if context.dense_score is not None else -1.0
+    return _Found([_passage(n.node) for n in nodes], both, bool(kept), best)
+
+
+def searched_as(retriever: BaseRetriever, evidence: Sequence[BaseNodePostprocessor], question: str, condensed: str | None) -> str:
+    """Rules 3-4 of the module docstring: ``condensed`` when the retrieval says the question follows up, else ``question``."""
+    if not condensed:
         return question
-    return f"{question.strip()} ({' '.join(carried)})"
+    alone, both = _search(retriever, evidence, question), _search(retriever, evidence, condensed)
+    if not both.passages or not both.confident or (alone.passages and both.passages[0] == alone.passages[0]):
+        return question
+    if not alone.confident:
+        return condensed
+    # Adding the conversation's terms made the search surer (an unrelated topic dilutes it) and its new best passage
+    # is one the question finds by itself.
+    if both.best > alone.best and both.passages[0] in alone.by_both:
+        return condensed
+    return question
 
 
 def history_text(history: Sequence[ChatMessage]) -> str:
@@ -190,18 +217,23 @@ class DocsChatEngine(CondenseQuestionChatEngine):
         if not chat_history:
             return last_message
         if self._llm is None:
-            return condense_without_llm(chat_history, last_message)
+            return self._by_retrieval(chat_history, last_message)
         prompt = self._condense_question_prompt.format(question=last_message, chat_history=history_text(chat_history))
         try:
             reply = self._llm.chat([ChatMessage(role=MessageRole.USER, content=prompt)])
         except (AllBackendsFailedError, *transient_errors()):
-            logger.info("no LLM rewrote the follow-up; condensing it with the keyword rule")
-            return condense_without_llm(chat_history, last_message)
+            logger.info("no LLM rewrote the follow-up; deciding it from the retrieval")
+            return self._by_retrieval(chat_history, last_message)
         text = rewritten_question(reply.message.content or "")
         if text is None:
-            logger.warning("the LLM's rewrite of the follow-up is not a question; condensing it with the keyword rule")
-            return condense_without_llm(chat_history, last_message)
+            logger.warning("the LLM's rewrite of the follow-up is not a question; deciding it from the retrieval")
+            return self._by_retrieval(chat_history, last_message)
         return text
+
+    def _by_retrieval(self, chat_history: list[ChatMessage], question: str) -> str:
+        evidence = [p for p in getattr(self._query_engine, "_node_postprocessors", []) if isinstance(p, WeakEvidenceFilter)]
+        condensed = condensed_reading(chat_history, question)
+        return searched_as(self._query_engine.retriever, evidence, question, condensed)
 
     async def _acondense_question(self, chat_history: list[ChatMessage], last_message: str) -> str:
         return self._condense_question(chat_history, last_message)
@@ -210,7 +242,10 @@ class DocsChatEngine(CondenseQuestionChatEngine):
     def _get_tool_output_from_response(self, query: str, response: RESPONSE_TYPE) -> ToolOutput:
         response.metadata = response.metadata or {}
         response.metadata[STANDALONE_KEY] = query
-        response.metadata.setdefault("timings_ms", {})["condense"] = self._condense_ms
+        timings = response.metadata.setdefault("timings_ms", {})
+        timings["condense"] = self._condense_ms
+        if not isinstance(response, StreamingResponse):  # a stream adds it when its last token is out
+            timings["total"] = timings.get("total", 0.0) + self._condense_ms
         return super()._get_tool_output_from_response(query, response)
 
     def _query(self, message: str, chat_history: list[ChatMessage] | None, streaming: bool) -> tuple[str, RESPONSE_TYPE]:
@@ -273,4 +308,4 @@ def query_response(reply: AgentChatResponse | StreamingAgentChatResponse) -> Res
     return reply.sources[0].raw_output
 
 
-__all__ = ["STANDALONE_KEY", "DocsChatEngine", "condense_without_llm", "is_follow_up", "key_terms", "query_response"]
+__all__ = ["STANDALONE_KEY", "DocsChatEngine", "condensed_reading", "key_terms", "query_response", "searched_as"]

@@ -1,4 +1,8 @@
-"""Command line: ``python -m app {config,ingest,ask,eval,usage,serve-store,sources,forget,doctor}``."""
+"""Command line: ``python -m app {config,ingest,ask,eval,usage,gaps,sources,forget,doctor,serve-store}``.
+
+Each command imports what it uses when it runs: ``--help`` loads no settings, ``config``, ``usage`` and ``gaps`` no
+LlamaIndex (benchmarks/bench_cli.py measures it).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,17 @@ import logging
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from settings import Settings, load_settings
+if TYPE_CHECKING:
+    from settings import Settings
 
 logger = logging.getLogger("app")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from settings import load_settings
+
     overrides = {}
     if getattr(args, "index", None):
         overrides["storage"] = {"index_dir": str(args.index)}
@@ -39,15 +47,33 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.path} does not exist: name a folder (or file) of documents to ingest")
     runtime = open_runtime(_settings(args))
     ingestor = build_ingestor(runtime)
-    tracker = IngestProgress(runtime.settings.ingestion.batch_files)
-    bar = tqdm(total=0, unit="file", desc="ingesting", disable=args.quiet, file=sys.stderr)
+    tracker = IngestProgress.for_settings(runtime.settings.ingestion)
+    bars = []  # made at the first report, once the folder is found and planned: a bad path prints only its error
     committed = [0]
 
-    def show() -> None:  # chunks once the first batch is chunked (not reported by the Ray engine), files until then
-        chunks = tracker.estimated_total()
-        bar.unit = "chunk" if chunks else "file"
-        bar.total, bar.n = (chunks, tracker.embedded) if chunks else (tracker.files_total, tracker.files_done)
-        bar.set_postfix_str(tracker.file_position()[-60:], refresh=True)
+    def show() -> None:  # megabytes read when the plan gave sizes (not the Ray engine), files otherwise
+        if not bars:
+            bytes_known = bool(tracker.sizes)
+            bars.append(
+                tqdm(
+                    total=tracker.total_bytes() if bytes_known else tracker.files_total,
+                    unit="B" if bytes_known else "file",
+                    unit_scale=bytes_known,
+                    unit_divisor=1024,
+                    smoothing=0,  # the rate since the start: the time left does not swing with one slow batch
+                    desc="ingesting",
+                    disable=args.quiet,
+                    file=sys.stderr,
+                )
+            )
+        bar = bars[0]
+        bar.n = int(tracker.bytes_done()) if tracker.sizes else tracker.files_done
+        bar.set_postfix_str(f"{tracker.files_done}/{tracker.files_total} files · {tracker.embedded:,} chunks", refresh=True)
+
+    def planned(sizes: list[int]) -> None:
+        tracker.planned(sizes)
+        if sizes:
+            show()
 
     def progress(done: int, total: int, current: str) -> None:
         committed[0] = done
@@ -58,15 +84,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         tracker.chunks(done, total)
         show()
 
+    def close_bar() -> None:
+        for bar in bars:
+            bar.close()
+
     try:
         if args.engine == "ray":
             from app.ray_ingest import ray_ingest
 
             report = ray_ingest(ingestor, Path(args.path), address=args.address, progress=progress)
         else:
-            report = ingestor.ingest(Path(args.path), progress=progress, embedded=embedded)
+            report = ingestor.ingest(Path(args.path), progress=progress, embedded=embedded, planned=planned)
     except transient_errors() as exc:
-        bar.close()
+        close_bar()
         # Earlier batches are committed; the failed one stays marked pending and is ingested again by the next run.
         print(
             f"error: embedding with the {runtime.settings.embedding.backend} backend failed: {exc}\n"
@@ -75,12 +105,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
         return 1
     except KeyboardInterrupt:
-        bar.close()
+        close_bar()
         # The batch being written stays marked pending; the next run drops its partial chunks and ingests it again.
         print(f"interrupted: {committed[0]} files done, run again to continue", file=sys.stderr)
         return 130
     finally:
-        bar.close()
+        close_bar()
         ingestor.close()
     for source in report.repaired:
         print(f"repaired: {source} (left half-written by an interrupted run)")
@@ -136,6 +166,8 @@ def cmd_serve_store(args: argparse.Namespace) -> int:
 def cmd_ask(args: argparse.Namespace) -> int:
     from app.answers import render_text, to_answer
     from app.composition import build_query_engine, check_credentials, empty_index_message
+    from app.ui.library import documents
+    from app.ui.links import SourceLinks
 
     settings = _settings(args)
     check_credentials(settings)
@@ -145,6 +177,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
     engine = build_query_engine(settings, sources=args.source or None)
     response = engine.query(args.question)
     answer = to_answer(args.question, response)
+    links = SourceLinks(settings.sources.base_url, documents(settings))
+    for source in answer.sources:
+        source.url = links.deep_link(source)
     if args.json:
         print(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -232,6 +267,29 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gaps(args: argparse.Namespace) -> int:
+    from app.gaps import documentation_gaps, format_gaps, gaps_csv
+    from app.question_log import QuestionLog
+
+    if args.since is not None and args.since <= 0:
+        raise ValueError(f"--since {args.since:g}: give a number of days above 0")
+    settings = _settings(args)
+    log = QuestionLog.beside(settings.storage.index_dir)
+    try:
+        gaps = documentation_gaps(log.questions(), args.since)
+    finally:
+        log.close()
+    if args.json:
+        print(json.dumps([gap.to_dict() for gap in gaps], indent=2, ensure_ascii=False))
+    elif args.csv:
+        sys.stdout.write(gaps_csv(gaps))
+    else:
+        if not settings.feedback.log_questions:
+            print("note: feedback.log_questions is off: new questions are not logged", file=sys.stderr)
+        sys.stdout.write(format_gaps(gaps))
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from app.doctor import format_table, run_checks
 
@@ -242,6 +300,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     failed = [c.name for c in checks if c.failed]
     print(f"{len(checks) - len(failed)} of {len(checks)} checks passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
+
+
+def question_text(text: str) -> str:
+    """A question argument: refused by argparse (usage and exit 2) before any work when it is empty."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError('the question is empty: write it in quotes, e.g. ask "How do I ingest a folder?"')
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve_store)
 
     ask = sub.add_parser("ask", help="answer a question with cited sources")
-    ask.add_argument("question")
+    ask.add_argument("question", type=question_text)
     ask.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
     ask.add_argument("--json", action="store_true", help="print the answer and sources as JSON")
     ask.add_argument("--source", action="append", help="restrict retrieval to this file (repeatable)")
@@ -308,6 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("root", help="the folder, as `sources` lists it")
     forget.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
     forget.set_defaults(func=cmd_forget)
+    gaps = sub.add_parser(
+        "gaps", help="documentation gaps: refused, weakly answered and 👎-rated questions grouped by topic, with missing names"
+    )
+    gaps.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
+    gaps.add_argument("--since", type=float, metavar="DAYS", help="only questions asked in the last DAYS days")
+    form = gaps.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print the gaps as JSON")
+    form.add_argument("--csv", action="store_true", help="print the gaps as CSV (one row per topic)")
+    gaps.set_defaults(func=cmd_gaps)
     doctor = sub.add_parser("doctor", help="check the active profile end to end: token, models, Ollama, index (exit 1 on failure)")
     doctor.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
     doctor.set_defaults(func=cmd_doctor)

@@ -11,15 +11,15 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.llms import LLM
-
 from settings import Settings, load_settings
 
-if TYPE_CHECKING:  # imported where used: a process loads only the backends its settings name
+if TYPE_CHECKING:  # imported where used: a process loads only the backends its settings name (and `usage` no LlamaIndex)
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+    from llama_index.core.llms import LLM
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.vector_stores.milvus import MilvusVectorStore
 
+    from app.question_log import QuestionLog
     from integrations.usage_meter import UsageMeter
 
 logger = logging.getLogger(__name__)
@@ -191,33 +191,45 @@ class Runtime:
     llm: LLM | None  # None: answers quote the sources
     reranker: BaseNodePostprocessor | None = None
     meter: UsageMeter | None = None  # when any backend is a paid API
+    question_log: QuestionLog | None = None  # None: feedback.log_questions is off
 
     def close(self) -> None:
         """Close the store (and stop the embedded Milvus Lite server): the index can then be opened by another process."""
         from app.store import close_vector_store
 
+        if self.question_log is not None:
+            self.question_log.close()
         close_vector_store(self.vector_store, self.settings)
 
 
 def open_runtime(settings: Settings | None = None) -> Runtime:
-    from app.store import claim_index, open_vector_store
+    from app.store import claim_index, is_lite_uri, open_vector_store, release_lite_store, start_lite_server
 
     settings = settings or load_settings()
     check_credentials(settings)
     claim_index(settings)  # a locked or outdated index is refused before any model loads
     meter = open_meter(settings) if uses_hf_api(settings) else None
-    embed_model = build_embed_model(settings, meter)
-    if settings.embedding.backend == "local":
-        # A local model's load briefly needs more memory than it keeps: done before the store client opens, the
-        # client reuses that memory instead of adding to the peak.
-        embed_model.load()
+    start_lite_server(settings)  # starts while the models below load
+    try:
+        embed_model = build_embed_model(settings, meter)
+        if settings.embedding.backend == "local":
+            # A local model's load briefly needs more memory than it keeps: done before the store client opens, the
+            # client reuses that memory instead of adding to the peak.
+            embed_model.load()
+        llm, reranker = build_llm(settings, meter), build_reranker(settings, meter)
+        vector_store = open_vector_store(settings, EMBEDDING_DIM)
+    except BaseException:
+        if is_lite_uri(settings.storage.milvus_uri()):
+            release_lite_store(settings.storage.milvus_uri())
+        raise
     return Runtime(
         settings=settings,
         embed_model=embed_model,
-        vector_store=open_vector_store(settings, EMBEDDING_DIM),
-        llm=build_llm(settings, meter),
-        reranker=build_reranker(settings, meter),
+        vector_store=vector_store,
+        llm=llm,
+        reranker=reranker,
         meter=meter,
+        question_log=open_question_log(settings),
     )
 
 
@@ -281,12 +293,13 @@ def build_query_engine(
     runtime: Runtime | None = None,
     sources: list[str] | None = None,
     streaming: bool = False,
+    log_questions: bool = True,
 ):
     """A LlamaIndex query engine over the index named by the settings.
 
-    ``sources`` restricts retrieval to these files (names as the document library shows them). Over an index that
-    holds no document (or none at all) every question is answered with the one line that says how to fill it, and
-    nothing is created on disk.
+    ``sources`` restricts retrieval to these files (names as the document library shows them). Its questions go to the
+    runtime's question log unless ``log_questions`` is False (evaluation runs). Over an index that holds no document
+    (or none at all) every question is answered with the one line that says how to fill it, and nothing is created.
     """
     from app.query_engine import DocsQueryEngine, EmptyIndexQueryEngine
     from integrations.citation_synthesizer import CitationSynthesizer
@@ -319,6 +332,8 @@ def build_query_engine(
         node_postprocessors=[evidence, *stages],
         meter=runtime.meter,
         max_question_chars=retrieval.max_question_chars,
+        question_log=runtime.question_log if log_questions else None,
+        filtered=bool(sources),
     )
 
 
@@ -328,6 +343,16 @@ def open_meter(settings: Settings) -> UsageMeter:
 
     settings.storage.index_dir.mkdir(parents=True, exist_ok=True)
     return UsageMeter(settings.storage.index_dir / "usage.sqlite", settings.budget)
+
+
+def open_question_log(settings: Settings) -> QuestionLog | None:
+    """The question log beside the index (app/question_log.py), or None when feedback.log_questions is off."""
+    if not settings.feedback.log_questions:
+        return None
+    from app.question_log import QuestionLog
+
+    secrets = tuple(s.get_secret_value() for s in (settings.hf_token, settings.storage.token) if s is not None)
+    return QuestionLog.beside(settings.storage.index_dir, secrets)
 
 
 def build_ingestor(runtime: Runtime):

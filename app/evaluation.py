@@ -340,7 +340,7 @@ class Evaluator:
         self.k = k
         candidates, self.stages = (k, []) if runtime.reranker is not None else build_ranking_stages(runtime, top_n=k)
         self.retriever = build_retriever(runtime, top_k=candidates)
-        self.engine = None if retrieval_only else build_query_engine(runtime=runtime)
+        self.engine = None if retrieval_only else build_query_engine(runtime=runtime, log_questions=False)
 
     def run(self, questions: Sequence[EvalQuestion], progress: Callable[[], None] | None = None) -> EvalRun:
         run = EvalRun()

@@ -283,10 +283,12 @@ class Ingestor:
         progress: Progress | None = None,
         batches: Callable[[IngestPlan], Iterator[tuple[list[FileOutcome], list[BaseNode] | None]]] | None = None,
         embedded: ChunkProgress | None = None,
+        planned: Callable[[list[int]], None] | None = None,
     ) -> IngestReport:
         """Bring the index up to date with ``root``; ``batches`` turns the plan into read files, with their chunks if made elsewhere.
 
-        ``progress`` hears files as batches finish (and once before the first); ``embedded`` hears chunks as they are embedded here.
+        ``planned`` hears the byte size of each file to read, in order, before the first is read; ``progress`` hears
+        files as batches finish (and once before the first); ``embedded`` hears chunks as they are embedded here.
         """
         started = time.perf_counter()
         report = IngestReport()
@@ -296,6 +298,8 @@ class Ingestor:
                 self._forget(record)
                 report.removed.append(record.source)
             manifest, done = self.state.manifest, 0
+            if planned:
+                planned([record.size for _, record in plan.todo])
             if progress and plan.todo:
                 progress(0, len(plan.todo), plan.todo[0][1].source)
             self.embedding.listen(embedded)

@@ -9,7 +9,9 @@ from llama_index.core.base.response.schema import RESPONSE_TYPE, Response, Strea
 from llama_index.core.query_engine import CustomQueryEngine, RetrieverQueryEngine
 from llama_index.core.schema import QueryBundle
 
-from integrations.question_context import current_question
+from app.question_log import QuestionLog, outcome_of
+from integrations.citation_prompt import CITATION
+from integrations.question_context import QuestionContext, current_question
 
 
 class QuestionTooLong(ValueError):
@@ -17,17 +19,33 @@ class QuestionTooLong(ValueError):
 
 
 class DocsQueryEngine(RetrieverQueryEngine):
-    """RetrieverQueryEngine that reports what its question context learned, and how long each stage took.
+    """RetrieverQueryEngine that reports what its question's context learned, and how long each stage took.
 
-    ``query`` opens the question context (integrations.question_context); its
-    notices, skipped backends, evidence verdict and ``timings_ms`` (retrieve,
-    rerank, generate, total) end up in the response metadata. With a usage
-    meter, each answer's total time feeds its latency alert.
+    ``query`` opens the question context (integrations.question_context). The
+    context's notices, skipped backends, evidence verdict and ``timings_ms`` end up
+    in the response metadata. Timings have one definition on the page, the CLI and
+    ``eval``: ``retrieve``, ``rerank`` and ``generate`` (the answer step until its
+    last token, streamed or not) follow each other; ``total`` runs from the question
+    to the last token and, in a chat, includes ``condense``; ``first_token`` (streams
+    only) is measured from the same start as ``total``. With a
+    usage meter, each answer's total time feeds its latency alert. With a question
+    log, each question is logged with its outcome and its id is ``question_id``
+    in the metadata (``filtered``: the retriever searches only some documents).
     """
 
-    def __init__(self, *args, meter=None, max_question_chars: int | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        meter=None,
+        question_log: QuestionLog | None = None,
+        filtered: bool = False,
+        max_question_chars: int | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._meter = meter
+        self._log = question_log
+        self._filtered = filtered
         self._max_question_chars = max_question_chars
 
     def check_question(self, question: str) -> None:
@@ -56,13 +74,17 @@ class DocsQueryEngine(RetrieverQueryEngine):
             total=(done - started) * 1000,
         )
         response.metadata = {**(response.metadata or {}), **context.metadata()}
+        if isinstance(response, StreamingResponse) and response.response_gen is not None:
+            _time_stream(response, started, reranked)
         if self._meter is not None:
             _observe_latency(response, self._meter, started)
+        if self._log is not None:
+            _log_question(self._log, query_bundle.query_str, response, context, self._filtered)
         return response
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        # The same steps as the sync path, off the event loop: every stage here is blocking (Milvus Lite, ONNX, the
-        # chain's HTTP client). The worker thread runs in a copy of this context, so it sees the same question.
+        """The same question path off the event loop (every stage blocks: Milvus Lite, ONNX, the chain's HTTP client);
+        the worker thread runs in a copy of this context, so it sees the same question."""
         return await asyncio.to_thread(self._query, query_bundle)
 
 
@@ -73,6 +95,61 @@ class EmptyIndexQueryEngine(CustomQueryEngine):
 
     def custom_query(self, query_str: str) -> Response:
         return Response(response=self.message, source_nodes=[], metadata={"answered_by": None, "empty_index": True})
+
+
+def _time_stream(response: StreamingResponse, started: float, reranked: float) -> None:
+    """A stream's first_token, generate and total, set when its tokens arrive (the answer step is not over before)."""
+    before, inner = response.metadata["timings_ms"], response.response_gen
+
+    def tokens():
+        first = None
+        for token in inner:
+            if token and first is None:
+                first = time.perf_counter()
+            yield token
+        end = time.perf_counter()
+        # The synthesizer may have put a fresh timings dict in the metadata meanwhile; a chat engine wrote condense
+        # into the first one before streaming.
+        timings = response.metadata.setdefault("timings_ms", before)
+        condense = before.get("condense", timings.get("condense", 0.0))
+        timings.update({k: v for k, v in before.items() if k not in timings})
+        timings.update(generate=(end - reranked) * 1000, total=condense + (end - started) * 1000)
+        if first is not None:
+            timings["first_token"] = condense + (first - started) * 1000
+
+    response.response_gen = tokens()
+
+
+def cited_sources(text: str, response: RESPONSE_TYPE) -> list[str]:
+    """The files an answer cites, in the order of their numbers."""
+    numbers = sorted({int(n) for n in CITATION.findall(text)})
+    nodes = response.source_nodes
+    return list(dict.fromkeys(str(nodes[n - 1].node.metadata.get("source", "")) for n in numbers if 0 < n <= len(nodes)))
+
+
+def _log_question(log: QuestionLog, question: str, response: RESPONSE_TYPE, context: QuestionContext, filtered: bool) -> None:
+    """Log the question with its outcome; a stream's outcome is settled when its last token is out."""
+
+    def settle(text: str) -> tuple[str, str, list[str]]:
+        sources = cited_sources(text, response)
+        return (*outcome_of(context.weak_evidence, context.missing_names, filtered, bool(sources)), sources)
+
+    streaming = isinstance(response, StreamingResponse) and response.response_gen is not None
+    outcome, reason, sources = settle("" if streaming else str(response))
+    answered_by = response.metadata.get("answered_by")
+    question_id = log.record(question, outcome, reason, context.missing_names, sources, context.dense_score, answered_by)
+    response.metadata["question_id"] = question_id
+    if streaming and not context.weak_evidence:
+        inner = response.response_gen
+
+        def tokens():
+            text = ""
+            for token in inner:
+                text += token
+                yield token
+            log.update(question_id, *settle(text), response.metadata.get("answered_by"))
+
+        response.response_gen = tokens()
 
 
 def _observe_latency(response: RESPONSE_TYPE, meter, started: float) -> None:

@@ -18,8 +18,10 @@ import hashlib
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llama_index.core.schema import BaseNode
+if TYPE_CHECKING:  # app.store imports this module: starting the index's server must not wait for LlamaIndex
+    from llama_index.core.schema import BaseNode
 
 FILE_ID_DIGITS = 20
 _FILE_ID = re.compile(rf"^[0-9a-f]{{{FILE_ID_DIGITS}}}$")

@@ -295,6 +295,14 @@ class StorageSettings(BaseModel):
         return self.uri or str(self.lite_file())
 
 
+class FeedbackSettings(BaseModel):
+    log_questions: bool = Field(
+        True,
+        description="Log every question with its outcome and the reader's feedback in questions.sqlite beside the index "
+        "(read with `python -m app gaps`); tokens are never stored. false: nothing is logged.",
+    )
+
+
 class Settings(BaseSettings):
     """Effective settings. Build with :func:`load_settings`."""
 
@@ -320,6 +328,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -117,3 +117,28 @@ def test_question_naming_something_no_passage_contains_says_so_and_needs_stronge
     assert refused.notices == ["No passage in the documents mentions Kubernetes."]
     named_and_present = "Where does the widget cache live in `~/.cache/widget`?"
     assert not to_answer(named_and_present, engine.query(named_and_present)).weak_evidence
+
+
+def test_a_passage_cut_mid_token_starts_at_a_word_and_overlapping_passages_of_a_section_are_listed_once() -> None:
+    from llama_index.core.schema import TextNode
+
+    from app.answers import Source, merge_overlapping, passage_text
+
+    file_id = "0" * 20
+    assert passage_text(TextNode(id_=f"{file_id}#1:3", text="db`), so an existing index is served as it is.")) == (
+        "…so an existing index is served as it is."
+    )
+    whole = "## Storage\n\nThe index is stored in Milvus."
+    assert passage_text(TextNode(id_=f"{file_id}#1:0", text=whole)) == whole  # the section's first chunk
+    assert passage_text(TextNode(id_=f"{file_id}#1:0..{file_id}#1:2", text=whole)) == whole
+
+    def source(text: str, n: int | None, section: str = "Scaling > serve-store") -> Source:
+        return Source(
+            n=n, source="scaling.md", file_name="scaling.md", label="", text=text, snippet="", cited=n is not None, section=section
+        )
+
+    first = "Serve the index instead. It binds to 127.0.0.1 only and has no authentication at all."
+    later = "It binds to 127.0.0.1 only and has no authentication at all. Ctrl-C stops it."
+    merged = merge_overlapping([source(first, 1), source("…" + later, None), source("Other.", None, section="Other")])
+    assert [(s.n, s.section) for s in merged] == [(1, "Scaling > serve-store"), (None, "Other")]
+    assert merged[0].text == "Serve the index instead. It binds to 127.0.0.1 only and has no authentication at all. Ctrl-C stops it."

@@ -16,7 +16,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app.chat import condense_without_llm, is_follow_up, rewritten_question
+from app.chat import rewritten_question
 from app.composition import build_ingestor, open_runtime
 from app.ui.uploads import UploadRejected, safe_name
 from settings import load_settings
@@ -186,6 +186,20 @@ def test_streamed_answer_and_follow_up_condensed_with_the_history(monkeypatch, d
     assert all(h.startswith("proxy.md") for h in cited_headings(follow_up).values())
     assert len(at.chat_message) == 4  # both questions and answers stay in the history
 
+    # One click searches the question as the user wrote it: the turn is answered again, without the proxy's terms.
+    button(at, "Search my question as asked").click().run()
+    assert not at.exception, at.exception
+    assert len(at.chat_message) == 4 and at.chat_message[-2].markdown[0].value == "and what is its default timeout?"
+    as_asked = at.chat_message[-1]
+    assert not any(c.startswith("Searched for:") for c in captions(as_asked)), captions(as_asked)
+    assert "30 seconds" in answer_text(as_asked)
+    assert not [b for b in at.button if b.label == "Search my question as asked"]
+
+    # A new question that happens to say "it" is not a follow-up: nothing of the conversation joins its search.
+    unrelated = ask(at, "Where does the widget cache live and how do I clear it?")
+    assert not any(c.startswith("Searched for:") for c in captions(unrelated)), captions(unrelated)
+    assert "~/.cache/widget" in answer_text(unrelated)
+
 
 def test_sidebar_filter_restricts_retrieval_to_the_selected_documents(monkeypatch, docs_index: Path) -> None:
     at = open_page(monkeypatch, docs_index)
@@ -297,16 +311,6 @@ def test_backend_failure_keeps_the_question_and_says_what_failed(monkeypatch, do
     assert not at.exception, at.exception
     assert [m.markdown[0].value for m in at.chat_message if m.name == "user"] == ["Where does the widget cache live?"] * 2
     assert "~/.cache/widget" in answer_text(at.chat_message[-1])
-
-
-def test_condensation_rule_without_an_llm() -> None:
-    from llama_index.core.base.llms.types import ChatMessage, MessageRole
-
-    history = [ChatMessage(role=MessageRole.USER, content="How do I configure the widget daemon?")]
-    assert condense_without_llm(history, "and what about its timeout?") == "and what about its timeout? (configure widget daemon)"
-    assert condense_without_llm([], "and what about its timeout?") == "and what about its timeout?"
-    assert not is_follow_up("What is the default timeout of the widget?")
-    assert is_follow_up("timeout?") and is_follow_up("How does it handle --verbose?")
 
 
 @pytest.fixture
@@ -469,24 +473,65 @@ def test_passages_render_as_markdown_with_code_kept_and_nothing_live() -> None:
     )
 
 
-def test_ingest_progress_counts_chunks_and_estimates_the_time_left() -> None:
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # A fenced block flattened into a quote: the fence and its language go, the code reads as text.
+        (
+            "Serve the index instead: ```bash # stop every process, then: python -m app serve-store",
+            "Serve the index instead: stop every process, then: python -m app serve-store",
+        ),
+        # Escapes written in the document (or by an HTML converter) show as the rendered docs show them.
+        ("the `storage:` section\\) with index\\_dir", "the `storage:` section) with index_dir"),
+        ("- It binds to **127.0.0.1** only.", "It binds to 127.0.0.1 only."),
+        (
+            "## Using docsrag from Python ```python from app import build_query_engine",
+            "Using docsrag from Python from app import build_query_engine",
+        ),
+    ],
+)
+def test_snippets_show_markdown_as_it_renders_and_never_an_escape(text: str, shown: str) -> None:
+    from app.ui.safe_markdown import snippet
+
+    markdown = snippet(text)
+    # What st.markdown shows: escaped characters without their backslash, code spans as they are.
+    assert re.sub(r"\\(.)", r"\1", markdown) == shown, markdown
+    assert "\\\\" not in markdown and "``" not in markdown and "**" not in markdown
+
+
+def test_ingest_progress_counts_bytes_known_before_reading_and_chunks_as_they_come() -> None:
     from app.ingest_progress import IngestProgress
 
+    mb = 1024 * 1024
     now = [0.0]
-    progress = IngestProgress(batch_files=2, clock=lambda: now[0])
+    progress = IngestProgress(batch_files=2, batch_mb=8, clock=lambda: now[0])
+    progress.planned([1 * mb, 1 * mb, 2 * mb, 4 * mb], folder="uploads")  # batches: a+b (2 files), c+d (6 MB)
     progress.files(0, 4, "a.pdf", folder="uploads")
-    assert progress.text() == "uploads: reading and chunking · file 1 of 4 (a.pdf) · estimating the time left"
-    progress.chunks(0, 300)  # the first batch (2 files) chunked into 300
+    assert progress.text() == "uploads: 0 of 4 files done · 0 chunks embedded · 0.0 of 8.0 MB · estimating the time left"
+    progress.chunks(0, 300)  # the first batch chunked into 300
     now[0] = 10.0
-    progress.chunks(100, 300)
-    assert progress.estimated_total() == 600  # extrapolated: 300 chunks for 2 of 4 files
-    assert progress.text() == "uploads: 100 of ~600 chunks embedded · file 1 of 4 (a.pdf) · about 50 s left"
+    progress.chunks(150, 300)  # half of the first batch's 2 MB
+    assert progress.fraction() == 1 / 8
+    assert progress.text() == "uploads: 0 of 4 files done · 150 chunks embedded · 1.0 of 8.0 MB · about 1 min 10 s left"
     progress.chunks(300, 300)
     progress.files(2, 4, "b.pdf", folder="uploads")
-    progress.chunks(0, 100)  # the last batch is smaller: the total is now exact
-    now[0] = 40.0
-    assert progress.estimated_total() == 400 and progress.fraction() == 0.75
-    assert progress.text() == "uploads: 300 of 400 chunks embedded · file 3 of 4 (b.pdf) · about 13 s left"
+    progress.chunks(0, 40)  # far fewer chunks per byte in the second batch: the total (bytes) does not move
+    now[0] = 20.0
+    progress.chunks(20, 40)
+    assert progress.fraction() == 5 / 8  # 2 MB done + half of the batch's 6 MB
+    assert progress.text() == "uploads: 2 of 4 files done · 320 chunks embedded · 5.0 of 8.0 MB · about 12 s left"
+    progress.chunks(40, 40)
+    progress.files(4, 4, "d.pdf", folder="uploads")
+    assert progress.fraction() == 1.0 and progress.embedded == 340
+
+
+def test_ingest_progress_without_sizes_counts_files() -> None:
+    from app.ingest_progress import IngestProgress
+
+    progress = IngestProgress(batch_files=2)
+    progress.files(1, 4, "a.pdf")  # the Ray engine reports files only
+    assert progress.fraction() == 0.25
+    assert progress.text() == "1 of 4 files done · 0 chunks embedded · estimating the time left"
 
 
 def test_sources_link_to_the_published_page_and_anchor_when_a_base_url_is_set() -> None:
@@ -550,3 +595,52 @@ def test_a_broken_reupload_of_an_indexed_upload_keeps_the_good_file_and_its_inde
     [summary] = [unescape(s.value) for s in at.sidebar.success]
     assert "0 ingested, 1 unchanged, 0 skipped, 0 removed" in summary, summary
     assert "journald" in answer_text(ask(at, "Where does the widget log to?"))
+
+
+def test_feedback_on_an_answer_and_the_documentation_gaps_view(monkeypatch, docs_index: Path, tmp_path: Path) -> None:
+    from app.question_log import QuestionLog
+    from tests.test_ingestion import _cli
+
+    index = copy_index(docs_index, tmp_path)
+    for logged in index.glob("questions.sqlite*"):  # the questions other tests asked of the shared index
+        logged.unlink()
+    at = open_page(monkeypatch, index)
+    at.sidebar.toggle[0].set_value(False).run()
+    refused = ask(at, "How do I bake sourdough bread at home?")
+    assert "does not seem to cover" in answer_text(refused)
+    answered = ask(at, "How large can the cache grow?")
+    assert "500 MB" in answer_text(answered)
+    assert len(at.feedback) == 2  # 👍/👎 under each answer
+    at.feedback[1].set_value(0).run()  # 👎 on the answered question
+    at.text_input[0].set_value("It should say how to change the limit").run()
+    assert not at.exception, at.exception
+    assert any("documentation-gaps report" in c.value for c in at.chat_message[-1].caption)
+    rows = QuestionLog.beside(index).questions()
+    assert [(r.question, r.outcome, r.rating, r.comment) for r in rows] == [
+        ("How do I bake sourdough bread at home?", "refused", None, None),
+        ("How large can the cache grow?", "answered", -1, "It should say how to change the limit"),
+    ]
+
+    at.sidebar.radio(key="view").set_value("Documentation gaps").run()
+    assert not at.exception, at.exception
+    assert at.header[0].value == "Documentation gaps" and not at.chat_input
+    table = at.dataframe[0].value
+    assert list(table["topic"]) == ["large cache grow", "bake sourdough bread home"], table  # the latest first
+    assert list(table["refused"]) == [0, 1] and list(table["not helpful"]) == [1, 0]
+
+    st.cache_resource.clear()  # the page closes the index: the CLI reads the same log
+    out = _cli("gaps", "--index", str(index))
+    assert "How do I bake sourdough bread at home?" in out.stdout and "How large can the cache grow?" in out.stdout, out
+
+
+def test_with_logging_off_the_gaps_view_says_so_and_nothing_is_logged(monkeypatch, docs_index: Path, tmp_path: Path) -> None:
+    index = copy_index(docs_index, tmp_path)
+    for logged in index.glob("questions.sqlite*"):
+        logged.unlink()
+    at = open_page(monkeypatch, index, DOCSRAG_FEEDBACK__LOG_QUESTIONS="false")
+    reply = ask(at, "How do I bake sourdough bread at home?")
+    assert "does not seem to cover" in answer_text(reply) and not at.feedback  # nothing to rate into
+    at.sidebar.radio(key="view").set_value("Documentation gaps").run()
+    assert not at.exception, at.exception
+    assert "Question logging is off" in at.info[0].value and "No gaps" in at.success[0].value
+    assert not list(index.glob("questions.sqlite*"))

@@ -84,7 +84,10 @@ def ingest_folders(runtime: Runtime, folders: list[Path], progress: IngestProgre
             def step(done: int, total: int, current: str, folder: Path = folder) -> None:
                 progress.files(done, total, current, folder=folder.name)
 
-            outcome.add(folder, ingestor.ingest(folder, progress=step, embedded=progress.chunks))
+            def planned(sizes: list[int], folder: Path = folder) -> None:
+                progress.planned(sizes, folder=folder.name)
+
+            outcome.add(folder, ingestor.ingest(folder, progress=step, embedded=progress.chunks, planned=planned))
     finally:
         ingestor.close()
     return outcome

@@ -59,6 +59,19 @@ class SourceLinks:
         self.base_url = base_url
         self.files = {record.source: (Path(record.root), record.source) for record in records}
 
+    def deep_link(self, source: Source) -> str | None:
+        """The link outside the page (CLI text and JSON): the published page, else the file itself as a ``file://``
+        URL with its page or section anchor; None when the file is gone or outside its folder."""
+        if self.base_url:
+            return published_url(self.base_url, source)
+        if source.source not in self.files:
+            return None
+        root, relative = self.files[source.source]
+        path = (root / relative).resolve()
+        if not path.is_file() or not path.is_relative_to(root.resolve()):
+            return None
+        return path.as_uri() + anchor(source)
+
     def url(self, source: Source) -> str | None:
         if self.base_url:
             url = published_url(self.base_url, source)

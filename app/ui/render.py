@@ -22,6 +22,19 @@ STAGES = {
 }
 
 
+# Passages are the documents' own Markdown: a table with a long cell (an identifier, a signature) would widen the whole
+# page and give it a horizontal scrollbar. Tables scroll inside their own box instead, and code spans may break.
+PAGE_STYLE = """<style>
+[data-testid="stMarkdownContainer"] table { display: block; max-width: 100%; overflow-x: auto; }
+[data-testid="stMarkdownContainer"] code { overflow-wrap: anywhere; }
+</style>"""
+
+
+def page_style() -> None:
+    """The page's own CSS (a style-only st.html takes no space)."""
+    st.html(PAGE_STYLE)
+
+
 def answer_markdown(text: str) -> str:
     """Answer text for st.markdown: its Markdown kept, nothing live (answers quote documents)."""
     return passage(text)
@@ -92,9 +105,7 @@ def timings_line(timings_ms: dict[str, float]) -> str:
 
 
 def render_answer(answer: Answer, question: str, searched_for: str | None = None, links: SourceLinks | None = None) -> None:
-    """Everything under the answer text: what was searched, backend, sources, timings."""
-    if searched_for and searched_for != question:
-        st.caption(f"Searched for: {escape(searched_for)}")
+    """Everything under the answer text (what was searched is shown by the conversation): backend, sources, timings."""
     render_backend(answer)
     render_sources(answer, searched_for or question, links)
     if answer.timings_ms:

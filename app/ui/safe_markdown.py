@@ -37,6 +37,12 @@ _SETEXT = re.compile(r"^ {0,3}(=+|-+)\s*$")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)*\|?\s*$")  # | :--- | ---: | (only | : - and spaces)
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s")
 _HEADING_MARK = re.compile(r"(?:^|\s)#{1,6}(?=\s)")
+# Markdown that a one-line quote shows as plain text: code fences (with their language), strong emphasis, a leading
+# list bullet, and backslash escapes (what the rendered docs show without the backslash).
+_FENCE_RUN = re.compile(r"(?:`{3,}|~{3,})[\w+#.-]*")
+_STRONG = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+_BULLET = re.compile(r"^(?:[-*+]|\d{1,9}[.)])\s+")
+_MD_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|~<>$:])")
 
 
 def _unlinked(text: str) -> str:
@@ -77,22 +83,26 @@ def _highlighter(question: str | None, escaper: Callable[[str], str]) -> Callabl
     return run
 
 
-def _inline(line: str, run: Callable[[str], str]) -> str:
-    """A line with its code spans kept as they are and the text between them passed through ``run``."""
+def _inline(line: str, run: Callable[[str], str], ticks_escaped: bool = False) -> str:
+    """A line with its code spans kept as they are and the text between them passed through ``run``
+    (``ticks_escaped``: ``run`` already escapes backticks)."""
     out, position = [], 0
     for match in _CODE_SPAN.finditer(line):
         out.append(run(line[position : match.start()]))
         out.append(match.group(0))
         position = match.end()
-    rest = line[position:]
-    out.append(run(rest).replace("`", "\\`"))  # an unpaired backtick must not pair with one on another line
+    rest = run(line[position:])
+    out.append(rest if ticks_escaped else rest.replace("`", "\\`"))  # an unpaired backtick must not pair with one on another line
     return "".join(out)
 
 
 def snippet(text: str, question: str | None = None) -> str:
-    """A quoted snippet on one line: code spans as code, everything else literal, question words highlighted."""
-    flat = _HEADING_MARK.sub(" ", " ".join(text.split())).strip()
-    return _inline(flat, _highlighter(question, escape))
+    """A quoted snippet on one line: code spans as code, other Markdown as the plain text it renders to, question
+    words highlighted; nothing shows an escape character."""
+    flat = _FENCE_RUN.sub(" ", " ".join(text.split()))
+    flat = _BULLET.sub("", _STRONG.sub(r"\2", _HEADING_MARK.sub(" ", flat)).strip())
+    run = _highlighter(question, escape)
+    return _inline(" ".join(flat.split()), lambda part: run(_MD_ESCAPE.sub(r"\1", part)), ticks_escaped=True)
 
 
 def _fence(lines: list[str]) -> list[str]:

@@ -28,12 +28,17 @@ NO_RERANK = (
 )
 
 
+GAPS_VIEW = "Documentation gaps"
+VIEWS = ("Ask", GAPS_VIEW)
+
+
 @dataclass
 class Choices:
     sources: list[str] | None
     streaming: bool
     has_documents: bool
     ingest_bar: object = None  # this session's running ingestion, followed at the end of the run
+    view: str = "Ask"  # or GAPS_VIEW
 
 
 ALERTS = {
@@ -108,7 +113,7 @@ def _store_uploads(runtime: Runtime, files) -> None:
             stored.append(store_upload(settings, upload.name, upload.getvalue()))
         except UploadRejected as exc:
             outcome.rejected.append(str(exc))
-    job = IngestJob([uploads_dir(settings).resolve()], IngestProgress(settings.ingestion.batch_files), outcome, uploads=stored)
+    job = IngestJob([uploads_dir(settings).resolve()], IngestProgress.for_settings(settings.ingestion), outcome, uploads=stored)
     if not stored:
         st.session_state.ingest_outcome = outcome
     elif not _start(runtime, job):
@@ -148,7 +153,7 @@ def _add_documents(runtime: Runtime, folders: list[Path]):
         _store_uploads(runtime, files or [])
         st.rerun()
     if reindex:
-        _start(runtime, IngestJob(folders, IngestProgress(settings.ingestion.batch_files), IngestOutcome()))
+        _start(runtime, IngestJob(folders, IngestProgress.for_settings(settings.ingestion), IngestOutcome()))
         st.rerun()
     job: IngestJob | None = st.session_state.get("ingest_job")
     if job is not None:
@@ -186,17 +191,17 @@ def ingest_on_first_start(runtime: Runtime) -> bool:
     if not folders:
         return False
     st.info(f"First start: indexing {', '.join(escape(f.name) for f in folders)}. This happens once.", icon="📥")
-    job = IngestJob(folders, IngestProgress(settings.ingestion.batch_files), IngestOutcome())
+    job = IngestJob(folders, IngestProgress.for_settings(settings.ingestion), IngestOutcome())
     job = ingest_slot(settings.storage.milvus_uri()).start(runtime, job) or job
     _follow(job, st.progress(0.0, text="Reading files…"))
     st.session_state.ingest_outcome = job.outcome
     return True
 
 
-LIBRARY_COLUMNS = {  # the sidebar is ~250 px wide: counts and dates take little room, the file name the rest
+LIBRARY_COLUMNS = {  # the sidebar is ~250 px wide: counts and dates get what "Dec 16 09:42" needs, the file name the rest
     "file": st.column_config.TextColumn("file"),
-    "chunks": st.column_config.NumberColumn("chunks", width="small"),
-    "ingested": st.column_config.DatetimeColumn("ingested", format="MMM D HH:mm", width="small", help="When the file was last ingested"),
+    "chunks": st.column_config.NumberColumn("chunks", width=56),
+    "ingested": st.column_config.DatetimeColumn("ingested", format="MMM D HH:mm", width=96, help="When the file was last ingested"),
 }
 
 
@@ -204,6 +209,7 @@ def render_sidebar(runtime: Runtime) -> Choices:
     settings = runtime.settings
     with st.sidebar:
         st.title("docsrag")
+        view = st.radio("View", VIEWS, horizontal=True, label_visibility="collapsed", key="view")
         library = st.container()
         bar = _add_documents(runtime, known_folders(settings, documents(settings)))
         records = documents(settings)  # after any ingestion above
@@ -219,4 +225,4 @@ def render_sidebar(runtime: Runtime) -> Choices:
         st.subheader("Options")
         streaming = st.toggle("Stream answers", value=True)
         _backends(runtime)
-    return Choices(sources=selected or None, streaming=streaming, has_documents=bool(records), ingest_bar=bar)
+    return Choices(sources=selected or None, streaming=streaming, has_documents=bool(records), ingest_bar=bar, view=view)
