@@ -99,6 +99,10 @@ def profile(monkeypatch, llama_server: LlamaServer, loopback, tmp_path: Path):
     monkeypatch.setenv("DOCSRAG_LLM__HF_MODELS", f'["{MODEL}"]')
     monkeypatch.setenv("DOCSRAG_LLM__OLLAMA_BASE_URL", loopback.url)
     monkeypatch.setenv("DOCSRAG_LLM__MAX_TOKENS", "24")
+    # A loaded 2-core machine (CI beside other jobs) can take tens of seconds for SmolLM2's prefill: time-outs are not
+    # what these tests are about, so they must not move the question to the next member.
+    monkeypatch.setenv("DOCSRAG_LLM__TIMEOUT_S", "180")
+    monkeypatch.setenv("DOCSRAG_LLM__DEADLINE_S", "360")
     monkeypatch.setenv("DOCSRAG_STORAGE__INDEX_DIR", str(tmp_path / "index"))
     settings = load_settings("hf_api")
     meter = open_meter(settings)
@@ -179,8 +183,9 @@ def test_a_server_killed_while_it_answers_hands_the_question_to_the_next_member(
     assert extra["answered_by"] == OLLAMA_LABEL and "[1]" in text
     [reason] = extra["fallbacks"]
     assert reason.startswith(f"{LABEL}: RemoteProtocolError")  # the connection dropped: no HTTP status, no reply
-    if mode == "stream":  # the stream had started (status and headers read) when the server died
-        assert "incomplete chunked read" in reason
+    # Whether the server had sent its status line before it died depends on the machine's load: either way the
+    # connection dropped with no reply to read ("incomplete chunked read" or "disconnected without sending a response").
+    assert "incomplete chunked read" in reason or "without sending a response" in reason, reason
     assert [r.route for r in loopback.requests()] == ["ollama_chat"]
 
 
