@@ -44,7 +44,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.address and args.engine != "ray":
         raise ValueError("--address names a Ray cluster: use it with --engine ray")
     if not Path(args.path).exists():  # before anything is opened or created
-        raise ValueError(f"{args.path} does not exist: name a folder (or file) of documents to ingest")
+        raise ValueError(f"{args.path} does not exist: give a folder or file to ingest")
     runtime = open_runtime(_settings(args))
     ingestor = build_ingestor(runtime)
     tracker = IngestProgress.for_settings(runtime.settings.ingestion)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import time
 
 from llama_index.core.base.response.schema import RESPONSE_TYPE, Response, StreamingResponse
@@ -12,6 +14,10 @@ from llama_index.core.schema import QueryBundle
 from app.question_log import QuestionLog, outcome_of
 from integrations.citation_prompt import CITATION
 from integrations.question_context import QuestionContext, current_question
+
+logger = logging.getLogger(__name__)
+#: A question log that cannot be written (full or read-only disk, a damaged file) never costs the answer.
+_LOG_FAILURES = (sqlite3.Error, OSError, ValueError)
 
 
 class QuestionTooLong(ValueError):
@@ -137,7 +143,11 @@ def _log_question(log: QuestionLog, question: str, response: RESPONSE_TYPE, cont
     streaming = isinstance(response, StreamingResponse) and response.response_gen is not None
     outcome, reason, sources = settle("" if streaming else str(response))
     answered_by = response.metadata.get("answered_by")
-    question_id = log.record(question, outcome, reason, context.missing_names, sources, context.dense_score, answered_by)
+    try:
+        question_id = log.record(question, outcome, reason, context.missing_names, sources, context.dense_score, answered_by)
+    except _LOG_FAILURES as exc:
+        logger.warning("the question was answered but not logged for `gaps`: %s", exc)
+        return
     response.metadata["question_id"] = question_id
     if streaming and not context.weak_evidence:
         inner = response.response_gen
@@ -147,7 +157,10 @@ def _log_question(log: QuestionLog, question: str, response: RESPONSE_TYPE, cont
             for token in inner:
                 text += token
                 yield token
-            log.update(question_id, *settle(text), response.metadata.get("answered_by"))
+            try:
+                log.update(question_id, *settle(text), response.metadata.get("answered_by"))
+            except _LOG_FAILURES as exc:
+                logger.warning("the streamed answer's outcome was not logged for `gaps`: %s", exc)
 
         response.response_gen = tokens()
 
