@@ -23,6 +23,7 @@ import re
 import statistics
 import sys
 import time
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -34,7 +35,58 @@ from app.evaluation import MRR_DEPTH, covers, load_questions, split_of
 
 #: Retriever variants: attribute overrides of the retriever that production's settings build. The retired question
 #: splitting and distinct-sections rule were compared this way before they were retired (docs/benchmarks.md).
-VARIANTS: dict[str, dict] = {"base": {}, "wide": {"dense_top_k": 50, "sparse_top_k": 50}}
+#: ``rocchio`` and ``rm3`` are pseudo-relevance feedback (see ``feedback``): the searches run again with the question
+#: moved towards the first results.
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "wide": {"dense_top_k": 50, "sparse_top_k": 50},
+    "narrow": {"dense_top_k": 20, "sparse_top_k": 20},  # the default before issue #23
+    "dense1": {"dense_weight": 1.0},
+    "dense0.25": {"dense_weight": 0.25},
+    "rocchio": {},
+    "rm3": {},
+}
+#: Pseudo-relevance feedback: first results used, and expansion terms added to the BM25 query (rm3).
+FEEDBACK_DOCS = 3
+FEEDBACK_TERMS = 8
+
+
+def feedback(retriever, kind: str) -> None:
+    """Make the retriever search twice: the second time with the question moved towards its first ranking's top chunks.
+
+    ``rocchio``: the dense query becomes q + 0.5 * mean(top chunks' vectors) (normalised). ``rm3``: the BM25 query gets
+    the FEEDBACK_TERMS terms that weigh most in the top chunks (term frequency share, weighted by fused score) and are
+    not in most of the candidates (a stand-in for document frequency, which Milvus' BM25 does not expose).
+    """
+    from integrations.hybrid_retriever import Candidates
+    from integrations.keyword_text import KEYWORD_FIELD, keyword_text
+
+    first_rank = retriever._rank
+    store = retriever._store
+
+    def rank(question: str, vector, pool):
+        first = Candidates()
+        ranked = first_rank(question, vector, first)[:FEEDBACK_DOCS]
+        if kind == "rocchio" and vector is not None and ranked:
+            rows = store.client.get(collection_name=store.collection_name, ids=ranked, output_fields=["embedding"])
+            centroid = np.mean([np.asarray(r["embedding"], dtype=np.float32) for r in rows], axis=0)
+            moved = np.asarray(vector, dtype=np.float32) + 0.5 * centroid
+            return first_rank(question, list(moved / np.linalg.norm(moved)), pool)
+        if kind == "rm3" and ranked:
+            terms_of = {i: str(n.metadata.get(KEYWORD_FIELD, "")).split() for i, n in first.nodes.items()}
+            spread = Counter(t for ts in terms_of.values() for t in set(ts))
+            common = {t for t, n in spread.items() if n > len(terms_of) / 2}
+            weight: dict[str, float] = {}
+            for i in ranked:
+                for t in terms_of[i]:
+                    if t not in common:
+                        weight[t] = weight.get(t, 0.0) + first.fused[i] / len(terms_of[i])
+            asked = set(keyword_text(question).split())
+            extra = [t for t in sorted(weight, key=lambda t: -weight[t]) if t not in asked][:FEEDBACK_TERMS]
+            return first_rank(" ".join([question, *extra]), vector, pool)
+        return first_rank(question, vector, pool)
+
+    retriever._rank = rank
 
 
 def dump(args: argparse.Namespace) -> None:
@@ -70,6 +122,8 @@ def _dump_variant(runtime, args: argparse.Namespace, variant: str) -> list[dict]
     retriever.dense_top_k, retriever.sparse_top_k = settings.dense_top_k, settings.sparse_top_k
     for name, value in VARIANTS[variant].items():
         setattr(retriever, name, value)
+    if variant in ("rocchio", "rm3"):
+        feedback(retriever, variant)
     vectors: dict[str, np.ndarray] = {}
     rows = []
     hybrid_retriever.MilvusHybridRetriever._result = staticmethod(capture)
@@ -111,6 +165,36 @@ def _dump_variant(runtime, args: argparse.Namespace, variant: str) -> list[dict]
     return rows
 
 
+def timing(args: argparse.Namespace) -> None:
+    """Retrieval p50 per variant (top 5, as the product asks), variants alternating question by question so load hits all alike."""
+    from app.composition import build_retriever, open_runtime
+    from settings import load_settings
+
+    runtime = open_runtime(load_settings(storage={"index_dir": str(args.index)}))
+    questions = [q.question for path in args.questions for q in load_questions(path)]
+    retrievers = {}
+    for variant in args.variants:
+        retrievers[variant] = build_retriever(runtime)
+        for name, value in VARIANTS[variant].items():
+            setattr(retrievers[variant], name, value)
+        if variant in ("rocchio", "rm3"):
+            feedback(retrievers[variant], variant)
+    times: dict[str, list[float]] = {variant: [] for variant in args.variants}
+    try:
+        for _ in range(args.rounds):
+            for question in questions:
+                for variant, retriever in retrievers.items():
+                    started = time.perf_counter()
+                    retriever.retrieve(question)
+                    times[variant].append((time.perf_counter() - started) * 1000)
+    finally:
+        runtime.close()
+    first = statistics.median(times[args.variants[0]])
+    for variant, values in times.items():
+        p50 = statistics.median(values)
+        print(f"{variant:10} retrieve p50 {p50:.1f} ms ({p50 / first:.2f}x {args.variants[0]}), n={len(values)}")
+
+
 def _candidate(node, ids: list[str], fused_sum: float, vectors: dict[str, np.ndarray], qvec: np.ndarray, refs) -> dict:
     text = node.node.get_content()
     mat = np.stack([vectors[i] for i in ids if i in vectors])
@@ -120,6 +204,7 @@ def _candidate(node, ids: list[str], fused_sum: float, vectors: dict[str, np.nda
         "text": text,
         "source": node.node.metadata.get("source"),
         "section": node.node.metadata.get("section"),
+        "page": node.node.metadata.get("page"),
         "ids": ids,
         "fused": node.score,
         "fused_sum": fused_sum,
@@ -139,7 +224,7 @@ def _candidate(node, ids: list[str], fused_sum: float, vectors: dict[str, np.nda
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*[A-Za-z0-9]|[A-Za-z]")
 #: Kinds of generated question: where it comes from and which words are taken out of it.
-KINDS = ("heading", "first-sentence", "first-sentence-rare")
+KINDS = ("heading", "first-sentence", "first-sentence-rare", "first-sentence-half")
 
 
 def _chunks(store) -> dict[tuple[str, int], list[tuple[int, str, str, str]]]:
@@ -178,7 +263,8 @@ def generated_questions(store, kind: str, limit: int) -> list[dict]:
     every chunk of its section, so it is the easy case. ``first-sentence``: the first sentence of the section's
     body (a definition, an API object's summary) without the words of its heading path, which trivially match.
     ``first-sentence-rare``: the same, also without the two rarest words it shares with its section (the exact
-    terms a user who knew them would not need to ask about), so the question shares few words with its answer.
+    terms a user who knew them would not need to ask about), so the question shares few words with its answer;
+    ``first-sentence-half``: without the rarer half of them.
     """
     from integrations.keyword_text import keyword_text
 
@@ -202,9 +288,10 @@ def generated_questions(store, kind: str, limit: int) -> list[dict]:
                     continue
                 trivial = set(keyword_text(section).split())
                 kept = [w for w in _WORD.findall(sentence) if not trivial & set(keyword_text(w).split())]
-                if kind == "first-sentence-rare":
+                if kind in ("first-sentence-rare", "first-sentence-half"):
                     shared = {t for w in kept for t in keyword_text(w).split()}
-                    rare = set(sorted(shared, key=lambda t: (frequency.get(t, 0), t))[:2])
+                    dropped = 2 if kind == "first-sentence-rare" else len(shared) // 2
+                    rare = set(sorted(shared, key=lambda t: (frequency.get(t, 0), t))[:dropped])
                     kept = [w for w in kept if not rare & set(keyword_text(w).split())]
                 question = " ".join(kept)
             if len(keyword_text(question).split()) < 3:
@@ -277,11 +364,14 @@ def by_key(row: dict, key: str) -> list[int]:
 
 
 def within_page(row: dict, key: str) -> list[int]:
-    """Pages keep today's order and slots; the passages of one page fill its slots best ``key`` first."""
+    """Pages keep today's order and slots; the passages of one page fill its slots best ``key`` first.
+
+    A page is a file, or a page of a PDF.
+    """
     cands = row["cands"]
-    slots: dict[str, list[int]] = {}
+    slots: dict[tuple, list[int]] = {}
     for i, c in enumerate(cands):
-        slots.setdefault(str(c["source"]), []).append(i)
+        slots.setdefault((c["source"], c.get("page")), []).append(i)
     order = [0] * len(cands)
     for positions in slots.values():
         for slot, i in zip(positions, sorted(positions, key=lambda i: -cands[i][key]), strict=True):
@@ -351,6 +441,64 @@ def premise(args: argparse.Namespace) -> None:
                 print(f"{Path(path).stem:22} {family:4} {half:4} n={sum(1 for r in chosen if r['refs']):3} chosen w={best:<5} {cells}")
 
 
+#: The levers of issue #23 item 2 and the fusion weights, as (retriever variant, ordering of its candidates).
+LEVERS = {
+    "wider pool (50 per search)": ("wide", "current"),
+    "whole section: summed fused score": ("base", "section-sum"),
+    "whole section: RRF with summed fused score, w0.5": ("base", "rrf-fused_sum-w0.5"),
+    "within page: best cosine": ("base", "page-cos_max"),
+    "within page: mean-vector cosine": ("base", "page-cos_mean"),
+    "within page: BM25": ("base", "page-bm25_or0"),
+    "PRF: Rocchio (dense)": ("rocchio", "current"),
+    "PRF: RM3-style terms (BM25)": ("rm3", "current"),
+    "fusion: dense weight 1.0": ("dense1", "current"),
+    "fusion: dense weight 0.25": ("dense0.25", "current"),
+    "meaning RRF w0.5 (every question)": ("base", "rrf-cos_max-w0.5"),
+    "meaning RRF w1.0 (every question)": ("base", "rrf-cos_max-w1.0"),
+    "meaning w0.5 when searches disagree": ("base", "both-cos_max-w0.5"),
+    "meaning w1.0 when searches disagree": ("base", "both-cos_max-w1.0"),
+    "wider pool + meaning w0.5 when searches disagree": ("wide", "both-cos_max-w0.5"),
+    "wider pool + meaning w1.0 when searches disagree": ("wide", "both-cos_max-w1.0"),
+    "wider pool + RRF with summed fused score, w0.5": ("wide", "rrf-fused_sum-w0.5"),
+}
+
+
+def _hits(rows: list[dict], fn) -> tuple[int, float]:
+    """Questions with a reference passage in the top 5, and MRR@10."""
+    judged = [r for r in rows if r["refs"]]
+    h, _, m = metrics(judged, fn)
+    return round(h * len(judged)), m
+
+
+def levers(args: argparse.Namespace) -> None:
+    """Each lever's hit@5 (in questions) and MRR@10 deltas per corpus and half against today's order, and the verdict.
+
+    A lever is kept only if it loses no more than one question's hit@5 on any half of any corpus.
+    """
+    data = {Path(path).stem: _load(path) for path in args.dumps}
+    halves = [(corpus, half) for corpus in data for half in ("dev", "test")]
+    base = {}
+    for corpus, half in halves:
+        rows = [r for r in data[corpus]["base"] if r["split"] == half]
+        base[corpus, half] = (_hits(rows, ORDERINGS["current"]), sum(1 for r in rows if r["refs"]))
+    print("| lever | " + " | ".join(f"{c} {h}" for c, h in halves) + " | kept? |")
+    print("| --- " * (len(halves) + 2) + "|")
+    cells = [f"{hits}/{n} {mrr:.3f}" for (hits, mrr), n in (base[key] for key in halves)]
+    print("| today (hit@5 questions, MRR@10) | " + " | ".join(cells) + " | |")
+    for label, (variant, ordering) in LEVERS.items():
+        if any(variant not in by_variant for by_variant in data.values()):
+            continue
+        cells, worst, gained = [], 0, 0
+        for corpus, half in halves:
+            rows = [r for r in data[corpus][variant] if r["split"] == half]
+            hits, mrr = _hits(rows, ORDERINGS[ordering])
+            (base_hits, base_mrr), _ = base[corpus, half]
+            worst, gained = min(worst, hits - base_hits), gained + hits - base_hits
+            cells.append(f"{hits - base_hits:+d} {mrr - base_mrr:+.3f}")
+        verdict = "no: loses more than one question" if worst < -1 else "passes the rule" if gained > 0 else "no: no gain"
+        print(f"| {label} | " + " | ".join(cells) + f" | {verdict} |")
+
+
 def refusals(args: argparse.Namespace) -> None:
     """Refusal rates per corpus and half for the weak-evidence thresholds (with and without the missing-names one)."""
     rules = {"0.44 + 0.55 if names missing": (0.44, 0.55), "0.44 only": (0.44, None), "none": (None, None)}
@@ -399,6 +547,15 @@ def main() -> None:
     pr.add_argument("dumps", nargs="+", type=Path)
     pr.add_argument("--halves", nargs="+", default=["dev", "test", "all"], choices=["dev", "test", "all"])
     pr.set_defaults(func=premise)
+    t = sub.add_parser("timing", help="retrieval p50 per variant, alternating")
+    t.add_argument("questions", type=Path, nargs="+")
+    t.add_argument("--index", type=Path, required=True)
+    t.add_argument("--variants", nargs="+", default=["base", "wide"], choices=sorted(VARIANTS))
+    t.add_argument("--rounds", type=int, default=3)
+    t.set_defaults(func=timing)
+    lv = sub.add_parser("levers", help="each lever's deltas per corpus and half, as a Markdown table")
+    lv.add_argument("dumps", nargs="+", type=Path)
+    lv.set_defaults(func=levers)
     r = sub.add_parser("refusals")
     r.add_argument("dumps", nargs="+", type=Path)
     r.set_defaults(func=refusals)
