@@ -89,6 +89,21 @@ def feedback(retriever, kind: str) -> None:
     retriever._rank = rank
 
 
+def variant_retriever(runtime, variant: str, top_k: int | None = None):
+    """Production's retriever returning ``top_k`` grown passages (default: the setting), changed as ``variant`` says."""
+    from app.composition import build_retriever
+
+    settings = runtime.settings.retrieval
+    retriever = build_retriever(runtime, top_k=top_k)
+    # build_retriever widens each search to top_k; production searches dense_top_k / sparse_top_k and grows the best.
+    retriever.dense_top_k, retriever.sparse_top_k = settings.dense_top_k, settings.sparse_top_k
+    for name, value in VARIANTS[variant].items():
+        setattr(retriever, name, value)
+    if variant in ("rocchio", "rm3"):
+        feedback(retriever, variant)
+    return retriever
+
+
 def dump(args: argparse.Namespace) -> None:
     from app.composition import open_runtime
     from settings import load_settings
@@ -103,7 +118,6 @@ def dump(args: argparse.Namespace) -> None:
 
 def _dump_variant(runtime, args: argparse.Namespace, variant: str) -> list[dict]:
     """Each question's top ``--candidates`` grown passages as production's retriever orders them, with their features."""
-    from app.composition import build_retriever
     from integrations import hybrid_retriever
     from integrations.question_context import question_context
 
@@ -116,14 +130,7 @@ def _dump_variant(runtime, args: argparse.Namespace, variant: str) -> list[dict]
         captured.append((list(ids), sum(pool.fused.get(i, 0.0) for i in ids)))
         return original(node, ids, score, pool)
 
-    settings = runtime.settings.retrieval
-    retriever = build_retriever(runtime, top_k=args.candidates)
-    # build_retriever widens each search to top_k; production searches dense_top_k / sparse_top_k and grows the best.
-    retriever.dense_top_k, retriever.sparse_top_k = settings.dense_top_k, settings.sparse_top_k
-    for name, value in VARIANTS[variant].items():
-        setattr(retriever, name, value)
-    if variant in ("rocchio", "rm3"):
-        feedback(retriever, variant)
+    retriever = variant_retriever(runtime, variant, args.candidates)
     vectors: dict[str, np.ndarray] = {}
     rows = []
     hybrid_retriever.MilvusHybridRetriever._result = staticmethod(capture)
@@ -167,18 +174,12 @@ def _dump_variant(runtime, args: argparse.Namespace, variant: str) -> list[dict]
 
 def timing(args: argparse.Namespace) -> None:
     """Retrieval p50 per variant (top 5, as the product asks), variants alternating question by question so load hits all alike."""
-    from app.composition import build_retriever, open_runtime
+    from app.composition import open_runtime
     from settings import load_settings
 
     runtime = open_runtime(load_settings(storage={"index_dir": str(args.index)}))
     questions = [q.question for path in args.questions for q in load_questions(path)]
-    retrievers = {}
-    for variant in args.variants:
-        retrievers[variant] = build_retriever(runtime)
-        for name, value in VARIANTS[variant].items():
-            setattr(retrievers[variant], name, value)
-        if variant in ("rocchio", "rm3"):
-            feedback(retrievers[variant], variant)
+    retrievers = {variant: variant_retriever(runtime, variant) for variant in args.variants}
     times: dict[str, list[float]] = {variant: [] for variant in args.variants}
     try:
         for _ in range(args.rounds):
