@@ -270,6 +270,7 @@ def _answer_metrics(
         metrics["reference_recall"] = _mean(recalls)
     if any(not q.answerable for q in questions):
         metrics["unanswerable_refused"] = _mean(float(r) for q, _, r in runs if not q.answerable)
+    if any(q.answerable for q in questions):  # also on a set without unanswerable questions: a refusal there is wrong
         metrics["answerable_refused"] = _mean(float(r) for q, _, r in runs if q.answerable)
 
 
