@@ -38,6 +38,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.schema import BaseComponent
 
+from integrations.evidence_filter import missing_names_notice
 from integrations.keyword_text import content_terms, keyword_text
 from integrations.question_context import QuestionContext
 
@@ -125,7 +126,7 @@ class Choice:
     @property
     def text(self) -> str:
         if self.missing:
-            return f"{NOT_COVERED} No passage in the documents mentions {', '.join(self.missing)}."
+            return f"{NOT_COVERED} {missing_names_notice(self.missing)}"
         if not self.units:
             return NO_ANSWER
         quoted = {unit.sentence for unit in self.units}

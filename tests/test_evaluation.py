@@ -156,7 +156,7 @@ def test_a_llamaindex_rag_dataset_gets_ids_from_its_folder(tmp_path: Path) -> No
     (folder / "rag_dataset.json").write_text(json.dumps({"examples": examples}))
     questions = load_questions(folder / "rag_dataset.json")
     assert [q.id for q in questions] == ["solana-001", "solana-002", "solana-003"]
-    assert questions[2] == EvalQuestion("solana-003", "Question 2?", ("context 2",))
+    assert questions[2] == EvalQuestion("solana-003", "Question 2?", ("context 2",), reference_answer="...")
 
 
 def test_the_ordqa_split_file_matches_the_split_rule() -> None:
