@@ -19,11 +19,8 @@ content terms they add, so each part of a two-part question gets its unit;
 near-duplicates (the same sentence on sibling pages) are quoted once.
 
 Refusal (:meth:`ExtractiveAnswerer.choose`, given the question context the
-retriever filled): the answer refuses, saying what the documents never mention,
-when the question names something no passage of the index contains, or when at
-least two of its content terms, and :attr:`~ExtractiveAnswerer.max_absent_share`
-of them, are in no passage. A cosine cut-off cannot tell a neighbouring topic
-from the one asked about; a word the documents never use can.
+retriever filled): when the question names something no passage of the index
+contains, the answer refuses and says so instead of quoting neighbouring text.
 """
 
 from __future__ import annotations
@@ -70,8 +67,6 @@ _MIN_ITEM_WORDS = 2
 MAX_ITEM_WORDS = 40
 #: A block (code or list) longer than this is too long to quote with the sentence that introduces it.
 MAX_BLOCK_LINES = 12
-#: Fewer absent terms than this never refuse: one unknown word is a paraphrase ("decipher") more often than a new topic.
-MIN_ABSENT_TERMS = 2
 #: A unit with at most this share of terms outside the question's restates it ("Flask uses thread-local objects").
 RESTATE_NEW_SHARE = 1 / 3
 MAX_BLOCK_CHARS = 700
@@ -277,12 +272,6 @@ class ExtractiveAnswerer(BaseComponent):
         default=0.5, ge=0.0, description="Score bonus for the share of the question's terms a unit adds to those already chosen."
     )
     restate_penalty: float = Field(default=0.2, ge=0.0, description="Score penalty for a unit whose terms are nearly all the question's.")
-    max_absent_share: float = Field(
-        default=0.25,
-        ge=0.0,
-        le=1.0,
-        description="Refuse when at least this share of the question's content terms is in no passage of the index; 1 never refuses.",
-    )
 
     @classmethod
     def class_name(cls) -> str:
@@ -312,10 +301,10 @@ class ExtractiveAnswerer(BaseComponent):
         """The units that answer ``question``, best first, or a refusal.
 
         ``context`` says what the index lacks (the retriever's lookup): the answer refuses when the question names
-        something no passage mentions, or when too many of its content terms are in no passage.
+        something no passage mentions.
         """
-        if context is not None and (missing := self._missing(question, context)):
-            return Choice(missing=missing)
+        if context is not None and context.missing_names:
+            return Choice(missing=list(context.missing_names))
         asked = frozenset(content_terms(question))
         candidates = self.candidates(texts)
         if not question.strip() or not candidates:
@@ -347,18 +336,6 @@ class ExtractiveAnswerer(BaseComponent):
             covered |= bags[best] & asked
             shown.append(_words(candidates[best].text))
         return Choice(units=[candidates[i] for i in chosen])
-
-    def _missing(self, question: str, context: QuestionContext) -> list[str]:
-        """What the refusal says the documents never mention: the missing names, else the question's words whose
-        terms are absent when they are too large a share of its terms."""
-        if context.missing_names:
-            return list(context.missing_names)
-        terms = context.question_terms
-        if len(context.absent_terms) < max(MIN_ABSENT_TERMS, self.max_absent_share * len(terms)):
-            return []
-        absent = set(context.absent_terms)
-        words = [w for w in _WORD.findall(question) if set(keyword_text(w).split()) & absent]
-        return list(dict.fromkeys(words)) or list(context.absent_terms)
 
     def _base_scores(self, question: str, candidates: list[Unit], asked: frozenset[str]) -> np.ndarray:
         scores = self._similarities(question, [c.sentence for c in candidates])

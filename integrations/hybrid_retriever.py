@@ -26,7 +26,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from integrations import node_ids
 from integrations.backend_errors import describe_failure, transient_errors
-from integrations.keyword_text import KEYWORD_FIELD, content_terms, keyword_text
+from integrations.keyword_text import KEYWORD_FIELD, keyword_text
 from integrations.named_terms import named_terms
 from integrations.near_duplicates import DUPLICATES_KEY, already_shown, location, shingles
 from integrations.node_ids import chunk_id, parse_chunk_id
@@ -177,12 +177,7 @@ class MilvusHybridRetriever(BaseRetriever):
         pool = Candidates()
         ranked = self._rank(question, self._query_vector(question, query_bundle.embedding), pool)
         context = current_question()
-        if self.sparse_weight > 0:
-            context.question_terms = content_terms(question)
-            names = named_terms(question)
-            absent = self._absent([keyword_text(name) for name in names] + context.question_terms, pool)
-            context.missing_names = [name for name, gone in zip(names, absent, strict=False) if gone]
-            context.absent_terms = [term for term, gone in zip(context.question_terms, absent[len(names) :], strict=True) if gone]
+        context.missing_names = self._absent(named_terms(question) if self.sparse_weight > 0 else [], pool)
         context.dense_score = max(pool.scores["dense_score"].values(), default=None)
         if self.context_words <= 0:
             return [self._result(pool.nodes[i], [i], pool.fused[i], pool) for i in ranked[: self.top_k]]
@@ -206,17 +201,15 @@ class MilvusHybridRetriever(BaseRetriever):
                 pool.add(node_id, key, abs(score))  # Milvus Lite reports BM25 scores negated
         return sorted(pool.fused, key=pool.fused.__getitem__, reverse=True)
 
-    def _absent(self, queries: list[str], pool: Candidates) -> list[bool]:
-        """Per BM25 query (a name's or a word's terms), whether no chunk contains any of its terms: those in no
-        candidate's keywords are looked up by one more BM25 request.
+    def _absent(self, names: list[str], pool: Candidates) -> list[str]:
+        """The names no chunk contains: those in no candidate's keywords are looked up by one more BM25 request.
 
-        Most terms of an answerable question are in its candidates, so the request is small or not needed.
+        Most names of an answerable question are in its candidates, so the request is rarely needed.
         """
         seen = {term for node in pool.nodes.values() for term in str(node.metadata.get(KEYWORD_FIELD, "")).split()}
-        unseen = [i for i, query in enumerate(queries) if query and not seen.intersection(query.split())]
-        found = self._search([queries[i] for i in unseen], SPARSE_FIELD, "BM25", 1) if unseen else []
-        gone = {i for i, hits in zip(unseen, found, strict=True) if not hits}
-        return [i in gone for i in range(len(queries))]
+        unseen = [name for name in names if not seen.intersection(keyword_text(name).split())]
+        found = self._search([keyword_text(name) for name in unseen], SPARSE_FIELD, "BM25", 1) if unseen else []
+        return [name for name, hits in zip(unseen, found, strict=True) if not hits]
 
     def _grow(self, ranked: list[str], pool: Candidates) -> list[NodeWithScore]:
         """The top k distinct contexts, in the order of their best chunk."""

@@ -29,9 +29,6 @@ class QuestionContext:
     dense_score: float | None = None
     #: Names in the question (acronyms, products, identifiers) that no passage of the index contains.
     missing_names: list[str] = field(default_factory=list)
-    #: The question's content terms (integrations.keyword_text.content_terms) and those no passage of the index contains.
-    question_terms: list[str] = field(default_factory=list)
-    absent_terms: list[str] = field(default_factory=list)
     #: The evidence was too weak to answer from: the answer says the docs do not cover the question.
     weak_evidence: bool = False
     notices: list[str] = field(default_factory=list)
