@@ -11,7 +11,7 @@ Metrics (implemented exactly as that README defines them):
 Question files are JSONL (``id``, ``question``, optional ``reference_contexts``, ``answerable``,
 ``kind``, ``must_mention``; other fields ignored) or a LlamaIndex ``rag_dataset.json``
 (``examples[].query`` and ``reference_contexts``), whose questions get ids like ``solana-001``.
-With answers, the must-mention rate and the refusal rates of unanswerable and answerable
+With answers, the must-mention rate, the reference-answer recall and the refusal rates of unanswerable and answerable
 questions are reported as ``eval/README.md`` defines them.
 """
 
@@ -56,6 +56,7 @@ class EvalQuestion:
     answerable: bool = True
     kind: str = ""
     must_mention: tuple[str, ...] = ()
+    reference_answer: str = ""
 
 
 def load_questions(path: Path) -> list[EvalQuestion]:
@@ -80,7 +81,12 @@ def _dataset_prefix(path: Path) -> str:
 def _rag_dataset_questions(examples: list[dict[str, Any]], prefix: str) -> list[EvalQuestion]:
     width = max(3, len(str(len(examples))))
     return [
-        EvalQuestion(f"{prefix}-{number:0{width}d}", str(example["query"]), _contexts(example.get("reference_contexts")))
+        EvalQuestion(
+            f"{prefix}-{number:0{width}d}",
+            str(example["query"]),
+            _contexts(example.get("reference_contexts")),
+            reference_answer=str(example.get("reference_answer") or ""),
+        )
         for number, example in enumerate(examples, start=1)
     ]
 
@@ -104,6 +110,7 @@ def _jsonl_questions(text: str, path: Path) -> list[EvalQuestion]:
                 answerable=bool(row.get("answerable", True)),
                 kind=str(row.get("kind") or ""),
                 must_mention=_contexts(row.get("must_mention")),
+                reference_answer=str(row.get("reference_answer") or ""),
             )
         )
     if not questions:
@@ -240,20 +247,30 @@ def mentioned(question: EvalQuestion, answer: str) -> int:
     return sum(term.lower() in answer for term in question.must_mention)
 
 
+def reference_recall(question: EvalQuestion, answer: str) -> float:
+    """The share of the reference answer's BM25 terms (stemmed, stop words dropped) that the answer contains."""
+    from integrations.keyword_text import keyword_text
+
+    wanted = set(keyword_text(question.reference_answer).split())
+    return len(wanted & set(keyword_text(answer).split())) / len(wanted) if wanted else 0.0
+
+
 def _answer_metrics(
     metrics: dict[str, Any], questions: list[EvalQuestion], records: Sequence[dict[str, Any]], refused: Sequence[bool]
 ) -> None:
-    """Must-mention rate over answered answerable questions; refusal rates of unanswerable and answerable questions."""
+    """Must-mention rate and reference-answer recall over answered answerable questions; refusal rates of unanswerable
+    and answerable questions."""
     runs = list(zip(questions, records, refused, strict=True))
-    found = expected = 0
-    for question, record, was_refused in runs:
-        if question.answerable and question.must_mention and record["answer"] and not was_refused:
-            expected += len(question.must_mention)
-            found += mentioned(question, record["answer"])
+    answered = [(q, r["answer"]) for q, r, was_refused in runs if q.answerable and r["answer"] and not was_refused]
+    expected = sum(len(q.must_mention) for q, _ in answered)
     if expected:
-        metrics["must_mention"] = found / expected
+        metrics["must_mention"] = sum(mentioned(q, answer) for q, answer in answered) / expected
+    recalls = [reference_recall(q, answer) for q, answer in answered if q.reference_answer]
+    if recalls:
+        metrics["reference_recall"] = _mean(recalls)
     if any(not q.answerable for q in questions):
         metrics["unanswerable_refused"] = _mean(float(r) for q, _, r in runs if not q.answerable)
+    if any(q.answerable for q in questions):  # also on a set without unanswerable questions: a refusal there is wrong
         metrics["answerable_refused"] = _mean(float(r) for q, _, r in runs if q.answerable)
 
 

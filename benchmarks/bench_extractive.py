@@ -1,11 +1,14 @@
-"""Replay the extractive answerer on the passages a quality run recorded, for several ``max_passages`` values.
+"""Replay the extractive answerer on the passages a quality run recorded: answer quality and refusals in seconds.
 
     python benchmarks/bench_quality.py --work-dir DIR            # writes DIR/<corpus>-<half>.jsonl
-    python benchmarks/bench_extractive.py --work-dir DIR --max-passages 5 4 3
+    python benchmarks/bench_extractive.py --work-dir DIR [--max-passages 3]
 
-Each answered question's recorded top-5 passages are answered again with the packaged embedder. Per corpus and
-value: Django's must-mention rate, the share of the reference answer's words found in the answer (ORD-QA, Solana),
-answers identical to the first value's, word pieces embedded and CPU ms per answer.
+Every question of each recorded half is answered again from its recorded top-5 passages with the packaged embedder, and
+with what the retriever finds missing from the index (the index ``DIR/<corpus>``).
+A question the run refused before answering (the evidence filter: no sources) stays refused; the others are refused
+when the answerer refuses. Per corpus, half and ``max_passages`` value, next to the recorded answers' numbers: the
+must-mention rate (Django), the reference-answer recall (ORD-QA, Solana, Django), unanswerable and answerable refused,
+word pieces embedded and CPU ms per answer (p50).
 """
 
 from __future__ import annotations
@@ -23,77 +26,87 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_quality import CORPORA  # noqa: E402
 
 TOP_K = 5
+KEYS = ("must_mention", "reference_recall", "unanswerable_refused", "answerable_refused")
 
 
-def reference_answers(files: list[Path]) -> dict[str, str]:
-    """Question id -> reference answer, for the question files that have one."""
-    from app.evaluation import load_questions
+def quality(questions: list, records: list[dict], refused: list[bool]) -> dict:
+    from app.evaluation import summarize
 
-    references: dict[str, str] = {}
-    for path in files:
-        text = path.read_text()
-        rows = json.loads(text)["examples"] if path.suffix == ".json" else [json.loads(line) for line in text.splitlines() if line.strip()]
-        for question, row in zip(load_questions(path), rows, strict=True):
-            if row.get("reference_answer"):
-                references[question.id] = row["reference_answer"]
-    return references
+    metrics = summarize(questions, records, refused, TOP_K)
+    return {key: round(metrics[key], 3) for key in KEYS if key in metrics}
 
 
-def replay(records: list[dict], questions: dict, references: dict[str, str], max_passages: int, embed_model) -> tuple[dict, list[str]]:
-    from app.evaluation import mentioned
+def lookups(records: list[dict], questions: dict, runtime) -> dict:
+    """Per question id, the question context the retriever fills (what the index lacks), as the answer step sees it."""
+    from app.composition import build_retriever
+    from integrations.question_context import question_context
+
+    retriever = build_retriever(runtime, top_k=TOP_K)
+    found = {}
+    for record in records:
+        with question_context() as context:
+            retriever.retrieve(questions[record["id"]].question)
+        found[record["id"]] = context
+    return found
+
+
+def replay(records: list[dict], questions: dict, contexts: dict, max_passages: int, embed_model) -> tuple[dict, list[dict]]:
     from integrations.extractive_answer import ExtractiveAnswerer
-    from integrations.keyword_text import keyword_text
 
     answerer = ExtractiveAnswerer(embed_model=embed_model, max_passages=max_passages)
-    found = expected = 0
-    pieces, recalls, answers, cpu = [], [], [], 0.0
+    replayed, refused, pieces, cpu = [], [], [], []
     for record in records:
         question = questions[record["id"]]
         texts = [p["text"] for p in record["retrieved"][:TOP_K]]
+        if not record["sources"]:  # refused before the answer step
+            replayed.append(record)
+            refused.append(True)
+            continue
         started = time.process_time()
-        answer = answerer.answer(question.question, texts)
-        cpu += time.process_time() - started
-        answers.append(answer)
+        choice = answerer.choose(question.question, texts, contexts[record["id"]])
+        cpu.append((time.process_time() - started) * 1000)
         pieces.append(embed_model.count_tokens([unit.sentence for unit in answerer.candidates(texts)]))  # what was embedded
-        if question.must_mention:
-            expected += len(question.must_mention)
-            found += mentioned(question, answer)
-        if record["id"] in references:
-            wanted = set(keyword_text(references[record["id"]]).split())
-            recalls.append(len(wanted & set(keyword_text(answer).split())) / max(len(wanted), 1))
-    metrics = {
-        "must_mention": round(found / expected, 3) if expected else None,
-        "reference_recall": round(statistics.mean(recalls), 3) if recalls else None,
-        "pieces_per_answer": round(statistics.mean(pieces)) if pieces else 0,
-        "cpu_ms_per_answer": round(cpu / max(len(records), 1) * 1000),
-    }
-    return metrics, answers
+        replayed.append({**record, "answer": "" if choice.refused else choice.text})
+        refused.append(choice.refused)
+    metrics = quality([questions[r["id"]] for r in records], replayed, refused)
+    metrics["pieces_per_answer"] = round(statistics.mean(pieces)) if pieces else 0
+    metrics["cpu_ms_p50"] = round(statistics.median(cpu)) if cpu else 0
+    return metrics, replayed
 
 
 def main() -> int:
+    from app.composition import open_runtime
     from app.evaluation import load_questions
-    from integrations.local_embedding import LocalMiniLMEmbedding
+    from settings import load_settings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-dir", type=Path, required=True, help="bench_quality.py's work directory (results files)")
-    parser.add_argument("--max-passages", type=int, nargs="+", default=[5, 4, 3])
+    parser.add_argument("--max-passages", type=int, nargs="+", default=[3])
+    parser.add_argument("--half", choices=["dev", "test"], action="append", help="only this half (repeatable)")
+    parser.add_argument("--corpus", choices=list(CORPORA), action="append", help="only this corpus (repeatable)")
+    parser.add_argument("--out", type=Path, help="write the replayed answers here, one <corpus>-<half>.jsonl per half")
     args = parser.parse_args()
-    embed_model = LocalMiniLMEmbedding()
-    embed_model.load()
     for corpus, (_, files) in CORPORA.items():
-        results = sorted(args.work_dir.glob(f"{corpus}-*.jsonl"))
-        if not results:
+        if args.corpus and corpus not in args.corpus:
             continue
         questions = {q.id: q for path in files for q in load_questions(path)}
-        references = reference_answers(files)
-        records = [json.loads(line) for path in results for line in path.read_text().splitlines() if line.strip()]
-        records = [r for r in records if r["sources"] and r["id"] in questions]  # answered, not refused
-        first: list[str] | None = None
-        for value in args.max_passages:
-            metrics, answers = replay(records, questions, references, value, embed_model)
-            first = first or answers
-            same = sum(a == b for a, b in zip(answers, first, strict=True))
-            print(f"{corpus:7} max_passages={value}: {len(records)} answers, same as first {same}, {json.dumps(metrics)}", flush=True)
+        runtime = open_runtime(load_settings("local", storage={"index_dir": str(args.work_dir / corpus)}))
+        for half in args.half or ["dev", "test"]:
+            path = args.work_dir / f"{corpus}-{half}.jsonl"
+            if not path.exists():
+                continue
+            records = [r for line in path.read_text().splitlines() if line.strip() and (r := json.loads(line))["id"] in questions]
+            recorded = quality([questions[r["id"]] for r in records], records, [not r["sources"] for r in records])
+            print(f"{corpus:7} {half:4} {len(records)} questions, recorded: {json.dumps(recorded)}", flush=True)
+            contexts = lookups(records, questions, runtime)
+            for value in args.max_passages:
+                metrics, replayed = replay(records, questions, contexts, value, runtime.embed_model)
+                print(f"{corpus:7} {half:4} max_passages={value}: {json.dumps(metrics)}", flush=True)
+                if args.out:
+                    args.out.mkdir(parents=True, exist_ok=True)
+                    with (args.out / f"{corpus}-{half}.jsonl").open("w") as handle:
+                        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in replayed)
+        runtime.close()
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Builds each public corpus's index once under ``--work-dir`` (reused when it exists), runs the eval
 command's evaluator over each half with answers (or ``--retrieval-only``), and prints one Markdown table:
-hit@5, recall@5, MRR@10, must-mention rate, refusal rates and retrieval latency. ORD-QA's half includes
+hit@5, recall@5, MRR@10, must-mention rate, reference-answer recall, refusal rates and retrieval latency. ORD-QA's half includes
 the unanswerable OpenROAD questions of ``eval/unanswerable.jsonl`` (refusal rates); Django's has its own.
 
     python benchmarks/bench_quality.py                  # or: make quality
@@ -35,6 +35,7 @@ COLUMNS = [
     ("recall@5", "recall@5"),
     ("mrr@10", "MRR@10"),
     ("must_mention", "must-mention"),
+    ("reference_recall", "reference recall"),
     ("unanswerable_refused", "unanswerable refused"),
     ("answerable_refused", "answerable refused"),
     ("retrieve_ms_p50", "retrieve p50 ms"),

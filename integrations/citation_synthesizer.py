@@ -141,7 +141,8 @@ class CitationSynthesizer(BaseSynthesizer):
         if checker.dropped:
             context.notice(dropped_notice(checker.dropped))
             logger.info("%s", dropped_notice(checker.dropped))
-        response.source_nodes[:] = reorder(nodes, checker.order)  # in place: holders of the list see the new order
+        # In place: holders of the list see the new order (a refusal shows no sources).
+        response.source_nodes[:] = [] if context.weak_evidence else reorder(nodes, checker.order)
         if isinstance(response, StreamingResponse):
             response.response_txt = checker.text
         else:
@@ -177,7 +178,9 @@ class CitationSynthesizer(BaseSynthesizer):
                     yield (chunk.delta or "") if isinstance(response, StreamingResponse) else (chunk.message.content or "")
                 return
         self._answered(response, EXTRACTIVE_NAME, context)
-        yield from _STREAMED_WORD.findall(self._extractive.answer(question, _texts(nodes)))
+        choice = self._extractive.choose(question, _texts(nodes), context)
+        context.weak_evidence = context.weak_evidence or choice.refused
+        yield from _STREAMED_WORD.findall(choice.text)
 
     @staticmethod
     def _answered(response: Response | StreamingResponse | None, by: str, context: QuestionContext) -> None:

@@ -1,17 +1,26 @@
-"""Answers without a language model: the passages' own sentences that answer the question, cited.
+"""Answers without a language model: the passages' own units that answer the question, cited, or a refusal.
 
 The citation synthesizer answers this way when no LLM is configured or every
-LLM of the chain failed. It reads the passages it was given (never a prompt),
-scores each quotable unit by embedding similarity to the question (keyword
-overlap without an embedder), with a small bonus for better-ranked passages and
-for units that name something (a code span or identifier: the setting or command
-a reader needs), and quotes the best few, best first, each followed by its [n].
+LLM of the chain failed. It reads the passages it was given (never a prompt).
 
-A quotable unit is a sentence or table row of at least four words. A sentence
-that introduces a code block or list (it ends with ":") is quoted together with
-that block when the block is short, and never on its own. A unit whose words
-nearly repeat one already seen (the same text in two passages, boilerplate) is
-scored once.
+Quotable units: sentences, list items, table rows and headings that name an
+API, each able to stand on its own. A sentence followed by a short code block
+or list is quoted with it (when it ends with ":" it is never quoted without
+it); a sentence that leans on the one before it ("This", "It", ...) is quoted
+after it; a sentence that points elsewhere ("next section", "see below") or
+asks a question is not quoted.
+
+Choice: units are scored by embedding similarity to the question (keyword
+overlap without an embedder), plus what the question asks for: a name for
+"who", a value for "what default / how many", a step, setting or code for
+"how", a cause for "why". A unit that only restates the question scores less.
+Units are then picked greedily by score plus the share of the question's
+content terms they add, so each part of a two-part question gets its unit;
+near-duplicates (the same sentence on sibling pages) are quoted once.
+
+Refusal (:meth:`ExtractiveAnswerer.choose`, given the question context the
+retriever filled): when the question names something no passage of the index
+contains, the answer refuses and says so instead of quoting neighbouring text.
 """
 
 from __future__ import annotations
@@ -19,17 +28,20 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.schema import BaseComponent
 
-from integrations.keyword_text import keyword_text
+from integrations.evidence_filter import missing_names_notice
+from integrations.keyword_text import content_terms, keyword_text
+from integrations.question_context import QuestionContext
 
 EXTRACTIVE_NAME = "extractive"
 NO_ANSWER = "The documentation provided does not contain an answer to this question."
+NOT_COVERED = "The documentation does not seem to cover this question."
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(\[])")
 _WHITESPACE = re.compile(r"\s+")
 _LIST_ITEM = re.compile(r"^(?:[-*+]|\d+[.)])\s+")
@@ -38,10 +50,50 @@ _WORD = re.compile(r"\w+")
 _NAMES_SOMETHING = re.compile(r"`[^`]+`|(?<![\w-])--?[A-Za-z][\w-]+|\b\w+_\w+|\b[A-Za-z]\w+(?:\.\w{2,})+|\b[a-z]+[A-Z]\w*")
 #: Links and their targets: a URL names no setting.
 _LINK = re.compile(r"\]\([^)]*\)|<?https?://\S+")
+#: A sentence that leans on the one before it.
+_LEANS_BACK = re.compile(r"^(?:this|that|these|those|it|its|they|them|their|such|also|however|otherwise|instead|then|thus|hence)\b", re.I)
+#: A sentence that points at text the answer does not quote.
+_POINTS_ELSEWHERE = re.compile(
+    r"\b(?:next|previous|following|preceding|last) (?:section|chapter|page|paragraph)\b"
+    r"|\b(?:see|as|shown|described|mentioned|listed|explained) (?:above|below)\b",
+    re.I,
+)
+#: Raw markup outside code spans (an HTML leftover, a forged prompt tag).
+_MARKUP = re.compile(r"</?[A-Za-z][\w-]*(?:\s[^<>]*)?>")
+_CODE_SPAN = re.compile(r"`[^`]*`")
 _MIN_WORDS = 4
+#: List items, table rows and headings are definitions: "Defaults to `['GET']`." answers on its own.
+_MIN_ITEM_WORDS = 2
+MAX_ITEM_WORDS = 40
 #: A block (code or list) longer than this is too long to quote with the sentence that introduces it.
 MAX_BLOCK_LINES = 12
+#: A unit with at most this share of terms outside the question's restates it ("Flask uses thread-local objects").
+RESTATE_NEW_SHARE = 1 / 3
 MAX_BLOCK_CHARS = 700
+
+#: What a question asks for, and what a unit that gives it contains.
+_ASKS = {
+    "person": re.compile(r"^\s*(?:who|whom|whose)\b", re.I),
+    "cause": re.compile(r"\bwhy\b|\bwhat (?:is|are) the (?:reason|purpose|point|advantage|benefit|drawback)s?\b", re.I),
+    "value": re.compile(
+        r"\bdefaults?\b|\bhow (?:many|much|long|big|large|often|old)\b|\bwhat (?:size|port|limit|value|version|timeout|type|format)\b"
+        r"|\b(?:maximum|minimum|limit)\b",
+        re.I,
+    ),
+    "step": re.compile(r"\bhow (?:do|can|should|would|could|to|does one|is)\b|\bwhat (?:command|setting|option|flag)\b", re.I),
+    "place": re.compile(r"^\s*where\b|\bwhere (?:is|are|do|does|can)\b|\bwhich (?:folder|directory|file|path)\b", re.I),
+}
+_GIVES = {
+    "person": re.compile(r"(?<![.!?:]\s)(?<!^)\b[A-Z][a-z]+ [A-Z][a-z]+\b|@\w+|\b[\w.]+@[\w.]+\b"),
+    "cause": re.compile(
+        r"\b(?:because|since|so that|in order to|to avoid|to prevent|otherwise|due to|reason|drawbacks?|downsides?|which means"
+        r"|this means|as a result|therefore|at the cost|trade-?offs?|advantages?|benefits?|allows?|lets?|ensures?)\b",
+        re.I,
+    ),
+    "value": re.compile(r"\d|`[^`]+`|\b(?:true|false|none|null)\b|['\"][^'\"]+['\"]", re.I),
+    "step": _NAMES_SOMETHING,
+    "place": re.compile(r"[~.]?/\w|\\\w|\b\w+\.\w{2,4}\b|`[^`]+`"),
+}
 
 
 @dataclass
@@ -51,16 +103,40 @@ class Unit:
     source: int  # 1-based passage number
     sentence: str
     text: str
+    #: The sentence this one leans on ("It ..." after it), quoted before it.
+    lead: str = ""
+
+
+@dataclass
+class Choice:
+    """The units chosen for an answer, or a refusal naming what the documents never mention (``missing``)."""
+
+    units: list[Unit] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def refused(self) -> bool:
+        return not self.units
+
+    @property
+    def text(self) -> str:
+        if self.missing:
+            return f"{NOT_COVERED} {missing_names_notice(self.missing)}"
+        if not self.units:
+            return NO_ANSWER
+        quoted = {unit.sentence for unit in self.units}
+        pieces = [_cited(unit, unit.lead not in quoted) for unit in self.units]
+        return "".join(piece if piece.endswith("\n") else piece + " " for piece in pieces).strip()
 
 
 @dataclass
 class _Block:
-    kind: str  # "paragraph", "code", "list", "row"
+    kind: str  # "paragraph", "code", "list", "row", "heading"
     lines: list[str]
 
 
 def _blocks(text: str) -> list[_Block]:
-    """Paragraphs, code fences, lists and table rows of Markdown-ish text; headings dropped."""
+    """Paragraphs, code fences, lists, table rows and headings of Markdown-ish text."""
     blocks: list[_Block] = []
     current: _Block | None = None
     fence: list[str] | None = None
@@ -84,8 +160,12 @@ def _blocks(text: str) -> list[_Block]:
         if fence is not None:
             fence.append(raw.rstrip())
             continue
-        if not line or line.startswith("#") or set(line) <= set("|-: "):
+        if not line or set(line) <= set("|-: "):
             flush()
+            continue
+        if line.startswith("#"):
+            flush()
+            blocks.append(_Block("heading", [line.lstrip("#").strip()]))
             continue
         if line.startswith("|"):
             flush()
@@ -101,12 +181,14 @@ def _blocks(text: str) -> list[_Block]:
             current = _Block(kind, [])
         current.lines.append(line)
     flush()
+    if fence is not None and len(fence) > 1:  # a fence the chunk cut off: still code
+        blocks.append(_Block("code", fence))
     return blocks
 
 
-def _quotable(sentence: str) -> str | None:
+def _quotable(sentence: str, min_words: int = _MIN_WORDS) -> str | None:
     sentence = _WHITESPACE.sub(" ", sentence).strip(" -*>")
-    if len(sentence.split()) >= _MIN_WORDS and sum(ch.isalpha() for ch in sentence) >= 10:
+    if len(sentence.split()) >= min_words and sum(ch.isalpha() for ch in sentence) >= 8:
         return sentence
     return None
 
@@ -120,23 +202,34 @@ def units(text: str, source: int = 1) -> list[Unit]:
     out: list[Unit] = []
     blocks = _blocks(text)
     for position, block in enumerate(blocks):
+        previous = ""  # the sentence before in this paragraph, for a sentence that leans on it
         if block.kind == "code":
             continue
+        if block.kind == "heading":
+            heading = block.lines[0]
+            if _NAMES_SOMETHING.search(heading) and _quotable(heading, 1):
+                out.append(Unit(source, heading, heading))  # an API's name is the answer to "which function ..."
+            continue
+        item = block.kind in ("list", "row")
         lines = [_LIST_ITEM.sub("", line) for line in block.lines] if block.kind == "list" else block.lines
         if block.kind == "paragraph":
             lines = [" ".join(lines)]
-        parts = [sentence for line in lines for sentence in _SENTENCE_END.split(line)]
+        # A list item or row is one definition ("methods: the HTTP methods. Defaults to `['GET']`."), unless long.
+        parts = [p for line in lines for p in ([line] if item and len(line.split()) <= MAX_ITEM_WORDS else _SENTENCE_END.split(line))]
+        following = blocks[position + 1] if position + 1 < len(blocks) else None
         for index, part in enumerate(parts):
-            sentence = _quotable(part)
+            sentence = _quotable(part, _MIN_ITEM_WORDS if item else _MIN_WORDS)
             if sentence is None:
                 continue
-            if not sentence.endswith(":"):
-                out.append(Unit(source, sentence, sentence))
-                continue
-            following = blocks[position + 1] if position + 1 < len(blocks) else None
+            lead, previous = (previous if _LEANS_BACK.match(sentence) else ""), sentence
+            if sentence.endswith("?") or _POINTS_ELSEWHERE.search(sentence) or _MARKUP.search(_CODE_SPAN.sub("", sentence)):
+                continue  # a question is not an answer; a pointer to a passage not quoted says nothing; markup is no prose
             last = block.kind != "row" and index == len(parts) - 1
-            if last and following is not None and following.kind in ("code", "list") and _short(following):
-                out.append(Unit(source, sentence, sentence + "\n\n" + "\n".join(following.lines)))
+            introduces = last and following is not None and following.kind in ("code", "list") and _short(following)
+            if introduces and (sentence.endswith(":") or following.kind == "code"):
+                out.append(Unit(source, sentence, sentence + "\n\n" + "\n".join(following.lines), lead))  # type: ignore[union-attr]
+            elif not sentence.endswith(":"):
+                out.append(Unit(source, sentence, sentence, lead))
             # otherwise what it introduces is not quotable with it: the sentence is left out
     return out
 
@@ -146,16 +239,21 @@ def split_sentences(text: str) -> list[str]:
     return [unit.sentence for unit in units(text)]
 
 
-def _terms(text: str) -> frozenset[str]:
+def _words(text: str) -> frozenset[str]:
     return frozenset(w.lower() for w in _WORD.findall(text))
 
 
-def _near_duplicate(a: frozenset[str], b: frozenset[str]) -> bool:
-    return bool(a) and bool(b) and len(a & b) / len(a | b) >= 0.8
+def _near_duplicate(a: frozenset[str], b: frozenset[str], threshold: float = 0.8) -> bool:
+    return bool(a) and bool(b) and len(a & b) / len(a | b) >= threshold
+
+
+def asks_for(question: str) -> list[str]:
+    """What kinds of unit answer the question: person, cause, value, step, place (none: any)."""
+    return [kind for kind, pattern in _ASKS.items() if pattern.search(question)]
 
 
 class ExtractiveAnswerer(BaseComponent):
-    """Quotes the passages' sentences that best answer the question, each with its [n]."""
+    """Quotes the passages' units that answer the question, each with its [n], or refuses."""
 
     embed_model: BaseEmbedding | None = Field(
         default=None,
@@ -166,7 +264,14 @@ class ExtractiveAnswerer(BaseComponent):
     max_candidates: int = Field(default=60, ge=1, description="Most units scored per question.")
     keep_margin: float = Field(default=0.15, ge=0.0, description="Units scoring this far below the best one are left out.")
     rank_bonus: float = Field(default=0.03, ge=0.0, description="Score bonus per rank for units of better-ranked passages.")
-    name_bonus: float = Field(default=0.03, ge=0.0, description="Score bonus for a unit that names a setting, command or identifier.")
+    name_bonus: float = Field(default=0.08, ge=0.0, description="Score bonus for a unit that names a setting, command or identifier.")
+    form_bonus: float = Field(
+        default=0.1, ge=0.0, description="Score bonus for a unit giving what the question asks for (a name, value, step, cause, place)."
+    )
+    coverage_weight: float = Field(
+        default=0.5, ge=0.0, description="Score bonus for the share of the question's terms a unit adds to those already chosen."
+    )
+    restate_penalty: float = Field(default=0.2, ge=0.0, description="Score penalty for a unit whose terms are nearly all the question's.")
 
     @classmethod
     def class_name(cls) -> str:
@@ -179,7 +284,7 @@ class ExtractiveAnswerer(BaseComponent):
         # Scoring embeds every unit; lower-ranked passages' units rarely win against the rank bonus.
         for number, text in enumerate(texts[: self.max_passages], start=1):
             for unit in units(text, number):
-                terms = _terms(unit.text)
+                terms = _words(unit.text)
                 if any(_near_duplicate(terms, other) for other in seen):
                     continue
                 seen.append(terms)
@@ -189,19 +294,69 @@ class ExtractiveAnswerer(BaseComponent):
         return kept
 
     def answer(self, question: str, texts: Sequence[str]) -> str:
-        """The answer to ``question`` from passages ``texts`` ([n] cites ``texts[n-1]``)."""
+        """The answer to ``question`` from passages ``texts`` ([n] cites ``texts[n-1]``), or :data:`NO_ANSWER`."""
+        return self.choose(question, texts).text
+
+    def choose(self, question: str, texts: Sequence[str], context: QuestionContext | None = None) -> Choice:
+        """The units that answer ``question``, best first, or a refusal.
+
+        ``context`` says what the index lacks (the retriever's lookup): the answer refuses when the question names
+        something no passage mentions.
+        """
+        if context is not None and context.missing_names:
+            return Choice(missing=list(context.missing_names))
+        asked = frozenset(content_terms(question))
         candidates = self.candidates(texts)
         if not question.strip() or not candidates:
-            return NO_ANSWER
+            return Choice()
+        scores = self._base_scores(question, candidates, asked)
+        bags = [frozenset(content_terms(c.lead + " " + c.text)) for c in candidates]
+        weights = self._weights(asked, bags)
+        total = sum(weights.values()) or 1.0
+        top = float(scores.max())
+        floor = top - self.keep_margin if self.embed_model is not None else top * 0.5
+        chosen: list[int] = []
+        covered: set[str] = set()
+        shown: list[frozenset[str]] = []
+        while len(chosen) < self.max_sentences:
+            gains = np.asarray([sum(weights.get(t, 0.0) for t in (bag & asked) - covered) / total for bag in bags])
+            ranked = scores + self.coverage_weight * gains
+            best = next(
+                (
+                    int(i)
+                    for i in np.argsort(-ranked, kind="stable")
+                    if int(i) not in chosen and not any(_near_duplicate(_words(candidates[int(i)].text), s, 0.6) for s in shown)
+                ),
+                None,
+            )
+            # The first unit is always the best; later ones must be close to it or add question terms.
+            if best is None or (chosen and scores[best] < floor and gains[best] <= 0) or (chosen and ranked[best] <= 0):
+                break
+            chosen.append(best)
+            covered |= bags[best] & asked
+            shown.append(_words(candidates[best].text))
+        return Choice(units=[candidates[i] for i in chosen])
+
+    def _base_scores(self, question: str, candidates: list[Unit], asked: frozenset[str]) -> np.ndarray:
         scores = self._similarities(question, [c.sentence for c in candidates])
         scores = scores - self.rank_bonus * np.asarray([c.source - 1 for c in candidates])
         names = [bool(_NAMES_SOMETHING.search(_LINK.sub(" ", c.text))) for c in candidates]
         scores = scores + self.name_bonus * np.asarray(names)
-        top = float(scores.max())
-        floor = top - self.keep_margin if self.embed_model is not None else top * 0.5
-        order = [int(i) for i in np.argsort(-scores, kind="stable")]
-        chosen = [i for i in order[: self.max_sentences] if scores[i] >= floor and scores[i] > 0] or order[:1]
-        return "".join(piece if piece.endswith("\n") else piece + " " for piece in map(_cited, (candidates[i] for i in chosen))).strip()
+        kinds = asks_for(question)
+        if kinds:
+            gives = [any(_GIVES[k].search(_LINK.sub(" ", c.text)) for k in kinds) for c in candidates]
+            scores = scores + self.form_bonus * np.asarray(gives)
+        if asked:
+            own = [frozenset(content_terms(c.sentence)) for c in candidates]
+            restates = [bool(terms) and len(terms - asked) <= len(terms) * RESTATE_NEW_SHARE for terms in own]
+            scores = scores - self.restate_penalty * np.asarray(restates)
+        return scores
+
+    @staticmethod
+    def _weights(asked: frozenset[str], bags: list[frozenset[str]]) -> dict[str, float]:
+        """Each question term's weight: rarer among the candidate units counts more (absent ones most)."""
+        n = len(bags)
+        return {term: math.log(1 + n / (1 + sum(term in bag for bag in bags))) for term in asked}
 
     def _similarities(self, question: str, sentences: list[str]) -> np.ndarray:
         if self.embed_model is not None:
@@ -216,8 +371,9 @@ class ExtractiveAnswerer(BaseComponent):
         return np.asarray([sum(weight.get(t, 0.0) for t in bag & query) / (norm * math.sqrt(len(bag) or 1)) for bag in bags])
 
 
-def _cited(unit: Unit) -> str:
-    """The unit with its marker: after the sentence, or after the sentence that introduces a block (the block follows)."""
+def _cited(unit: Unit, with_lead: bool = True) -> str:
+    """The unit with its marker (after the sentence it leans on too): after the sentence, or before the block it introduces."""
+    lead = f"{unit.lead} [{unit.source}] " if unit.lead and with_lead else ""
     if unit.text == unit.sentence:
-        return f"{unit.sentence} [{unit.source}]"
-    return f"{unit.sentence} [{unit.source}]{unit.text[len(unit.sentence) :]}\n\n"
+        return f"{lead}{unit.sentence} [{unit.source}]"
+    return f"{lead}{unit.sentence} [{unit.source}]{unit.text[len(unit.sentence) :]}\n\n"

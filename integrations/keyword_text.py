@@ -101,3 +101,9 @@ def _terms(token: str) -> tuple[str, ...]:
 def keyword_text(text: str) -> str:
     """Space-separated BM25 terms for a passage or a query."""
     return " ".join(term for token in _TOKEN.findall(text) for term in _terms(token))
+
+
+def content_terms(text: str) -> list[str]:
+    """The BM25 terms of a question's words that say what it is about (its phrasing dropped), in order, each once."""
+    words = " ".join(t for t in _TOKEN.findall(text) if t.lower() not in QUESTION_WORDS)
+    return list(dict.fromkeys(keyword_text(words).split()))

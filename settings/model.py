@@ -108,8 +108,12 @@ class RetrievalSettings(BaseModel):
             "chunk grown to its section (at most ~250 words)."
         ),
     )
-    dense_top_k: int = Field(20, ge=1, description="Candidates from the vector search.")
-    sparse_top_k: int = Field(20, ge=1, description="Candidates from the BM25 search.")
+    dense_top_k: int = Field(
+        50,
+        ge=1,
+        description="Candidates from the vector search, fused with the BM25 ones (why 50: docs/benchmarks.md, issue #23 levers).",
+    )
+    sparse_top_k: int = Field(50, ge=1, description="Candidates from the BM25 search.")
     rrf_k: int = Field(10, ge=1, description="Reciprocal rank fusion constant (small: the top ranks of each list count most).")
     dense_weight: float = Field(0.5, ge=0.0, description="Weight of the dense ranking in the fusion (BM25 ranks technical docs better).")
     sparse_weight: float = Field(1.0, ge=0.0, description="Weight of the BM25 ranking in the fusion.")

@@ -106,8 +106,11 @@ def test_question_naming_something_no_passage_contains_says_so_and_needs_stronge
     _ingest(ingestor, tmp_path)
     question = "Where does the widget cache live on Kubernetes?"
     answer = to_answer(question, build_query_engine(runtime=runtime).query(question))
-    assert not answer.weak_evidence and "~/.cache/widget" in answer.answer
+    assert answer.weak_evidence and answer.sources == [] and "~/.cache/widget" not in answer.answer, (
+        "a refusal, not the notice and an answer"
+    )
     assert "No passage in the documents mentions Kubernetes." in answer.notices
+    assert "No passage in the documents mentions Kubernetes." in answer.answer
 
     strict = runtime.settings.model_copy(deep=True)
     strict.retrieval.min_dense_score_missing_names = 0.99
@@ -142,3 +145,90 @@ def test_a_passage_cut_mid_token_starts_at_a_word_and_overlapping_passages_of_a_
     merged = merge_overlapping([source(first, 1), source("…" + later, None), source("Other.", None, section="Other")])
     assert [(s.n, s.section) for s in merged] == [(1, "Scaling > serve-store"), (None, "Other")]
     assert merged[0].text == "Serve the index instead. It binds to 127.0.0.1 only and has no authentication at all. Ctrl-C stops it."
+
+
+# -- answers that answer the question asked (issue 24) --------------------------------------------------------------
+QUOKKA = """# Quokka gateway
+
+## Default port
+
+The Quokka gateway listens on port 8080 by default. Change the port with the `QUOKKA_PORT` variable.
+
+## Maintainers
+
+Its maintainer is Ottoline Fairweather. Report bugs to the gateway team.
+
+## Restarting
+
+Restart the gateway with `quokka restart` after changing its configuration.
+"""
+
+OPERATIONS = """# Operations
+
+## Spending
+
+API spend is metered per request. The monthly spending cap is 25 USD by default.
+To change it, set `budget.monthly_cap_usd` in your profile or the `DOCSRAG_BUDGET__MONTHLY_CAP_USD` environment variable.
+
+## Storage
+
+Milvus Lite keeps the index in one file and suits a laptop. For other machines use a Milvus deployment (next section).
+A Milvus server serves many processes at once. Use a Milvus server when several users share one index.
+
+## Reverse proxy
+
+Serving the page behind nginx is recommended. Put this server block in the nginx configuration.
+
+```
+server {
+    listen 80;
+    location / { proxy_pass http://127.0.0.1:8501; }
+}
+```
+"""
+
+
+def _ask(ingestor, runtime, tmp_path: Path, question: str, streaming: bool = False):
+    docs = tmp_path / "docs"
+    if not docs.exists():
+        write(docs / "quokka.md", QUOKKA)
+        write(docs / "operations.md", OPERATIONS)
+        ingestor.ingest(docs)
+    response = build_query_engine(runtime=runtime, streaming=streaming).query(question)
+    text = "".join(response.response_gen) if streaming else None
+    return to_answer(question, response, answer_text=text)
+
+
+def _quoted(answer) -> list[str]:
+    return [re.sub(r"\s*\[\d+\]", "", claim).strip() for claim in re.findall(r"[^\]]+?\[\d+\]", answer.answer)]
+
+
+def test_who_question_quotes_the_sentence_naming_the_person(ingestor, runtime, tmp_path: Path) -> None:
+    answer = _ask(ingestor, runtime, tmp_path, "Who maintains the Quokka gateway?")
+    assert "Ottoline Fairweather" in answer.answer, answer.answer
+    assert not answer.weak_evidence
+
+
+def test_each_part_of_a_two_part_question_gets_its_cited_sentence(ingestor, runtime, tmp_path: Path) -> None:
+    answer = _ask(ingestor, runtime, tmp_path, "What is the monthly spending cap and how do I change it?")
+    assert "25 USD" in answer.answer and "budget.monthly_cap_usd" in answer.answer, answer.answer
+    for claim in _quoted(answer):
+        assert any(claim in " ".join(s.text.split()) for s in answer.sources if s.cited), claim
+
+
+def test_a_sentence_pointing_at_a_section_not_quoted_is_left_out(ingestor, runtime, tmp_path: Path) -> None:
+    answer = _ask(ingestor, runtime, tmp_path, "Which Milvus should I use on a server machine?")
+    assert "Milvus server" in answer.answer and "next section" not in answer.answer, answer.answer
+
+
+def test_a_code_block_after_a_sentence_ending_in_a_full_stop_is_quoted_with_it(ingestor, runtime, tmp_path: Path) -> None:
+    answer = _ask(ingestor, runtime, tmp_path, "How do I put the page behind nginx?", streaming=True)
+    assert "proxy_pass http://127.0.0.1:8501" in answer.answer, answer.answer
+    assert "Put this server block in the nginx configuration. [1]" in answer.answer
+
+
+def test_a_question_naming_something_no_passage_mentions_is_refused_saying_so(ingestor, runtime, tmp_path: Path) -> None:
+    for streaming in (False, True):
+        answer = _ask(ingestor, runtime, tmp_path, "How do I serve gRPC endpoints from the Quokka gateway?", streaming=streaming)
+        assert answer.weak_evidence and answer.sources == [], answer.answer
+        assert "No passage in the documents mentions gRPC." in answer.answer and not re.search(r"\[\d+\]", answer.answer)

@@ -156,7 +156,7 @@ def test_a_llamaindex_rag_dataset_gets_ids_from_its_folder(tmp_path: Path) -> No
     (folder / "rag_dataset.json").write_text(json.dumps({"examples": examples}))
     questions = load_questions(folder / "rag_dataset.json")
     assert [q.id for q in questions] == ["solana-001", "solana-002", "solana-003"]
-    assert questions[2] == EvalQuestion("solana-003", "Question 2?", ("context 2",))
+    assert questions[2] == EvalQuestion("solana-003", "Question 2?", ("context 2",), reference_answer="...")
 
 
 def test_the_ordqa_split_file_matches_the_split_rule() -> None:
@@ -207,6 +207,25 @@ def test_summary_reports_must_mention_and_refusal_rates_over_the_right_questions
     assert metrics["unanswerable_refused"] == 0.5
     assert metrics["answerable_refused"] == pytest.approx(1 / 3)
     assert metrics["refused"] == pytest.approx(2 / 5)
+
+
+def test_summary_reports_reference_answer_recall_over_answered_answerable_questions() -> None:
+    questions = [
+        EvalQuestion("a", "q", reference_answer="The placer spreads cells."),  # terms: placer, spread, cell
+        EvalQuestion("b", "q", reference_answer="Routing layers are set by set_routing_layers."),
+        EvalQuestion("c", "q", reference_answer="Never counted: refused."),
+        EvalQuestion("d", "q"),  # no reference answer: not counted
+    ]
+    answers = {"a": "Cells are spread by the global placer [1].", "b": "Use the GUI [1].", "c": "", "d": "Anything [1]."}
+    records = [
+        {"id": q.id, "retrieved": [], "answer": answers[q.id], "sources": [], "timings_ms": dict.fromkeys(STAGES, 1.0)} for q in questions
+    ]
+    metrics = summarize(questions, records, [False, False, True, False], k=5)
+    assert metrics["reference_recall"] == pytest.approx((1.0 + 0.0) / 2), "all of a's terms, none of b's; c refused, d has none"
+    assert "must_mention" not in metrics and "unanswerable_refused" not in metrics
+    assert metrics["answerable_refused"] == pytest.approx(1 / 4), "reported without unanswerable questions too"
+    django = load_questions(DJANGO / "questions.jsonl")
+    assert all(q.reference_answer for q in django if q.answerable), "Django's file carries reference answers"
 
 
 # ---------------------------------------------------------------- end to end on an ORD-QA slice
