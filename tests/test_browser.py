@@ -336,6 +336,8 @@ def test_feedback_buttons_and_the_documentation_gaps_view(browser, page_url: str
     # The rating buttons come after the timings line (which ends ask()).
     thumbs = wait_for(browser, lambda d: by_css(by_css(d, MESSAGE)[-1], "[data-testid='stFeedback'] button"), 30)
     assert len(thumbs) == 2, [t.get_attribute("outerHTML")[:200] for t in thumbs]
+    # Centred first: a long answer can leave the buttons under the page's fixed chat input.
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", thumbs[1])
     thumbs[1].click()  # 👎
     comment = wait_for(browser, lambda d: next(iter(by_css(by_css(d, MESSAGE)[-1], "input[type='text']")), None), 30)
     comment.send_keys("Say where idle_timeout is documented" + Keys.ENTER)

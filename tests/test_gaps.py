@@ -37,18 +37,18 @@ def test_each_question_is_logged_with_its_outcome_sources_and_missing_names(runt
     engine = build_query_engine(runtime=runtime)
     answered = engine.query("What is the default timeout of the widget?")
     engine.query(OFF_TOPIC)
-    engine.query("Where does the widget cache live on Kubernetes?")  # answered, but Kubernetes is in no passage
+    engine.query("Where does the widget cache live on Kubernetes?")  # Kubernetes is in no passage: quoting refuses it
     filtered = build_query_engine(runtime=runtime, sources=["cache.md"]).query(OFF_TOPIC)
 
     rows = logged(settings.storage.index_dir)
     assert [(r.question, r.outcome, r.reason) for r in rows] == [
         ("What is the default timeout of the widget?", "answered", ""),
         (OFF_TOPIC, REFUSED, "no evidence"),
-        ("Where does the widget cache live on Kubernetes?", WEAK, "missing names"),
+        ("Where does the widget cache live on Kubernetes?", REFUSED, "missing names"),
         (OFF_TOPIC, REFUSED, "filter"),
     ]
     assert rows[0].sources == ["guide.md"] and rows[0].answered_by == "extractive" and rows[0].best_score > 0.4
-    assert rows[2].missing_names == ["Kubernetes"] and rows[2].sources == ["cache.md"]
+    assert rows[2].missing_names == ["Kubernetes"] and rows[2].sources == []
     assert answered.metadata["question_id"] == rows[0].id and filtered.metadata["question_id"] == rows[3].id
 
 
