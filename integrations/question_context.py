@@ -113,8 +113,10 @@ class QuestionSpans(BaseSpanHandler[_QuestionSpan]):
     def prepare_to_exit_span(self, id_, bound_args, instance=None, result=None, **kwargs) -> _QuestionSpan | None:
         span = self.open_spans.get(id_)
         if span is not None:
-            # The span closes in the context it opened in (LlamaIndex's sync and async wrappers both do).
-            _CURRENT.reset(span.token)
+            # LlamaIndex's sync and async wrappers close a span in the context it opened in; a method returning a
+            # Future closes it in a callback, whose context ends with it.
+            with contextlib.suppress(ValueError):
+                _CURRENT.reset(span.token)
         return span
 
     def prepare_to_drop_span(self, id_, bound_args, instance=None, err=None, **kwargs) -> _QuestionSpan | None:
