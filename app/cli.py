@@ -165,16 +165,16 @@ def cmd_serve_store(args: argparse.Namespace) -> int:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from app.answers import render_text, to_answer
-    from app.composition import build_query_engine, check_credentials, empty_index_message
+    from app.composition import build_query_engine
+    from app.query_engine import EmptyIndexQueryEngine
     from app.ui.library import documents
     from app.ui.links import SourceLinks
 
     settings = _settings(args)
-    check_credentials(settings)
-    if message := empty_index_message(settings):
-        print(f"error: {message}", file=sys.stderr)
-        return 1
     engine = build_query_engine(settings, sources=args.source or None)
+    if isinstance(engine, EmptyIndexQueryEngine):  # the engine's one line is an error here
+        print(f"error: {engine.message}", file=sys.stderr)
+        return 1
     response = engine.query(args.question)
     answer = to_answer(args.question, response)
     links = SourceLinks(settings.sources.base_url, documents(settings))

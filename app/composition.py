@@ -268,7 +268,7 @@ def build_ranking_stages(runtime: Runtime, top_n: int | None = None) -> tuple[in
 
 def empty_index_message(settings: Settings) -> str | None:
     """One line saying how to fill the index when it holds no document (None when it does); opens and creates nothing."""
-    from app.manifest import check_index, indexed_files
+    from app.manifest import indexed_files
     from app.store import check_lite_format, held_elsewhere, is_lite_uri
 
     index_dir = settings.storage.index_dir
@@ -276,8 +276,8 @@ def empty_index_message(settings: Settings) -> str | None:
         return f"No index at {index_dir}: ingest your documents first with `python -m app ingest PATH` (add `--index {index_dir}`)."
     if not index_dir.is_dir():
         return f"The index folder {index_dir} is a file, not a folder: point --index (DOCSRAG_STORAGE__INDEX_DIR) at a folder."
-    # An index this version cannot read says so (and what to do) before anything says it is empty.
-    check_index(index_dir)
+    # An index this version cannot read says so (and what to do) before anything says it is empty: the Milvus Lite
+    # format here, an old manifest when indexed_files opens it.
     if is_lite_uri(settings.storage.uri):
         check_lite_format(settings.storage.lite_file())
         if held_elsewhere(settings.storage.lite_file()):

@@ -107,18 +107,13 @@ def start_lite_server(settings: Settings) -> None:
     """Start an existing embedded index's Milvus Lite server (a child process) in the background.
 
     Its start-up then overlaps the imports and the model load of this process instead of following them;
-    :func:`open_vector_store` connects to the same server (milvus-lite keeps one per index file). An index that
-    does not exist yet, a server URI, or a locked index is left to :func:`open_vector_store`, which says why.
+    :func:`open_vector_store` connects to the same server (milvus-lite keeps one per index file). Called after
+    :func:`claim_index`, which checked the index and took its lock; an index that does not exist yet or a server URI
+    is left to :func:`open_vector_store`.
     """
     uri = settings.storage.milvus_uri()
     if not is_lite_uri(uri) or not Path(uri).is_file():
         return
-    check_index(settings.storage.index_dir)
-    try:
-        hold_lite_lock(Path(uri))  # before milvus-lite tries: see hold_lite_lock
-    except IndexLocked:
-        return
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)  # milvus-lite 2.5 imports it
     from milvus_lite.server_manager import server_manager_instance
 
     threading.Thread(target=server_manager_instance.start_and_get_uri, args=(uri,), name="docsrag-milvus-lite", daemon=True).start()
