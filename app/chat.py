@@ -15,9 +15,10 @@ answer backend:
   2. A later question gets a *condensed* reading: the key terms of the previous
      standalone question that it lacks, appended in parentheses ("and what
      about its timeout? (configure widget daemon)").
-  3. Both readings are searched. The condensed one is used only when it changes
-     the best passage and either the question alone finds no passage close
-     enough to answer from (the evidence filter refuses it), or the condensed
+  3. Both readings are searched. The condensed one is used when the question
+     alone finds no passage close enough to answer from (the evidence filter
+     refuses it) and the condensed reading does; or when it changes the best
+     passage (a section's context) and the condensed
      reading comes closer to the index than the question alone (unrelated terms
      dilute a search, the antecedent of "its" sharpens it) and its new best
      passage is among the question's own top passages, found by meaning and by
@@ -51,7 +52,7 @@ from llama_index.core.llms import LLM
 from llama_index.core.memory import Memory
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.prompts.base import BasePromptTemplate
-from llama_index.core.schema import BaseNode, QueryBundle
+from llama_index.core.schema import QueryBundle
 from llama_index.core.tools import ToolOutput
 
 from integrations.backend_errors import AllBackendsFailedError, aiter_in_thread, transient_errors
@@ -111,15 +112,10 @@ class _Found:
     """What one search found: its passages (file and section), those the question reaches both by meaning and by
     words, and whether the evidence filters would answer from them."""
 
-    passages: list[tuple[str, str, str]]
-    by_both: set[tuple[str, str, str]]
+    passages: list[str]  # node ids: a context's id names its chunks
+    by_both: set[str]
     confident: bool
     best: float  # the text's best cosine over the index (-1 when it could not be embedded)
-
-
-def _passage(node: BaseNode) -> tuple[str, str, str]:
-    meta = node.metadata
-    return str(meta.get("source", "")), str(meta.get("section") or ""), str(meta.get("page") or "")
 
 
 def _search(retriever: BaseRetriever, evidence: Sequence[BaseNodePostprocessor], text: str) -> _Found:
@@ -129,9 +125,9 @@ def _search(retriever: BaseRetriever, evidence: Sequence[BaseNodePostprocessor],
         kept = list(nodes)
         for stage in evidence:
             kept = stage.postprocess_nodes(kept, query_bundle=bundle)
-    both = {_passage(n.node) for n in nodes if n.node.metadata.get("dense_score") is not None and n.node.metadata.get("bm25_score")}
+    both = {n.node.node_id for n in nodes if n.node.metadata.get("dense_score") is not None and n.node.metadata.get("bm25_score")}
     best = context.dense_score if context.dense_score is not None else -1.0
-    return _Found([_passage(n.node) for n in nodes], both, bool(kept), best)
+    return _Found([n.node.node_id for n in nodes], both, bool(kept), best)
 
 
 def searched_as(retriever: BaseRetriever, evidence: Sequence[BaseNodePostprocessor], question: str, condensed: str | None) -> str:
@@ -139,10 +135,12 @@ def searched_as(retriever: BaseRetriever, evidence: Sequence[BaseNodePostprocess
     if not condensed:
         return question
     alone, both = _search(retriever, evidence, question), _search(retriever, evidence, condensed)
-    if not both.passages or not both.confident or (alone.passages and both.passages[0] == alone.passages[0]):
+    if not both.passages or not both.confident:
         return question
-    if not alone.confident:
+    if not alone.confident:  # refused alone, answerable with the conversation's terms
         return condensed
+    if alone.passages and both.passages[0] == alone.passages[0]:
+        return question
     # Adding the conversation's terms made the search surer (an unrelated topic dilutes it) and its new best passage
     # is one the question finds by itself.
     if both.best > alone.best and both.passages[0] in alone.by_both:

@@ -31,8 +31,9 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Qu
 from integrations.backend_errors import AllBackendsFailedError, describe_failure, transient_errors
 from integrations.citation_prompt import CitationChecker, build_messages, reorder
 from integrations.evidence_filter import WeakEvidenceFilter
-from integrations.extractive_answer import EXTRACTIVE_NAME, ExtractiveAnswerer
+from integrations.extractive_answer import EXTRACTIVE_NAME, Choice, ExtractiveAnswerer
 from integrations.question_context import QuestionContext, current_question
+from integrations.section_context import SECTIONS_KEY, quoted_section
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
@@ -50,6 +51,15 @@ _STREAMED_WORD = re.compile(r"\S+\s*")
 
 def dropped_notice(count: int) -> str:
     return f"{count} citation{'s' if count > 1 else ''} removed: the cited passage does not contain what the sentence says."
+
+
+def _label_quotes(nodes: Sequence[NodeWithScore], choice: Choice) -> None:
+    """A cited context that spans sections is labelled with the section its quotes are in."""
+    for number, node in enumerate(nodes, start=1):
+        paths = node.node.metadata.get(SECTIONS_KEY)
+        headings = [unit.heading for unit in choice.units if unit.source == number]
+        if paths and headings:
+            node.node.metadata["section"] = quoted_section(paths, headings)
 
 
 def _texts(nodes: Sequence[NodeWithScore]) -> list[str]:
@@ -178,7 +188,9 @@ class CitationSynthesizer(BaseSynthesizer):
                     yield (chunk.delta or "") if isinstance(response, StreamingResponse) else (chunk.message.content or "")
                 return
         self._answered(response, EXTRACTIVE_NAME, context)
-        choice = self._extractive.choose(question, _texts(nodes), context)
+        places = [f"{n.node.metadata.get('source', '')} > {n.node.metadata.get('section', '')}" for n in nodes]
+        choice = self._extractive.choose(question, _texts(nodes), context, places)
+        _label_quotes(nodes, choice)
         context.weak_evidence = context.weak_evidence or choice.refused
         yield from _STREAMED_WORD.findall(choice.text)
 

@@ -38,6 +38,7 @@ from llama_index.core.schema import BaseComponent
 from integrations.evidence_filter import missing_names_notice
 from integrations.keyword_text import content_terms, keyword_text
 from integrations.question_context import QuestionContext
+from integrations.section_context import SECTION_SEPARATOR
 
 EXTRACTIVE_NAME = "extractive"
 NO_ANSWER = "The documentation provided does not contain an answer to this question."
@@ -51,7 +52,11 @@ _NAMES_SOMETHING = re.compile(r"`[^`]+`|(?<![\w-])--?[A-Za-z][\w-]+|\b\w+_\w+|\b
 #: Links and their targets: a URL names no setting.
 _LINK = re.compile(r"\]\([^)]*\)|<?https?://\S+")
 #: A sentence that leans on the one before it.
-_LEANS_BACK = re.compile(r"^(?:this|that|these|those|it|its|they|them|their|such|also|however|otherwise|instead|then|thus|hence)\b", re.I)
+_LEANS_BACK = re.compile(
+    r"^(?:this|that|these|those|it|its|they|them|their|such|also|however|otherwise|instead|then|thus|hence)\b"
+    r"|^(?:for|in|with|because of|despite|after|given|by) (?:this|that|these|those|such)\b",
+    re.I,
+)
 #: A sentence that points at text the answer does not quote.
 _POINTS_ELSEWHERE = re.compile(
     r"\b(?:next|previous|following|preceding|last) (?:section|chapter|page|paragraph)\b"
@@ -71,6 +76,13 @@ MAX_BLOCK_LINES = 12
 RESTATE_NEW_SHARE = 1 / 3
 MAX_BLOCK_CHARS = 700
 
+#: Where release notes live (a file or section name), and a question about what changed.
+_RELEASE_NOTES = re.compile(r"\brelease[-_ ]?notes?\b|\breleases?/|\bchange[-_ ]?log|\bwhat'?s[-_ ]new\b|\bnews\b|\bhistory\b", re.I)
+_ASKS_CHANGES = re.compile(
+    r"\bchanged\b|\bchanges (?:in|to|between|since)\b|\bwhat'?s new\b|\bnew in\b|\b(?:added|removed|deprecated|introduced)\b"
+    r"|\brelease|\bversions?\s*\d|\bupgrad|\bsince\s+\d|\bbreaking\b",
+    re.I,
+)
 #: What a question asks for, and what a unit that gives it contains.
 _ASKS = {
     "person": re.compile(r"^\s*(?:who|whom|whose)\b", re.I),
@@ -80,7 +92,11 @@ _ASKS = {
         r"|\b(?:maximum|minimum|limit)\b",
         re.I,
     ),
-    "step": re.compile(r"\bhow (?:do|can|should|would|could|to|does one|is)\b|\bwhat (?:command|setting|option|flag)\b", re.I),
+    "step": re.compile(
+        r"\bhow (?:do|can|should|would|could|to|does one|is)\b"
+        r"|\b(?:what|which) (?:command|setting|option|flag|function|method|class|argument|parameter|backend|converter|field)s?\b",
+        re.I,
+    ),
     "place": re.compile(r"^\s*where\b|\bwhere (?:is|are|do|does|can)\b|\bwhich (?:folder|directory|file|path)\b", re.I),
 }
 _GIVES = {
@@ -105,6 +121,9 @@ class Unit:
     text: str
     #: The sentence this one leans on ("It ..." after it), quoted before it.
     lead: str = ""
+    #: The heading above it in the passage, and the path of headings down to it: what its section is about.
+    heading: str = ""
+    context: str = ""
 
 
 @dataclass
@@ -124,14 +143,17 @@ class Choice:
             return f"{NOT_COVERED} {missing_names_notice(self.missing)}"
         if not self.units:
             return NO_ANSWER
-        quoted = {unit.sentence for unit in self.units}
-        pieces = [_cited(unit, unit.lead not in quoted) for unit in self.units]
+        quoted = {unit.sentence for unit in self.units}  # a lead quoted in its own right, or before an earlier unit
+        pieces = []
+        for unit in self.units:
+            pieces.append(_cited(unit, unit.lead not in quoted))
+            quoted.add(unit.lead)
         return "".join(piece if piece.endswith("\n") else piece + " " for piece in pieces).strip()
 
 
 @dataclass
 class _Block:
-    kind: str  # "paragraph", "code", "list", "row", "heading"
+    kind: str  # "paragraph", "code", "list", "row" (its cells), "header" (a row naming the columns), "heading"
     lines: list[str]
 
 
@@ -161,16 +183,17 @@ def _blocks(text: str) -> list[_Block]:
             fence.append(raw.rstrip())
             continue
         if not line or set(line) <= set("|-: "):
+            if line and blocks and blocks[-1].kind == "row" and "-" in line:
+                blocks[-1].kind = "header"  # the row above a |---| line names the columns
             flush()
             continue
         if line.startswith("#"):
             flush()
-            blocks.append(_Block("heading", [line.lstrip("#").strip()]))
+            blocks.append(_Block("heading", [line]))  # with its #s: its level
             continue
         if line.startswith("|"):
             flush()
-            cells = [c.strip() for c in line.strip("|").split("|") if c.strip()]
-            blocks.append(_Block("row", [": ".join(cells)]))
+            blocks.append(_Block("row", [c.strip() for c in line.strip("|").split("|")]))  # its cells
             continue
         kind = "list" if _LIST_ITEM.match(line) else "paragraph"
         if current is not None and current.kind == "list" and kind == "paragraph":
@@ -201,17 +224,30 @@ def units(text: str, source: int = 1) -> list[Unit]:
     """The quotable units of one passage, in passage order."""
     out: list[Unit] = []
     blocks = _blocks(text)
+    path: list[tuple[int, str]] = []  # the headings above, (level, text)
+    columns: list[str] = []  # the header of the table being read
+    intro = ""  # the sentence introducing it ("The gateway reads these settings:")
     for position, block in enumerate(blocks):
         previous = ""  # the sentence before in this paragraph, for a sentence that leans on it
         if block.kind == "code":
             continue
         if block.kind == "heading":
-            heading = block.lines[0]
+            level, heading = len(block.lines[0]) - len(block.lines[0].lstrip("#")), block.lines[0].lstrip("#").strip()
+            path = [*(p for p in path if p[0] < level), (level, heading)]
             if _NAMES_SOMETHING.search(heading) and _quotable(heading, 1):
-                out.append(Unit(source, heading, heading))  # an API's name is the answer to "which function ..."
+                out.append(Unit(source, heading, heading, heading=heading))  # an API's name answers "which function ..."
             continue
+        heading, context = (path[-1][1], SECTION_SEPARATOR.join(h for _, h in path)) if path else ("", "")
+        if block.kind == "header":
+            columns = block.lines
+            continue
+        if block.kind != "row":
+            columns, intro = [], ""
         item = block.kind in ("list", "row")
         lines = [_LIST_ITEM.sub("", line) for line in block.lines] if block.kind == "list" else block.lines
+        if block.kind == "row":  # "Setting: timeout; Default: 30 s" when the table names its columns
+            pairs = zip(columns, block.lines, strict=False) if len(columns) == len(block.lines) else (("", c) for c in block.lines)
+            lines = ["; ".join(f"{h}: {c}" if h else c for h, c in pairs if c)]
         if block.kind == "paragraph":
             lines = [" ".join(lines)]
         # A list item or row is one definition ("methods: the HTTP methods. Defaults to `['GET']`."), unless long.
@@ -224,14 +260,24 @@ def units(text: str, source: int = 1) -> list[Unit]:
             lead, previous = (previous if _LEANS_BACK.match(sentence) else ""), sentence
             if sentence.endswith("?") or _POINTS_ELSEWHERE.search(sentence) or _MARKUP.search(_CODE_SPAN.sub("", sentence)):
                 continue  # a question is not an answer; a pointer to a passage not quoted says nothing; markup is no prose
+            if block.kind == "row":
+                lead = intro  # a row is quoted after the sentence introducing its table
             last = block.kind != "row" and index == len(parts) - 1
+            if last and sentence.endswith(":") and following is not None and following.kind in ("header", "row"):
+                intro = sentence
             introduces = last and following is not None and following.kind in ("code", "list") and _short(following)
             if introduces and (sentence.endswith(":") or following.kind == "code"):
-                out.append(Unit(source, sentence, sentence + "\n\n" + "\n".join(following.lines), lead))  # type: ignore[union-attr]
+                block_text = "\n".join(following.lines)  # type: ignore[union-attr]
+                out.append(Unit(source, sentence, sentence + "\n\n" + block_text, lead, heading, context))
             elif not sentence.endswith(":"):
-                out.append(Unit(source, sentence, sentence, lead))
+                out.append(Unit(source, sentence, sentence, lead, heading, context))
             # otherwise what it introduces is not quotable with it: the sentence is left out
     return out
+
+
+def scored_text(unit: Unit) -> str:
+    """What is compared with the question: the unit's sentence after the headings above it."""
+    return f"{unit.context}: {unit.sentence}" if unit.context else unit.sentence
 
 
 def split_sentences(text: str) -> list[str]:
@@ -271,6 +317,9 @@ class ExtractiveAnswerer(BaseComponent):
     coverage_weight: float = Field(
         default=0.5, ge=0.0, description="Score bonus for the share of the question's terms a unit adds to those already chosen."
     )
+    notes_penalty: float = Field(
+        default=0.15, ge=0.0, description="Score penalty for units of release notes when the question does not ask what changed."
+    )
     restate_penalty: float = Field(default=0.2, ge=0.0, description="Score penalty for a unit whose terms are nearly all the question's.")
 
     @classmethod
@@ -297,11 +346,12 @@ class ExtractiveAnswerer(BaseComponent):
         """The answer to ``question`` from passages ``texts`` ([n] cites ``texts[n-1]``), or :data:`NO_ANSWER`."""
         return self.choose(question, texts).text
 
-    def choose(self, question: str, texts: Sequence[str], context: QuestionContext | None = None) -> Choice:
+    def choose(self, question: str, texts: Sequence[str], context: QuestionContext | None = None, places: Sequence[str] = ()) -> Choice:
         """The units that answer ``question``, best first, or a refusal.
 
         ``context`` says what the index lacks (the retriever's lookup): the answer refuses when the question names
-        something no passage mentions.
+        something no passage mentions. ``places`` says where each passage is from (file and section): release notes
+        answer what changed, not how to do something.
         """
         if context is not None and context.missing_names:
             return Choice(missing=list(context.missing_names))
@@ -310,7 +360,10 @@ class ExtractiveAnswerer(BaseComponent):
         if not question.strip() or not candidates:
             return Choice()
         scores = self._base_scores(question, candidates, asked)
-        bags = [frozenset(content_terms(c.lead + " " + c.text)) for c in candidates]
+        if not _ASKS_CHANGES.search(question):
+            notes = {n for n, place in enumerate(places, start=1) if _RELEASE_NOTES.search(place)}
+            scores = scores - self.notes_penalty * np.asarray([c.source in notes for c in candidates])
+        bags = [frozenset(content_terms(f"{c.context} {c.lead} {c.text}")) for c in candidates]  # its headings say what it is about
         weights = self._weights(asked, bags)
         total = sum(weights.values()) or 1.0
         top = float(scores.max())
@@ -338,7 +391,8 @@ class ExtractiveAnswerer(BaseComponent):
         return Choice(units=[candidates[i] for i in chosen])
 
     def _base_scores(self, question: str, candidates: list[Unit], asked: frozenset[str]) -> np.ndarray:
-        scores = self._similarities(question, [c.sentence for c in candidates])
+        # Compared with its headings: "Its maintainer is …" under "Quokka gateway > Maintainers" says whose.
+        scores = self._similarities(question, [scored_text(c) for c in candidates])
         scores = scores - self.rank_bonus * np.asarray([c.source - 1 for c in candidates])
         names = [bool(_NAMES_SOMETHING.search(_LINK.sub(" ", c.text))) for c in candidates]
         scores = scores + self.name_bonus * np.asarray(names)

@@ -31,7 +31,7 @@ from integrations.named_terms import named_terms
 from integrations.near_duplicates import DUPLICATES_KEY, already_shown, location, shingles
 from integrations.node_ids import chunk_id, parse_chunk_id
 from integrations.question_context import current_question
-from integrations.section_context import CONTEXT_KEY, CONTEXT_WORDS, join_texts, parse_span, words
+from integrations.section_context import CONTEXT_KEY, CONTEXT_WORDS, SECTIONS_KEY, enclosing_section, join_texts, parse_span, words
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +214,7 @@ class MilvusHybridRetriever(BaseRetriever):
     def _grow(self, ranked: list[str], pool: Candidates) -> list[NodeWithScore]:
         """The top k distinct contexts, in the order of their best chunk."""
         texts = {node_id: node.get_content() for node_id, node in pool.nodes.items()}
+        sections = {node_id: str(node.metadata.get("section") or "") for node_id, node in pool.nodes.items()}
         expandable = ranked[: self.top_k * EXPANDED_HITS_PER_RESULT]
         fetched_until = 0
         results: list[NodeWithScore] = []
@@ -225,7 +226,8 @@ class MilvusHybridRetriever(BaseRetriever):
                 if position >= fetched_until:  # the next top_k hits' contexts, in one request
                     fetched_until = position + self.top_k
                     wanted = {i for hit in expandable[position:fetched_until] for i in context_candidates(hit, pool.nodes[hit])}
-                    texts.update(self._fetch_texts(sorted(wanted - texts.keys())))
+                    for row in self._fetch_rows(sorted(wanted - texts.keys())):
+                        texts[row["id"]], sections[row["id"]] = str(row.get("text") or ""), str(row.get("section") or "")
                 ids = context_ids(node_id, node, texts, self.context_words)
             else:
                 ids = [node_id]
@@ -233,7 +235,7 @@ class MilvusHybridRetriever(BaseRetriever):
                 continue
             shown.update(ids)
             if len(ids) > 1:
-                node = self._merged(node, ids, texts)
+                node = self._merged(node, ids, texts, [sections.get(i, "") for i in ids])
             elif bare_heading(node.get_content()):
                 continue  # says nothing; its section's content is in other chunks
             trigrams = shingles(node.get_content())
@@ -252,23 +254,26 @@ class MilvusHybridRetriever(BaseRetriever):
                 break
         return results
 
-    def _fetch_texts(self, ids: list[str]) -> dict[str, str]:
-        """Texts of these chunks by primary key (absent ids are chunks that do not exist)."""
+    def _fetch_rows(self, ids: list[str]) -> list[dict]:
+        """Text and section of these chunks by primary key (absent ids are chunks that do not exist)."""
         if not ids:
-            return {}
-        rows = self._store.client.get(collection_name=self._store.collection_name, ids=ids, output_fields=["text"])
-        return {row["id"]: str(row.get("text") or "") for row in rows}
+            return []
+        return self._store.client.get(collection_name=self._store.collection_name, ids=ids, output_fields=["text", "section"])
 
     @staticmethod
-    def _merged(hit: Any, ids: list[str], texts: dict[str, str]) -> TextNode:
-        """One node for a context of several chunks; it keeps the hit's metadata, so it is labelled with the hit's section."""
+    def _merged(hit: Any, ids: list[str], texts: dict[str, str], sections: list[str]) -> TextNode:
+        """One node for a context of several chunks, labelled with the section that holds them all."""
         pieces = [parse_chunk_id(i)[:2] for i in ids]  # type: ignore[index]
+        metadata = dict(hit.metadata)
+        paths = list(dict.fromkeys(s or metadata.get("section") or "" for s in sections))
+        if len(paths) > 1:  # the sections it spans, for the answer step to label a quote with its own
+            metadata["section"], metadata[SECTIONS_KEY] = enclosing_section(paths), paths
         return TextNode(
             id_=f"{ids[0]}..{ids[-1]}",
             text=join_texts([texts[i] for i in ids], [i > 0 and pieces[i] == pieces[i - 1] for i in range(len(ids))]),
-            metadata=dict(hit.metadata),
-            excluded_embed_metadata_keys=list(hit.excluded_embed_metadata_keys),
-            excluded_llm_metadata_keys=list(hit.excluded_llm_metadata_keys),
+            metadata=metadata,
+            excluded_embed_metadata_keys=[*hit.excluded_embed_metadata_keys, SECTIONS_KEY],
+            excluded_llm_metadata_keys=[*hit.excluded_llm_metadata_keys, SECTIONS_KEY],
             relationships=dict(hit.relationships),
         )
 

@@ -7,7 +7,8 @@ from noise. Plain words are no such evidence: users paraphrase ("decipher",
 "especially"), so only names count: words with two or more capitals (FPGA,
 SystemVerilog), capitalised words inside a sentence (Xilinx, Slurm), and code
 identifiers (set_dont_use, layout.png). Alternatives written with a slash
-("signal/clock") are separate words.
+("signal/clock") are separate words. A name given as an example of the user's
+own data ("a path like docs/intro.txt") is not what the question is about.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ _IDENTIFIER = re.compile(r"[_.:]")
 _SENTENCE_START = ".?!:;\"'`(["
 #: Names checked per question (each is one more query in the BM25 request).
 MAX_NAMED_TERMS = 6
+#: Words that introduce an example, up to a few words before the name.
+_EXAMPLE = re.compile(r"\b(?:like|e\.g\.?|eg|such as|for (?:example|instance)|say)\W+(?:\S+\W+){0,2}$", re.I)
 
 
 def named_terms(question: str) -> list[str]:
@@ -34,6 +37,8 @@ def named_terms(question: str) -> list[str]:
         sentence_start = not before or before[-1] in _SENTENCE_START
         capitals = sum(c.isupper() for c in word)
         named = capitals >= 2 or bool(_IDENTIFIER.search(word)) or (word[0].isupper() and not sentence_start)
+        if named and (word.lower() in ("e.g", "i.e") or _EXAMPLE.search(question[: match.start()])):
+            continue
         if named and word.lower() not in STOPWORDS and keyword_text(word) and word not in names:
             names.append(word)
     return names[:MAX_NAMED_TERMS]

@@ -24,6 +24,8 @@ CONTEXT_KEY = "context"
 #: Largest context, in words, that a hit grows into.
 CONTEXT_WORDS = 250
 SECTION_SEPARATOR = " > "
+#: Metadata key of a context's section paths, in file order, when it spans more than one section.
+SECTIONS_KEY = "sections"
 
 
 def section_path(section: str) -> tuple[str, ...]:
@@ -59,6 +61,29 @@ def section_spans(sections: Sequence[str], texts: Sequence[str], budget: int = C
             best = f"{low}-{high}"
         spans.append(best)
     return spans
+
+
+def enclosing_section(paths: Sequence[str]) -> str:
+    """The longest section path that every one of ``paths`` lies in ("" when they share none)."""
+    common: list[str] = []
+    for level in zip(*(section_path(p) for p in paths), strict=False):
+        if len(set(level)) > 1:
+            break
+        common.append(level[0])
+    return SECTION_SEPARATOR.join(common)
+
+
+def quoted_section(paths: Sequence[str], headings: Sequence[str]) -> str:
+    """The section of quotes taken from a context spanning ``paths``, each quote under one of ``headings``.
+
+    A quote's section is the path whose last heading is the one it sits under; a quote above every heading of the
+    context lies in its first section; one under a heading that is no section (deeper than the split) in all of them.
+    """
+    found = []
+    for heading in headings:
+        matches = [p for p in paths if heading and section_path(p)[-1:] == (heading,)]
+        found.extend(matches[:1] if matches else (paths[:1] if not heading else paths))
+    return enclosing_section(found)
 
 
 def parse_span(value: object) -> range | None:

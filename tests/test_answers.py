@@ -9,6 +9,7 @@ from pathlib import Path
 
 from app.answers import to_answer
 from app.composition import build_query_engine
+from integrations.extractive_answer import ExtractiveAnswerer
 from tests.conftest import REPO
 from tests.test_ingestion import GUIDE, _cli, write
 
@@ -232,3 +233,52 @@ def test_a_question_naming_something_no_passage_mentions_is_refused_saying_so(in
         answer = _ask(ingestor, runtime, tmp_path, "How do I serve gRPC endpoints from the Quokka gateway?", streaming=streaming)
         assert answer.weak_evidence and answer.sources == [], answer.answer
         assert "No passage in the documents mentions gRPC." in answer.answer and not re.search(r"\[\d+\]", answer.answer)
+
+
+def test_a_quoted_sentence_is_labelled_with_a_section_it_is_in(ingestor, runtime, tmp_path: Path) -> None:
+    answer = _ask(ingestor, runtime, tmp_path, "Which port does Quokka listen on and how do I restart it?")
+    restart = [s for s in answer.sources if s.cited and "quokka restart" in s.text]
+    assert restart, answer.answer
+    assert [s.section for s in restart] == ["Quokka gateway"], answer.answer  # quotes from two of its sections
+    answer = _ask(ingestor, runtime, tmp_path, "Who maintains the Quokka gateway?")
+    assert answer.answer.startswith("Its maintainer is Ottoline Fairweather. [1]"), answer.answer
+    only_maintainers = "restart" not in answer.answer and "port" not in answer.answer
+    expected = "Quokka gateway > Maintainers" if only_maintainers else "Quokka gateway"
+    assert [s.section for s in answer.sources if s.cited] == [expected], answer.answer
+
+
+SETTINGS_TABLE = """# Gateway settings
+
+The gateway reads these settings at start-up:
+
+| Setting | Default | Meaning |
+|---------|---------|---------|
+| `gateway.timeout` | 30 s | How long one request may take. |
+| `gateway.retries` | 3 | Attempts before the gateway gives up. |
+"""
+
+
+def test_a_table_row_is_quoted_with_its_columns_and_the_sentence_introducing_the_table() -> None:
+    choice = ExtractiveAnswerer().choose("What is the default timeout of a gateway request, and how many retries?", [SETTINGS_TABLE])
+    assert choice.text.count("The gateway reads these settings at start-up: [1]") == 1, choice.text
+    assert "Setting: `gateway.timeout`; Default: 30 s; Meaning: How long one request may take. [1]" in choice.text, choice.text
+    assert "Setting: `gateway.retries`; Default: 3" in choice.text, choice.text
+
+
+RELEASE_NOTES = """# Gateway 2.1 release notes
+
+The gateway now retries failed requests. To turn off retries of the gateway, set `gateway.retries` to 0.
+"""
+HOW_TO = """# Retries
+
+To turn off the gateway's retries, set `gateway.retries` to 0 in its configuration file.
+"""
+
+
+def test_release_notes_answer_what_changed_not_how_to() -> None:
+    answerer = ExtractiveAnswerer()
+    places = ["releases/2.1.md > Gateway 2.1 release notes", "guide/retries.md > Retries"]
+    how = answerer.choose("How do I turn off retries of the gateway?", [RELEASE_NOTES, HOW_TO], places=places)
+    assert how.units[0].source == 2, how.text
+    changed = answerer.choose("What changed about retries in gateway 2.1?", [RELEASE_NOTES, HOW_TO], places=places)
+    assert changed.units[0].source == 1, changed.text

@@ -17,6 +17,9 @@ from integrations.named_terms import MAX_NAMED_TERMS, named_terms
         # Sentence-initial capitals, "I", plain words and slash alternatives name nothing.
         ("Suppose signal/clock nets misbehave. Especially when I decipher the report?", []),
         ("Where is the cache? Python users ask.", []),
+        # Examples of the user's own data are not what the question is about.
+        ("A URL like docs/guide/intro.txt stops at the slash in <str:...>; which converter?", ["URL"]),
+        ("How do I name files, e.g. report_2024.csv, in the S3 bucket?", ["S3"]),
     ],
 )
 def test_names_are_acronyms_mid_sentence_capitals_and_identifiers(question: str, names: list[str]) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.composition import build_retriever
-from integrations.section_context import CONTEXT_KEY, section_spans
+from integrations.section_context import CONTEXT_KEY, enclosing_section, quoted_section, section_spans
 from tests.test_ingestion import write
 
 OPTIONS = (
@@ -109,3 +109,13 @@ def test_a_question_costs_one_embedding_and_two_searches(
     assert nodes
     assert embedding_calls == [1], "the question is embedded once"
     assert searches == [1, 1], "one dense request and one BM25 request for the whole question (it is not split into parts)"
+
+
+def test_quotes_from_a_context_spanning_sections_are_labelled_with_their_own_section() -> None:
+    paths = ["Gateway", "Gateway > Port", "Gateway > Restarting", "Gateway > Restarting > Safely"]
+    assert quoted_section(paths, ["Restarting"]) == "Gateway > Restarting"
+    assert quoted_section(paths, ["Restarting", "Safely"]) == "Gateway > Restarting"
+    assert quoted_section(paths, ["Port", "Safely"]) == "Gateway"
+    assert quoted_section(paths, [""]) == "Gateway"  # above every heading: the context's first section
+    assert quoted_section(paths, ["Not a section"]) == "Gateway"  # a deeper heading: somewhere in the context
+    assert enclosing_section(["A > B", "C"]) == "" and enclosing_section(["A > B > C", "A > B"]) == "A > B"
