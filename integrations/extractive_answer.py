@@ -66,6 +66,10 @@ _POINTS_ELSEWHERE = re.compile(
 #: Raw markup outside code spans (an HTML leftover, a forged prompt tag).
 _MARKUP = re.compile(r"</?[A-Za-z][\w-]*(?:\s[^<>]*)?>")
 _CODE_SPAN = re.compile(r"`[^`]*`")
+#: An MkDocs admonition's marker before its text ('!!! note "Title"').
+_ADMONITION = re.compile(r"^\s*[!?]{3}\+?\s*\w+(?:\s+\"[^\"]*\")?\s*")
+#: A demonstrative that points at something named before ("this environment variable", "these settings").
+_REFERS_BACK = re.compile(r"\b(?:this|these|those|such)\s+(?!is\b|are\b|was\b|were\b|means\b|way\b)[a-z]", re.I)
 _MIN_WORDS = 4
 #: List items, table rows and headings are definitions: "Defaults to `['GET']`." answers on its own.
 _MIN_ITEM_WORDS = 2
@@ -106,7 +110,11 @@ _GIVES = {
         r"|this means|as a result|therefore|at the cost|trade-?offs?|advantages?|benefits?|allows?|lets?|ensures?)\b",
         re.I,
     ),
-    "value": re.compile(r"\d|`[^`]+`|\b(?:true|false|none|null)\b|['\"][^'\"]+['\"]", re.I),
+    "value": re.compile(
+        r"\d|\bdefault(?:s| value)?(?: is| to| of)?:? `[^`]+`|\b(?:true|false|none|null)\b|['\"][^'\"]+['\"]"
+        r"|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|twelve|twenty|thirty|sixty|hundred|thousand)\b",
+        re.I,
+    ),
     "step": _NAMES_SOMETHING,
     "place": re.compile(r"[~.]?/\w|\\\w|\b\w+\.\w{2,4}\b|`[^`]+`"),
 }
@@ -210,10 +218,16 @@ def _blocks(text: str) -> list[_Block]:
 
 
 def _quotable(sentence: str, min_words: int = _MIN_WORDS) -> str | None:
-    sentence = _WHITESPACE.sub(" ", sentence).strip(" -*>")
-    if len(sentence.split()) >= min_words and sum(ch.isalpha() for ch in sentence) >= 8:
+    sentence = _ADMONITION.sub("", _WHITESPACE.sub(" ", sentence)).strip(" -*>")
+    if len(sentence.split()) >= min_words and sum(ch.isalpha() for ch in sentence) >= 8 and not _cut(sentence):
         return sentence
     return None
+
+
+def _cut(sentence: str) -> bool:
+    """A piece of a sentence cut at a chunk's edge: a bracket or bold mark it does not open or close."""
+    text = _CODE_SPAN.sub("", sentence)
+    return text.count("(") != text.count(")") or text.count("[") != text.count("]") or text.count("**") % 2 == 1
 
 
 def _short(block: _Block) -> bool:
@@ -257,7 +271,10 @@ def units(text: str, source: int = 1) -> list[Unit]:
             sentence = _quotable(part, _MIN_ITEM_WORDS if item else _MIN_WORDS)
             if sentence is None:
                 continue
-            lead, previous = (previous if _LEANS_BACK.match(sentence) else ""), sentence
+            lead = previous if _LEANS_BACK.match(sentence) or _REFERS_BACK.search(sentence) else ""
+            if not previous and _REFERS_BACK.search(sentence) and _NAMES_SOMETHING.search(heading):
+                lead = heading  # "If this environment variable is set …" under "`SSL_CERT_FILE`"
+            previous = sentence
             if sentence.endswith("?") or _POINTS_ELSEWHERE.search(sentence) or _MARKUP.search(_CODE_SPAN.sub("", sentence)):
                 continue  # a question is not an answer; a pointer to a passage not quoted says nothing; markup is no prose
             if block.kind == "row":
@@ -276,8 +293,10 @@ def units(text: str, source: int = 1) -> list[Unit]:
 
 
 def scored_text(unit: Unit) -> str:
-    """What is compared with the question: the unit's sentence after the headings above it."""
-    return f"{unit.context}: {unit.sentence}" if unit.context else unit.sentence
+    """What is compared with the question: the unit's sentence (with the list it introduces) after the headings above it."""
+    block = unit.text[len(unit.sentence) :].strip()
+    body = unit.text if block and not block.startswith(("```", "~~~")) else unit.sentence
+    return f"{unit.context}: {body}" if unit.context else body
 
 
 def split_sentences(text: str) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from app.answers import to_answer
 from app.composition import build_query_engine
-from integrations.extractive_answer import ExtractiveAnswerer
+from integrations.extractive_answer import ExtractiveAnswerer, _cited, units
 from tests.conftest import REPO
 from tests.test_ingestion import GUIDE, _cli, write
 
@@ -282,3 +282,26 @@ def test_release_notes_answer_what_changed_not_how_to() -> None:
     assert how.units[0].source == 2, how.text
     changed = answerer.choose("What changed about retries in gateway 2.1?", [RELEASE_NOTES, HOW_TO], places=places)
     assert changed.units[0].source == 1, changed.text
+
+
+ENV_VARS = """# Environment variables
+
+## `GATEWAY_CA_FILE`
+
+If this environment variable is set then the gateway loads CA certificates from the file it names.
+
+CA bundle) delivered by a trusted authority, cut where a chunk began.
+
+!!! note "Careful"
+    Relative paths are resolved against the working directory of the gateway.
+"""
+
+
+def test_units_stand_on_their_own() -> None:
+    found = {unit.sentence: unit for unit in units(ENV_VARS)}
+    # "this environment variable" is the heading's: the heading is quoted before it.
+    ca = next(u for s, u in found.items() if s.startswith("If this environment variable"))
+    assert ca.lead == "`GATEWAY_CA_FILE`"
+    assert _cited(ca).startswith("`GATEWAY_CA_FILE` [1] If this environment variable is set")
+    assert not any("delivered by a trusted" in s for s in found), "a sentence cut at a chunk's edge is no answer"
+    assert "Relative paths are resolved against the working directory of the gateway." in found  # no '!!! note "Careful"'
