@@ -6,17 +6,23 @@ LLM of the chain failed. It reads the passages it was given (never a prompt).
 Quotable units: sentences, list items, table rows and headings that name an
 API, each able to stand on its own. A sentence followed by a short code block
 or list is quoted with it (when it ends with ":" it is never quoted without
-it); a sentence that leans on the one before it ("This", "It", ...) is quoted
-after it; a sentence that points elsewhere ("next section", "see below") or
-asks a question is not quoted.
+it); a table row is quoted with its column names and after the sentence that
+introduces the table; a sentence that leans on the one before it ("This",
+"It", "this setting") is quoted after it, or after its heading when the heading
+names what it means (`SSL_CERT_FILE`); a sentence that points elsewhere ("next
+section", "see below"), asks a question or was cut at a chunk's edge is not
+quoted.
 
-Choice: units are scored by embedding similarity to the question (keyword
-overlap without an embedder), plus what the question asks for: a name for
-"who", a value for "what default / how many", a step, setting or code for
-"how", a cause for "why". A unit that only restates the question scores less.
-Units are then picked greedily by score plus the share of the question's
-content terms they add, so each part of a two-part question gets its unit;
-near-duplicates (the same sentence on sibling pages) are quoted once.
+Choice: units are scored by embedding similarity to the question, each read
+after the headings above it in its passage ("Quokka gateway > Maintainers: Its
+maintainer is …"; keyword overlap without an embedder), plus what the question
+asks for: a name for "who", a value for "what default / how many", a step,
+setting or code for "how", a cause for "why". A unit that only restates the
+question scores less, and so does one from release notes unless the question
+asks what changed. Units are then picked greedily by score plus the share of
+the question's content terms they (and their headings) add, so each part of a
+two-part question gets its unit; near-duplicates (the same sentence on sibling
+pages) are quoted once.
 
 Refusal (:meth:`ExtractiveAnswerer.choose`, given the question context the
 retriever filled): when the question names something no passage of the index
@@ -271,9 +277,10 @@ def units(text: str, source: int = 1) -> list[Unit]:
             sentence = _quotable(part, _MIN_ITEM_WORDS if item else _MIN_WORDS)
             if sentence is None:
                 continue
-            lead = previous if _LEANS_BACK.match(sentence) or _REFERS_BACK.search(sentence) else ""
-            if not previous and _REFERS_BACK.search(sentence) and _NAMES_SOMETHING.search(heading):
-                lead = heading  # "If this environment variable is set …" under "`SSL_CERT_FILE`"
+            points = _REFERS_BACK.search(sentence)
+            lead = previous if points or _LEANS_BACK.match(sentence) else ""
+            if (points or (lead == "" and _LEANS_BACK.match(sentence))) and _NAMES_SOMETHING.search(heading):
+                lead = heading  # "If this environment variable is set …" under "`SSL_CERT_FILE`": the heading is what it means
             previous = sentence
             if sentence.endswith("?") or _POINTS_ELSEWHERE.search(sentence) or _MARKUP.search(_CODE_SPAN.sub("", sentence)):
                 continue  # a question is not an answer; a pointer to a passage not quoted says nothing; markup is no prose

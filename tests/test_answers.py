@@ -289,6 +289,7 @@ ENV_VARS = """# Environment variables
 ## `GATEWAY_CA_FILE`
 
 If this environment variable is set then the gateway loads CA certificates from the file it names.
+The default is the system bundle. Deployments with a private CA should set this variable.
 
 CA bundle) delivered by a trusted authority, cut where a chunk began.
 
@@ -303,5 +304,6 @@ def test_units_stand_on_their_own() -> None:
     ca = next(u for s, u in found.items() if s.startswith("If this environment variable"))
     assert ca.lead == "`GATEWAY_CA_FILE`"
     assert _cited(ca).startswith("`GATEWAY_CA_FILE` [1] If this environment variable is set")
+    assert found["Deployments with a private CA should set this variable."].lead == "`GATEWAY_CA_FILE`"
     assert not any("delivered by a trusted" in s for s in found), "a sentence cut at a chunk's edge is no answer"
     assert "Relative paths are resolved against the working directory of the gateway." in found  # no '!!! note "Careful"'
