@@ -404,7 +404,9 @@ class ExtractiveAnswerer(BaseComponent):
                 (
                     int(i)
                     for i in np.argsort(-ranked, kind="stable")
-                    if int(i) not in chosen and not any(_near_duplicate(_words(candidates[int(i)].text), s, 0.6) for s in shown)
+                    if int(i) not in chosen
+                    and not any(_near_duplicate(_words(candidates[int(i)].text), s, 0.6) for s in shown)
+                    and not any(candidates[int(i)].sentence in candidates[j].text for j in chosen)  # a list item quoted with its list
                 ),
                 None,
             )

@@ -307,3 +307,15 @@ def test_units_stand_on_their_own() -> None:
     assert found["Deployments with a private CA should set this variable."].lead == "`GATEWAY_CA_FILE`"
     assert not any("delivered by a trusted" in s for s in found), "a sentence cut at a chunk's edge is no answer"
     assert "Relative paths are resolved against the working directory of the gateway." in found  # no '!!! note "Careful"'
+
+
+POOL = """You can control the pool size with the `limits` argument. It takes a `Limits` object which defines:
+
+- `max_keepalive`, allowed keep-alive connections. (Default 20)
+- `max_connections`, allowed connections in the pool. (Default 100)
+"""
+
+
+def test_a_list_item_quoted_with_its_list_is_not_quoted_again() -> None:
+    choice = ExtractiveAnswerer().choose("What are the default limits of the connection pool?", [POOL])
+    assert "(Default 20)" in choice.text and choice.text.count("`max_connections`") == 1, choice.text
