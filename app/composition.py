@@ -301,10 +301,7 @@ def build_query_engine(
     runtime's question log unless ``log_questions`` is False (evaluation runs). Over an index that holds no document
     (or none at all) every question is answered with the one line that says how to fill it, and nothing is created.
     """
-    from app.query_engine import DocsQueryEngine, EmptyIndexQueryEngine
-    from integrations.citation_synthesizer import CitationSynthesizer
-    from integrations.evidence_filter import WeakEvidenceFilter
-    from integrations.extractive_answer import ExtractiveAnswerer
+    from app.query_engine import EmptyIndexQueryEngine
 
     if runtime is None:
         settings = settings or load_settings()
@@ -312,29 +309,39 @@ def build_query_engine(
         if message := empty_index_message(settings):
             return EmptyIndexQueryEngine(message=message)
         runtime = open_runtime(settings)
+    return build_query_engines(runtime, sources, (streaming,), log_questions)[0]
+
+
+def build_query_engines(runtime: Runtime, sources: list[str] | None = None, streaming=(False, True), log_questions: bool = True) -> list:
+    """One query engine per entry of ``streaming``, sharing retriever and node postprocessors; each synthesizer streams or
+    not for good (a chat engine takes one of each)."""
+    from app.query_engine import DocsQueryEngine
+    from integrations.citation_synthesizer import CitationSynthesizer, default_answerers
+    from integrations.evidence_filter import WeakEvidenceFilter
+    from integrations.extractive_answer import ExtractiveAnswerer
+
     retrieval = runtime.settings.retrieval
     # Quoting must not depend on a remote API: with an API embedder it scores sentences by keywords.
     local = runtime.settings.embedding.backend == "local"
     evidence = WeakEvidenceFilter(
         min_dense_score=retrieval.min_dense_score, min_dense_score_missing_names=retrieval.min_dense_score_missing_names
     )
-    synthesizer = CitationSynthesizer(
-        llm=runtime.llm,
-        extractive=ExtractiveAnswerer(embed_model=runtime.embed_model if local else None),
-        streaming=streaming,
-        evidence=evidence,
-    )
+    answerers = default_answerers(runtime.llm, ExtractiveAnswerer(embed_model=runtime.embed_model if local else None))
     # The ranking stage picks top_k out of more candidates, after the refusal check (no call to refuse).
     candidates, stages = build_ranking_stages(runtime)
-    return DocsQueryEngine(
-        retriever=build_retriever(runtime, sources, top_k=candidates),
-        response_synthesizer=synthesizer,
-        node_postprocessors=[evidence, *stages],
-        meter=runtime.meter,
-        max_question_chars=retrieval.max_question_chars,
-        question_log=runtime.question_log if log_questions else None,
-        filtered=bool(sources),
-    )
+    retriever = build_retriever(runtime, sources, top_k=candidates)
+    return [
+        DocsQueryEngine(
+            retriever=retriever,
+            response_synthesizer=CitationSynthesizer(answerers, streaming=streams, evidence=evidence),
+            node_postprocessors=[evidence, *stages],
+            meter=runtime.meter,
+            max_question_chars=retrieval.max_question_chars,
+            question_log=runtime.question_log if log_questions else None,
+            filtered=bool(sources),
+        )
+        for streams in streaming
+    ]
 
 
 def open_meter(settings: Settings) -> UsageMeter:
