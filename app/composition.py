@@ -79,24 +79,24 @@ def build_chain_members(settings: Settings, meter: UsageMeter | None = None) -> 
     for backend in llm.chain:
         if backend == "hf_api":
             from integrations.hf_chat_llm import HFChatLLM
+            from integrations.metered_llm import MeteredLLM
 
             token = _hf_token(settings, "llm.chain with hf_api")
             cheapest = meter.cheapest(llm.hf_models) if meter is not None and llm.hf_models else None
             for model in llm.hf_models:
-                members.append(
-                    HFChatLLM(
-                        model_name=model,
-                        token=token,
-                        base_url=settings.hf_base_url,
-                        timeout=llm.timeout_s,
-                        temperature=llm.temperature,
-                        num_output=llm.max_tokens,
-                        context_window=llm.context_window,
-                        deadline_s=llm.deadline_s,
-                        meter=meter,
-                        cheapest_model=cheapest,
-                    )
+                member = HFChatLLM(
+                    model_name=model,
+                    token=token,
+                    base_url=settings.hf_base_url,
+                    timeout=llm.timeout_s,
+                    temperature=llm.temperature,
+                    num_output=llm.max_tokens,
+                    context_window=llm.context_window,
+                    deadline_s=llm.deadline_s,
                 )
+                if meter is not None:
+                    member = MeteredLLM(member, meter, provider=member.provider_name, cheapest_model=cheapest)
+                members.append(member)
         elif backend == "ollama":
             from integrations.ollama_llm import OllamaLLM
 

@@ -200,6 +200,7 @@ def _check_against_manifest(settings: Settings, store) -> None:
 def run_checks(settings: Settings) -> list[Check]:
     from app.composition import EMBEDDING_DIM, build_chain_members, build_embed_model, build_reranker, open_meter, uses_hf_api
     from integrations.hf_chat_llm import HFChatLLM
+    from integrations.metered_llm import MeteredLLM
     from integrations.ollama_llm import OllamaLLM
 
     checks: list[Check] = []
@@ -224,7 +225,7 @@ def run_checks(settings: Settings) -> list[Check]:
             meter.close()
         return [*checks, Check("configuration", FAILED, str(exc), 0.0, "fix the setting named above")]
     for member in members:
-        if isinstance(member, HFChatLLM):
+        if isinstance(member.llm if isinstance(member, MeteredLLM) else member, HFChatLLM):
             fix = f"check that {member.model_name} is served for chat (docs/deployment.md)"
             checks.append(run(f"chat {member.model_name}: providers", fix, lambda m=member: _mapping_check(settings, m.model_name)))
             checks.append(run(f"chat {member.model_name}: completion", fix, lambda m=member: _completion_check(m)))

@@ -47,7 +47,6 @@ from pydantic import SecretStr
 from integrations.backend_errors import BackendUnavailableError, current_deadline, redacted_errors
 from integrations.chat_completion import ChatCompletionMixin, finish_marks
 from integrations.hf_http import DEFAULT_HF_BASE_URL, chat_url, secret_value, with_retries
-from integrations.usage_meter import BudgetDegraded, Metering, UsageMeter, estimate_tokens, metered
 
 logger = logging.getLogger(__name__)
 
@@ -91,12 +90,7 @@ class HFChatLLM(ChatCompletionMixin, LLM):
         default=60.0, gt=0, description="Time budget of one call (retries included) when no question deadline is active."
     )
 
-    cheapest_model: str | None = Field(
-        default=None, description="Model kept when spend passes the budget's degrade threshold; the others step aside."
-    )
-
     _token: SecretStr = PrivateAttr()
-    _meter: UsageMeter | None = PrivateAttr(default=None)
     # Models whose chat template rejected a system message, shared by every instance of this process.
     _no_system_role: ClassVar[set[str]] = set()
     _no_system_lock: ClassVar[threading.Lock] = threading.Lock()
@@ -108,7 +102,6 @@ class HFChatLLM(ChatCompletionMixin, LLM):
         token: SecretStr | str | None,
         base_url: str = DEFAULT_HF_BASE_URL,
         timeout: float = 30.0,
-        meter: UsageMeter | None = None,
         **kwargs: Any,
     ) -> None:
         value = secret_value(token)
@@ -121,7 +114,6 @@ class HFChatLLM(ChatCompletionMixin, LLM):
             raise ValueError("HFChatLLM needs a positive timeout in seconds (the stock default None waits forever)")
         super().__init__(model_name=model_name, base_url=base_url, timeout=timeout, **kwargs)
         self._token = SecretStr(value)
-        self._meter = meter
 
     @classmethod
     def class_name(cls) -> str:
@@ -204,30 +196,15 @@ class HFChatLLM(ChatCompletionMixin, LLM):
         """The provider asked for with a model suffix (``:fastest``, ``:together``…), else the router's choice."""
         return self.model_name.split(":", 1)[1] if ":" in self.model_name else "auto"
 
-    def _metered(self, messages: Sequence[ChatMessage]):
-        """Budget checks before a call, then metering of the call (a no-op without a meter)."""
-        meter = self._meter
-        if meter is not None and self.cheapest_model not in (None, self.model_name) and meter.state() == "degraded":
-            share = f"{meter.degrade_fraction:.0%}"
-            raise BudgetDegraded(f"this month's API spend passed {share} of the cap: only {self.cheapest_model} is used")
-        prompt_tokens = sum(estimate_tokens(str(m.content or "")) for m in messages) if self._meter is not None else 0
-        # Worst case: the prompt counted with a margin for another tokenizer, and a full-length answer.
-        return metered(
-            self._meter, "chat", self.model_name, self.provider_name,
-            max_tokens_in=int(prompt_tokens * 1.25) + 32, max_tokens_out=self.num_output,
-        ), prompt_tokens  # fmt: skip
-
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        meter_block, prompt_tokens = self._metered(messages)
-        with redacted_errors(self._token.get_secret_value()), meter_block as usage:
+        with redacted_errors(self._token.get_secret_value()):
             output, client = self._open(messages, stream=False, **kwargs)
             client.close()
             if not output.choices:
                 raise BackendUnavailableError(f"{self.backend_label}: the reply has no choices")
             text = output.choices[0].message.content or ""
             reported = _usage(output)
-            _fill_usage(usage, reported, prompt_tokens, text, self._meter is not None)
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
             raw=dict(output),
@@ -241,11 +218,9 @@ class HFChatLLM(ChatCompletionMixin, LLM):
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         def gen() -> ChatResponseGen:
-            meter_block, prompt_tokens = self._metered(messages)
-            with redacted_errors(self._token.get_secret_value()), meter_block as usage:
+            with redacted_errors(self._token.get_secret_value()):
                 chunks, client = self._open(messages, stream=True, **kwargs)
                 text = ""
-                reported: dict[str, int] = {}
                 try:
                     iterator = iter(chunks)
                     while True:
@@ -260,7 +235,6 @@ class HFChatLLM(ChatCompletionMixin, LLM):
                             delta = chunk.choices[0].delta.content or ""
                             finished = finish_marks(self.backend_label, chunk.choices[0].finish_reason)
                         text += delta
-                        reported = _usage(chunk) or reported
                         yield ChatResponse(
                             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
                             delta=delta,
@@ -269,17 +243,8 @@ class HFChatLLM(ChatCompletionMixin, LLM):
                         )
                 finally:
                     client.close()  # releases the streamed HTTP response
-                    _fill_usage(usage, reported, prompt_tokens, text, self._meter is not None)
 
         return gen()
-
-
-def _fill_usage(usage: Metering, reported: dict[str, int], prompt_tokens: int, text: str, metering: bool) -> None:
-    """Token counts from the API's ``usage``; estimated with the bundled tokenizer when it sent none."""
-    if "prompt_tokens" in reported and "completion_tokens" in reported:
-        usage.tokens_in, usage.tokens_out = reported["prompt_tokens"], reported["completion_tokens"]
-    elif metering:
-        usage.tokens_in, usage.tokens_out, usage.estimated = prompt_tokens, estimate_tokens(text), True
 
 
 def _close(clients: list[Any]) -> None:
