@@ -24,7 +24,13 @@ if TYPE_CHECKING:  # imported where used: a process loads only the backends its 
 
 logger = logging.getLogger(__name__)
 
-EMBEDDING_DIM = 384
+#: Third-party loggers kept out of the user's terminal and page below ERROR (their failures reach the user as ours).
+NOISY_LOGGERS = ("pymilvus", "pymilvus.decorators", "milvus_lite", "httpx", "httpx2")
+
+
+def quiet_noisy_loggers() -> None:
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 HF_TOKEN_HINT = "set HF_TOKEN (or HUGGINGFACE_API_TOKEN) to a Hugging Face token, or choose a profile without hf_api (e.g. --profile local)"
@@ -36,6 +42,11 @@ def _hf_token(settings: Settings, what: str):
     if token is None or not token.get_secret_value().strip():
         raise ValueError(f"{what} uses the Hugging Face API (profile {settings.profile!r}) but no token is set: {HF_TOKEN_HINT}")
     return token
+
+
+def _hf(settings: Settings, what: str) -> dict:
+    """What every Hugging Face component is built with: the token (required) and the router's base URL."""
+    return {"token": _hf_token(settings, what), "base_url": settings.hf_base_url}
 
 
 def uses_hf_api(settings: Settings) -> bool:
@@ -61,9 +72,9 @@ def build_embed_model(settings: Settings, meter: UsageMeter | None = None) -> Ba
         if emb.cache:
             cache_path = emb.cache_path or str(settings.storage.index_dir / "hf_embedding_cache.sqlite")
         return HFEmbedding(
+            **_hf(settings, "embedding.backend=hf_api"),
             model_name=emb.model,
-            token=_hf_token(settings, "embedding.backend=hf_api"),
-            base_url=settings.hf_base_url,
+            dimension=emb.dimension,
             timeout=emb.timeout_s,
             embed_batch_size=emb.batch_size,
             cache_path=cache_path,
@@ -81,13 +92,12 @@ def build_chain_members(settings: Settings, meter: UsageMeter | None = None) -> 
             from integrations.hf_chat_llm import HFChatLLM
             from integrations.metered_llm import MeteredLLM
 
-            token = _hf_token(settings, "llm.chain with hf_api")
+            hf = _hf(settings, "llm.chain with hf_api")
             cheapest = meter.cheapest(llm.hf_models) if meter is not None and llm.hf_models else None
             for model in llm.hf_models:
                 member = HFChatLLM(
+                    **hf,
                     model_name=model,
-                    token=token,
-                    base_url=settings.hf_base_url,
                     timeout=llm.timeout_s,
                     temperature=llm.temperature,
                     num_output=llm.max_tokens,
@@ -158,9 +168,8 @@ def build_reranker(settings: Settings, meter: UsageMeter | None = None) -> BaseN
         from integrations.hf_rerank import HFCrossEncoderRerank
 
         return HFCrossEncoderRerank(
+            **_hf(settings, "rerank.backend=hf_api"),
             model=rr.model,
-            token=_hf_token(settings, "rerank.backend=hf_api"),
-            base_url=settings.hf_base_url,
             top_n=settings.retrieval.top_k,
             max_candidates=rr.max_candidates,
             timeout_s=rr.timeout_s,
@@ -217,7 +226,7 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
             # client reuses that memory instead of adding to the peak.
             embed_model.load()
         llm, reranker = build_llm(settings, meter), build_reranker(settings, meter)
-        vector_store = open_vector_store(settings, EMBEDDING_DIM)
+        vector_store = open_vector_store(settings, embed_model.dimension)  # each embedder declares its vectors' length
     except BaseException:
         if is_lite_uri(settings.storage.milvus_uri()):
             release_lite_store(settings.storage.milvus_uri())

@@ -53,6 +53,7 @@ class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
     pooling: Pooling | None = Field(
         default=Pooling.MEAN, description="Pooling of token-level outputs (sentence-transformers models use mean)."
     )
+    dimension: int = Field(default=384, ge=1, description="Length of the model's vectors (all-MiniLM-L6-v2: 384): the index's.")
     normalize: bool = Field(default=True, description="L2-normalise vectors so inner product equals cosine.")
     truncate: bool = Field(default=True, description="Ask the server to truncate texts longer than the model's limit.")
     max_retries: int = Field(
