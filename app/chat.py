@@ -54,7 +54,8 @@ from llama_index.core.prompts.base import BasePromptTemplate
 from llama_index.core.schema import BaseNode, QueryBundle
 from llama_index.core.tools import ToolOutput
 
-from integrations.backend_errors import AllBackendsFailedError, aiter_in_thread, transient_errors
+from integrations.backend_errors import AllBackendsFailedError, transient_errors
+from integrations.chat_completion import aiter_in_thread
 from integrations.evidence_filter import WeakEvidenceFilter
 from integrations.keyword_text import QUESTION_WORDS, keyword_text
 from integrations.question_context import question_context

@@ -55,7 +55,8 @@ def _unreachable(exc: BaseException) -> bool:
 
 def _run(name: str, fix: str, probe: Callable[[], str], secrets: tuple[str, ...] = ()) -> Check:
     """Run one probe into its row; every text of the row passes the token redaction, whatever raised it."""
-    from integrations.backend_errors import describe_failure, redact, redacted_errors
+    from integrations.backend_errors import describe_failure
+    from integrations.redaction import redact, redacted_errors
 
     started = time.perf_counter()
     try:

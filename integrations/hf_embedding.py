@@ -27,7 +27,8 @@ from llama_index.embeddings.huggingface_api.pooling import Pooling
 from llama_index.utils.huggingface import format_query, format_text
 from pydantic import SecretStr
 
-from integrations.backend_errors import BackendAuthError, BackendUnavailableError, current_deadline, redacted_errors
+from integrations.backend_errors import BackendAuthError, BackendUnavailableError
+from integrations.deadline import current_deadline
 from integrations.embedding_cache import EmbeddingCache
 from integrations.hf_http import (
     DEFAULT_HF_BASE_URL,
@@ -38,6 +39,7 @@ from integrations.hf_http import (
     secret_value,
     with_retries,
 )
+from integrations.redaction import redacted_errors
 from integrations.usage_meter import UsageMeter, estimate_tokens, metered
 
 logger = logging.getLogger(__name__)
