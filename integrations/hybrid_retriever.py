@@ -207,8 +207,7 @@ class MilvusHybridRetriever(BaseRetriever):
         context_words: int = CONTEXT_WORDS,
         **kwargs: Any,
     ) -> None:
-        self._store = vector_store
-        self.search = MilvusSearch(vector_store)
+        self.milvus = MilvusSearch(vector_store)
         self._embed_model = embed_model
         self.top_k = top_k
         self.dense_top_k = dense_top_k
@@ -221,7 +220,7 @@ class MilvusHybridRetriever(BaseRetriever):
         super().__init__(**kwargs)
 
     def _search(self, queries: list[Any], field: str, metric: str, limit: int) -> list[list[Hit]]:
-        return self.search.search(queries, field, metric, limit, self.file_ids)
+        return self.milvus.search(queries, field, metric, limit, self.file_ids)
 
     def _query_vector(self, question: str, given: list[float] | None) -> list[float] | None:
         """The question's vector, or None when the embedder fails (API down, budget cap): BM25 still answers."""
@@ -245,7 +244,7 @@ class MilvusHybridRetriever(BaseRetriever):
         context.dense_score = max(pool.scores["dense_score"].values(), default=None)
         if self.context_words <= 0:
             return [self._result(pool.nodes[i], [i], pool.fused[i], pool) for i in ranked[: self.top_k]]
-        contexts = distinct_passages(grown_contexts(ranked, pool, self.search.texts, self.top_k, self.context_words))
+        contexts = distinct_passages(grown_contexts(ranked, pool, self.milvus.texts, self.top_k, self.context_words))
         results = []
         for node_id, ids, node in islice(contexts, self.top_k):
             result = self._result(node, ids, pool.fused[node_id], pool)
