@@ -6,10 +6,9 @@ Run with ``make run`` or ``streamlit run streamlit_app.py``.
 
 from __future__ import annotations
 
-import logging
-
 import streamlit as st
 
+from app.composition import quiet_noisy_loggers
 from app.ui.conversation import Turn, ask, retry_question, show_turn
 from app.ui.gaps_view import render_gaps
 from app.ui.library import documents
@@ -22,8 +21,7 @@ from settings import load_settings
 
 st.set_page_config(page_title="docsrag", page_icon="📚", layout="wide")
 page_style()
-for noisy in ("pymilvus", "milvus_lite", "httpx", "httpx2"):
-    logging.getLogger(noisy).setLevel(logging.ERROR)
+quiet_noisy_loggers()
 
 EMPTY_STATE = (
     "**No documents are indexed yet.** Add files with **Upload files** in the sidebar "

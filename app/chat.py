@@ -55,7 +55,8 @@ from llama_index.core.prompts.base import BasePromptTemplate
 from llama_index.core.schema import QueryBundle
 from llama_index.core.tools import ToolOutput
 
-from integrations.backend_errors import AllBackendsFailedError, aiter_in_thread, transient_errors
+from integrations.backend_errors import AllBackendsFailedError, transient_errors
+from integrations.chat_completion import aiter_in_thread
 from integrations.evidence_filter import WeakEvidenceFilter
 from integrations.keyword_text import QUESTION_WORDS, keyword_text
 from integrations.question_context import question_context
@@ -182,9 +183,12 @@ class DocsChatEngine(CondenseQuestionChatEngine):
         condense_question_prompt: BasePromptTemplate,
         memory: Memory,
         llm: LLM | None,
+        streaming_engine: BaseQueryEngine | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(query_engine, condense_question_prompt, memory, llm, **kwargs)
+        # Streams come from their own engine (its synthesizer streams for good); without one a stream is one chunk.
+        self._streaming_engine = streaming_engine
         self._condense_ms = 0.0
 
     @classmethod
@@ -195,11 +199,12 @@ class DocsChatEngine(CondenseQuestionChatEngine):
         sources: list[str] | None = None,
         chat_history: list[ChatMessage] | None = None,
     ) -> DocsChatEngine:
-        """A chat engine over ``build_query_engine(runtime=..., sources=...)`` that answers with ``runtime.llm``."""
-        from app.composition import build_query_engine
+        """A chat engine over ``build_query_engines(runtime, sources)`` that answers with ``runtime.llm``."""
+        from app.composition import build_query_engines
 
         memory = Memory.from_defaults(chat_history=list(chat_history or []), token_limit=MEMORY_TOKEN_LIMIT)
-        return cls(build_query_engine(runtime=runtime, sources=sources), DEFAULT_PROMPT, memory, runtime.llm)
+        engine, streaming_engine = build_query_engines(runtime, sources)
+        return cls(engine, DEFAULT_PROMPT, memory, runtime.llm, streaming_engine=streaming_engine)
 
     # -- condensation -------------------------------------------------------------------------------------------
     def _condense_question(self, chat_history: list[ChatMessage], last_message: str) -> str:
@@ -250,15 +255,8 @@ class DocsChatEngine(CondenseQuestionChatEngine):
         history = chat_history or self._memory.get(input=message)
         standalone = self._condense_question(history, message)
         logger.info("querying with: %s", standalone)
-        synthesizer = getattr(self._query_engine, "_response_synthesizer", None)
-        was_streaming = getattr(synthesizer, "_streaming", None)
-        if synthesizer is not None:
-            synthesizer._streaming = streaming
-        try:
-            return standalone, self._query_engine.query(standalone)
-        finally:
-            if synthesizer is not None:
-                synthesizer._streaming = was_streaming
+        engine = self._streaming_engine if streaming and self._streaming_engine is not None else self._query_engine
+        return standalone, engine.query(standalone)
 
     def _remember(self, message: str, standalone: str, answer: str) -> None:
         self._memory.put(ChatMessage(role=MessageRole.USER, content=message, additional_kwargs={STANDALONE_KEY: standalone}))

@@ -57,7 +57,7 @@ class DocumentChunker(TransformComponent):
             if not isinstance(node, Document):
                 out.append(node)
                 continue
-            node = self._fit_metadata(node, text_splitter)
+            node = self._fit_metadata(node)
             language = node.metadata.get("language")
             if language:
                 out.extend(self._split_code(node, language, line_splitter))
@@ -90,10 +90,10 @@ class DocumentChunker(TransformComponent):
                     "raise the limit to ingest it"
                 )
 
-    def _fit_metadata(self, document: Document, splitter: SentenceSplitter) -> Document:
+    def _fit_metadata(self, document: Document) -> Document:
         """A copy of the document whose embedded metadata fits beside its chunks (a long title or section path is shortened)."""
         budget = int(self.chunk_size * METADATA_SHARE)
-        if _metadata_tokens(document, splitter) <= budget:
+        if _metadata_tokens(document) <= budget:
             return document
         metadata = dict(document.metadata)
         embed_excluded = list(document.excluded_embed_metadata_keys)
@@ -116,7 +116,7 @@ class DocumentChunker(TransformComponent):
                     "excluded_llm_metadata_keys": llm_excluded,
                 }
             )
-            if _metadata_tokens(fitted, splitter) <= budget or chars <= 8:
+            if _metadata_tokens(fitted) <= budget or chars <= 8:
                 return fitted
             chars //= 2
 
@@ -146,9 +146,12 @@ class DocumentChunker(TransformComponent):
         return lines.get_nodes_from_documents([document])
 
 
-def _metadata_tokens(document: Document, splitter: SentenceSplitter) -> int:
+def _metadata_tokens(document: Document) -> int:
+    """Tokens of the longer metadata header, by the tokenizer SentenceSplitter counts with (LlamaIndex's global one)."""
+    from llama_index.core.utils import get_tokenizer
+
     text = max(document.get_metadata_str(MetadataMode.EMBED), document.get_metadata_str(MetadataMode.LLM), key=len)
-    return len(splitter._tokenizer(text))
+    return len(get_tokenizer()(text))
 
 
 def _shorten_path(section: str, chars: int) -> str:

@@ -391,8 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("pymilvus", "milvus_lite", "httpx", "pymilvus.decorators"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    from app.composition import quiet_noisy_loggers
+
+    quiet_noisy_loggers()
     try:
         return args.func(args)
     except KeyboardInterrupt:

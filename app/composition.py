@@ -24,7 +24,13 @@ if TYPE_CHECKING:  # imported where used: a process loads only the backends its 
 
 logger = logging.getLogger(__name__)
 
-EMBEDDING_DIM = 384
+#: Third-party loggers kept out of the user's terminal and page below ERROR (their failures reach the user as ours).
+NOISY_LOGGERS = ("pymilvus", "pymilvus.decorators", "milvus_lite", "httpx", "httpx2")
+
+
+def quiet_noisy_loggers() -> None:
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 HF_TOKEN_HINT = "set HF_TOKEN (or HUGGINGFACE_API_TOKEN) to a Hugging Face token, or choose a profile without hf_api (e.g. --profile local)"
@@ -36,6 +42,11 @@ def _hf_token(settings: Settings, what: str):
     if token is None or not token.get_secret_value().strip():
         raise ValueError(f"{what} uses the Hugging Face API (profile {settings.profile!r}) but no token is set: {HF_TOKEN_HINT}")
     return token
+
+
+def _hf(settings: Settings, what: str) -> dict:
+    """What every Hugging Face component is built with: the token (required) and the router's base URL."""
+    return {"token": _hf_token(settings, what), "base_url": settings.hf_base_url}
 
 
 def uses_hf_api(settings: Settings) -> bool:
@@ -61,9 +72,9 @@ def build_embed_model(settings: Settings, meter: UsageMeter | None = None) -> Ba
         if emb.cache:
             cache_path = emb.cache_path or str(settings.storage.index_dir / "hf_embedding_cache.sqlite")
         return HFEmbedding(
+            **_hf(settings, "embedding.backend=hf_api"),
             model_name=emb.model,
-            token=_hf_token(settings, "embedding.backend=hf_api"),
-            base_url=settings.hf_base_url,
+            dimension=emb.dimension,
             timeout=emb.timeout_s,
             embed_batch_size=emb.batch_size,
             cache_path=cache_path,
@@ -79,24 +90,23 @@ def build_chain_members(settings: Settings, meter: UsageMeter | None = None) -> 
     for backend in llm.chain:
         if backend == "hf_api":
             from integrations.hf_chat_llm import HFChatLLM
+            from integrations.metered_llm import MeteredLLM
 
-            token = _hf_token(settings, "llm.chain with hf_api")
+            hf = _hf(settings, "llm.chain with hf_api")
             cheapest = meter.cheapest(llm.hf_models) if meter is not None and llm.hf_models else None
             for model in llm.hf_models:
-                members.append(
-                    HFChatLLM(
-                        model_name=model,
-                        token=token,
-                        base_url=settings.hf_base_url,
-                        timeout=llm.timeout_s,
-                        temperature=llm.temperature,
-                        num_output=llm.max_tokens,
-                        context_window=llm.context_window,
-                        deadline_s=llm.deadline_s,
-                        meter=meter,
-                        cheapest_model=cheapest,
-                    )
+                member = HFChatLLM(
+                    **hf,
+                    model_name=model,
+                    timeout=llm.timeout_s,
+                    temperature=llm.temperature,
+                    num_output=llm.max_tokens,
+                    context_window=llm.context_window,
+                    deadline_s=llm.deadline_s,
                 )
+                if meter is not None:
+                    member = MeteredLLM(member, meter, provider=member.provider_name, cheapest_model=cheapest)
+                members.append(member)
         elif backend == "ollama":
             from integrations.ollama_llm import OllamaLLM
 
@@ -158,9 +168,8 @@ def build_reranker(settings: Settings, meter: UsageMeter | None = None) -> BaseN
         from integrations.hf_rerank import HFCrossEncoderRerank
 
         return HFCrossEncoderRerank(
+            **_hf(settings, "rerank.backend=hf_api"),
             model=rr.model,
-            token=_hf_token(settings, "rerank.backend=hf_api"),
-            base_url=settings.hf_base_url,
             top_n=settings.retrieval.top_k,
             max_candidates=rr.max_candidates,
             timeout_s=rr.timeout_s,
@@ -217,7 +226,7 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
             # client reuses that memory instead of adding to the peak.
             embed_model.load()
         llm, reranker = build_llm(settings, meter), build_reranker(settings, meter)
-        vector_store = open_vector_store(settings, EMBEDDING_DIM)
+        vector_store = open_vector_store(settings, embed_model.dimension)  # each embedder declares its vectors' length
     except BaseException:
         if is_lite_uri(settings.storage.milvus_uri()):
             release_lite_store(settings.storage.milvus_uri())
@@ -301,10 +310,7 @@ def build_query_engine(
     runtime's question log unless ``log_questions`` is False (evaluation runs). Over an index that holds no document
     (or none at all) every question is answered with the one line that says how to fill it, and nothing is created.
     """
-    from app.query_engine import DocsQueryEngine, EmptyIndexQueryEngine
-    from integrations.citation_synthesizer import CitationSynthesizer
-    from integrations.evidence_filter import WeakEvidenceFilter
-    from integrations.extractive_answer import ExtractiveAnswerer
+    from app.query_engine import EmptyIndexQueryEngine
 
     if runtime is None:
         settings = settings or load_settings()
@@ -312,29 +318,39 @@ def build_query_engine(
         if message := empty_index_message(settings):
             return EmptyIndexQueryEngine(message=message)
         runtime = open_runtime(settings)
+    return build_query_engines(runtime, sources, (streaming,), log_questions)[0]
+
+
+def build_query_engines(runtime: Runtime, sources: list[str] | None = None, streaming=(False, True), log_questions: bool = True) -> list:
+    """One query engine per entry of ``streaming``, sharing retriever and node postprocessors; each synthesizer streams or
+    not for good (a chat engine takes one of each)."""
+    from app.query_engine import DocsQueryEngine
+    from integrations.citation_synthesizer import CitationSynthesizer, default_answerers
+    from integrations.evidence_filter import WeakEvidenceFilter
+    from integrations.extractive_answer import ExtractiveAnswerer
+
     retrieval = runtime.settings.retrieval
     # Quoting must not depend on a remote API: with an API embedder it scores sentences by keywords.
     local = runtime.settings.embedding.backend == "local"
     evidence = WeakEvidenceFilter(
         min_dense_score=retrieval.min_dense_score, min_dense_score_missing_names=retrieval.min_dense_score_missing_names
     )
-    synthesizer = CitationSynthesizer(
-        llm=runtime.llm,
-        extractive=ExtractiveAnswerer(embed_model=runtime.embed_model if local else None),
-        streaming=streaming,
-        evidence=evidence,
-    )
+    answerers = default_answerers(runtime.llm, ExtractiveAnswerer(embed_model=runtime.embed_model if local else None))
     # The ranking stage picks top_k out of more candidates, after the refusal check (no call to refuse).
     candidates, stages = build_ranking_stages(runtime)
-    return DocsQueryEngine(
-        retriever=build_retriever(runtime, sources, top_k=candidates),
-        response_synthesizer=synthesizer,
-        node_postprocessors=[evidence, *stages],
-        meter=runtime.meter,
-        max_question_chars=retrieval.max_question_chars,
-        question_log=runtime.question_log if log_questions else None,
-        filtered=bool(sources),
-    )
+    retriever = build_retriever(runtime, sources, top_k=candidates)
+    return [
+        DocsQueryEngine(
+            retriever=retriever,
+            response_synthesizer=CitationSynthesizer(answerers, streaming=streams, evidence=evidence),
+            node_postprocessors=[evidence, *stages],
+            meter=runtime.meter,
+            max_question_chars=retrieval.max_question_chars,
+            question_log=runtime.question_log if log_questions else None,
+            filtered=bool(sources),
+        )
+        for streams in streaming
+    ]
 
 
 def open_meter(settings: Settings) -> UsageMeter:

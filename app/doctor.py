@@ -55,7 +55,8 @@ def _unreachable(exc: BaseException) -> bool:
 
 def _run(name: str, fix: str, probe: Callable[[], str], secrets: tuple[str, ...] = ()) -> Check:
     """Run one probe into its row; every text of the row passes the token redaction, whatever raised it."""
-    from integrations.backend_errors import describe_failure, redact, redacted_errors
+    from integrations.backend_errors import describe_failure
+    from integrations.redaction import redact, redacted_errors
 
     started = time.perf_counter()
     try:
@@ -121,10 +122,11 @@ def _ollama_check(member) -> str:
     return f"{member.model} is pulled"
 
 
-def _embedding_check(embed_model, dim: int) -> str:
+def _embedding_check(embed_model) -> str:
+    dim = embed_model.dimension
     vector = embed_model.get_text_embedding(PROBE)
     if len(vector) != dim:
-        raise CheckFailed(f"{len(vector)}-d vectors, the index holds {dim}-d", "use an embedding model of the index's dimension")
+        raise CheckFailed(f"{len(vector)}-d vectors, embedding.dimension says {dim}-d", "set embedding.dimension to the model's")
     return f"{dim}-d vector"
 
 
@@ -144,13 +146,13 @@ def _rerank_check(reranker) -> str:
     return f"{len(texts)} passages scored"
 
 
-def _index_check(settings: Settings, embed_model, dim: int) -> str:
+def _index_check(settings: Settings, embed_model) -> str:
     from llama_index.core.schema import MetadataMode
     from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
     from app.store import close_vector_store, open_vector_store
 
-    store = open_vector_store(settings, dim)
+    store = open_vector_store(settings, embed_model.dimension)
     try:
         _check_against_manifest(settings, store)
         rows = store.client.query(
@@ -198,8 +200,9 @@ def _check_against_manifest(settings: Settings, store) -> None:
 
 
 def run_checks(settings: Settings) -> list[Check]:
-    from app.composition import EMBEDDING_DIM, build_chain_members, build_embed_model, build_reranker, open_meter, uses_hf_api
+    from app.composition import build_chain_members, build_embed_model, build_reranker, open_meter, uses_hf_api
     from integrations.hf_chat_llm import HFChatLLM
+    from integrations.metered_llm import MeteredLLM
     from integrations.ollama_llm import OllamaLLM
 
     checks: list[Check] = []
@@ -224,7 +227,7 @@ def run_checks(settings: Settings) -> list[Check]:
             meter.close()
         return [*checks, Check("configuration", FAILED, str(exc), 0.0, "fix the setting named above")]
     for member in members:
-        if isinstance(member, HFChatLLM):
+        if isinstance(member.llm if isinstance(member, MeteredLLM) else member, HFChatLLM):
             fix = f"check that {member.model_name} is served for chat (docs/deployment.md)"
             checks.append(run(f"chat {member.model_name}: providers", fix, lambda m=member: _mapping_check(settings, m.model_name)))
             checks.append(run(f"chat {member.model_name}: completion", fix, lambda m=member: _completion_check(m)))
@@ -234,11 +237,11 @@ def run_checks(settings: Settings) -> list[Check]:
         else:
             checks.append(Check(f"{member.class_name()}", OK, "local model file found", 0.0))
     kind = settings.embedding.backend
-    checks.append(run(f"embedding ({kind})", "check embedding.model and the token", lambda: _embedding_check(embed_model, EMBEDDING_DIM)))
+    checks.append(run(f"embedding ({kind})", "check embedding.model and the token", lambda: _embedding_check(embed_model)))
     if reranker is not None:
         checks.append(run(f"rerank ({settings.rerank.backend})", "check rerank.model", lambda: _rerank_check(reranker)))
     index_fix = f"check storage.index_dir ({settings.storage.index_dir}) or storage.uri"
-    checks.append(run("index", index_fix, lambda: _index_check(settings, embed_model, EMBEDDING_DIM)))
+    checks.append(run("index", index_fix, lambda: _index_check(settings, embed_model)))
     if meter is not None:
         meter.close()
     return checks

@@ -2,7 +2,8 @@
 
 Metrics (implemented exactly as that README defines them):
 
-* tokens: lowercase ``\\w+`` runs after NFKC normalisation with curly quotes made straight;
+* tokens: lowercase ``\\w+`` runs after NFKC normalisation (quotes, curly or straight, split words alike;
+  the one tokeniser of integrations.near_duplicates);
   trigrams: consecutive token triples (a text shorter than 3 tokens is its one n-gram);
 * ``covers(chunk, reference)``: shared trigrams / the smaller trigram set >= 0.5;
 * recall@k, hit@k, MRR@10 over the retrieved chunks; citation validity over the answers;
@@ -23,7 +24,6 @@ import logging
 import re
 import statistics
 import time
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -38,8 +38,6 @@ MRR_DEPTH = 10
 SPLITS = ("dev", "test", "all")
 SPLIT_SALT = "split:"
 
-_WORD = re.compile(r"\w+")
-_CURLY_QUOTES = str.maketrans({**dict.fromkeys("\u2018\u2019\u201a\u201b", "'"), **dict.fromkeys("\u201c\u201d\u201e\u201f", '"')})
 _CITATION = re.compile(r"\[(\d+)\]")
 # A sentence ends at . ! ? or a citation marker, unless more markers follow: "It runs. [1][2] Then ..." keeps [1][2] with "It runs."
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?\]])\s+(?!\[\d+\])")
@@ -141,15 +139,11 @@ def select(questions: Sequence[EvalQuestion], split: str = "all", limit: int | N
 # ---------------------------------------------------------------- metrics
 
 
-def tokens(text: str) -> list[str]:
-    return _WORD.findall(unicodedata.normalize("NFKC", text).translate(_CURLY_QUOTES).lower())
-
-
 @lru_cache(maxsize=65536)
 def trigrams(text: str) -> frozenset[tuple[str, ...]]:
-    from integrations.near_duplicates import word_trigrams
+    from integrations.near_duplicates import shingles
 
-    return word_trigrams(tokens(text))
+    return shingles(text)
 
 
 def covers(chunk: str, reference: str) -> bool:

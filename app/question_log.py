@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from integrations.backend_errors import redact
+from integrations.redaction import redact
 from integrations.sqlite_file import open_sqlite
 
 FILE_NAME = "questions.sqlite"

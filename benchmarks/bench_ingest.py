@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from benchmarks.proc_tree import DescendantsPeak  # noqa: E402
+from benchmarks.proc_tree import TreePeak  # noqa: E402
 
 ORDQA = REPO / "eval" / "ord-qa"
 CHUNKS_WRITTEN = re.compile(r"\((\d+) chunks written")
@@ -47,7 +47,7 @@ def timed_cli(*args: str) -> tuple[str, float, float]:
     """
     command = ["/usr/bin/time", "-v", sys.executable, "-m", "app", *args]
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with DescendantsPeak(proc.pid) as tree:
+    with TreePeak(proc.pid) as tree:
         stdout, stderr = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"python -m app {' '.join(args)} failed:\n{stderr[-2000:]}")

@@ -37,7 +37,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -45,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from app.ingestion import iter_files  # noqa: E402
-from benchmarks.proc_tree import children_peak_mb, descendants, rss_mb  # noqa: E402
+from benchmarks.proc_tree import TreePeak, children_peak_mb, rss_mb  # noqa: E402
 
 logger = logging.getLogger("bench_scale")
 
@@ -82,48 +81,6 @@ QUERIES = [
     "tuple unpacking in for loops",
     "default encoding of text files",
 ]
-
-
-class TreeRss:
-    """Samples the RSS of this process and of all its descendants (Ray's raylet and workers) twice a second."""
-
-    def __init__(self) -> None:
-        self.peak_tree = 0.0
-        self._cpu: dict[int, float] = {}
-        self._cpu_start = self._cpu_of(os.getpid())
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def _cpu_of(pid: int) -> float:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return 0.0
-
-    @property
-    def cpu_s(self) -> float:
-        """CPU seconds used by this process and its descendants while sampled (contention-independent work)."""
-        me = os.getpid()
-        return sum(self._cpu.values()) - self._cpu.get(me, 0.0) + self._cpu_of(me) - self._cpu_start
-
-    def _run(self) -> None:
-        me = os.getpid()
-        while not self._stop.is_set():
-            pids = [me, *descendants(me)]
-            self.peak_tree = max(self.peak_tree, sum(rss_mb(pid) for pid in pids))
-            for pid in pids:
-                self._cpu[pid] = max(self._cpu.get(pid, 0.0), self._cpu_of(pid))
-            self._stop.wait(0.5)
-
-    def __enter__(self) -> TreeRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # ---------------------------------------------------------------- corpus
@@ -342,7 +299,7 @@ def run_compare(args, files, base_settings) -> dict:
         settings = load_settings("local", storage={"index_dir": str(index)})
         runtime = open_runtime(settings)
         ingestor = build_ingestor(runtime)
-        with TreeRss() as rss:
+        with TreePeak(os.getpid(), include_root=True, key="VmRSS", interval_s=0.5) as rss:
             started = time.perf_counter()
             ray_start_s = 0.0
             if engine == "ray":
@@ -366,7 +323,7 @@ def run_compare(args, files, base_settings) -> dict:
             "ray_start_s": round(ray_start_s, 1),
             "chunks_per_s": round(report.chunks_written / total_s, 1),
             "chunks_per_s_without_start": round(report.chunks_written / max(total_s - ray_start_s, 1e-9), 1),
-            "peak_rss_tree_mb": round(rss.peak_tree),
+            "peak_rss_tree_mb": round(rss.peak_mb),
             "cpu_s": round(rss.cpu_s, 1),
             "chunks_per_cpu_s": round(report.chunks_written / max(rss.cpu_s, 1e-9), 2),
             "load_avg_1m_after": os.getloadavg()[0],

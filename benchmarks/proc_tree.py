@@ -40,23 +40,48 @@ def children_peak_mb(root: int | None = None) -> float:
     return sum(rss_mb(pid, "VmHWM") for pid in descendants(os.getpid() if root is None else root))
 
 
-class DescendantsPeak:
-    """Watches a process's descendants while it runs; ``peak_mb`` is the largest sum of their VmHWM seen.
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class TreePeak:
+    """The one memory sampler of the benchmarks and tests: while it runs, ``peak_mb`` is the largest sum of ``key``
+    (VmHWM: peak RSS; VmRSS: current RSS) over a process's descendants (and the process itself with ``include_root``),
+    and ``cpu_s`` the CPU seconds they used.
 
     VmHWM only grows, so sampling every 50 ms loses at most the growth of a descendant's last 50 ms.
     """
 
-    def __init__(self, root: int) -> None:
-        self.root = root
+    def __init__(self, root: int, *, include_root: bool = False, key: str = "VmHWM", interval_s: float = 0.05) -> None:
+        self.root, self.include_root, self.key, self.interval_s = root, include_root, key, interval_s
         self.peak_mb = 0.0
+        self._cpu: dict[int, float] = {}
+        self._cpu_start = cpu_s(root) if include_root else 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak_mb = max(self.peak_mb, children_peak_mb(self.root))
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds used by the sampled processes while sampled (contention-independent work)."""
+        rest = sum(v for pid, v in self._cpu.items() if pid != self.root)
+        return rest + (cpu_s(self.root) - self._cpu_start if self.include_root else 0.0)
 
-    def __enter__(self) -> DescendantsPeak:
+    def _sample(self) -> None:
+        pids = [*([self.root] if self.include_root else []), *descendants(self.root)]
+        self.peak_mb = max(self.peak_mb, sum(rss_mb(pid, self.key) for pid in pids))
+        for pid in pids:
+            self._cpu[pid] = max(self._cpu.get(pid, 0.0), cpu_s(pid))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> TreePeak:
         self._thread.start()
         return self
 

@@ -62,7 +62,7 @@ def feedback(retriever, kind: str) -> None:
     from integrations.keyword_text import KEYWORD_FIELD, keyword_text
 
     first_rank = retriever._rank
-    store = retriever._store
+    store = retriever.milvus.store
 
     def rank(question: str, vector, pool):
         first = Candidates()

@@ -8,7 +8,7 @@ chunks and break across event loops).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.generic_utils import chat_to_completion_decorator, stream_chat_to_completion_decorator
@@ -21,8 +21,6 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
 )
 
-from integrations.backend_errors import aiter_in_thread
-
 
 def finish_marks(label: str, finish_reason: Any) -> dict[str, Any]:
     """``truncated`` and a notice for a reply cut at the token limit (OpenAI ``finish_reason`` / Ollama ``done_reason``)."""
@@ -30,6 +28,16 @@ def finish_marks(label: str, finish_reason: Any) -> dict[str, Any]:
         return {}
     notice = f"The answer from {label} was cut at the answer-length limit (llm.max_tokens) and is incomplete."
     return {"truncated": True, "notices": [notice]}
+
+
+async def aiter_in_thread(stream: Iterator[Any]) -> AsyncIterator[Any]:
+    """Consume a blocking iterator (a sync answer stream) from async code, one item per worker-thread hop."""
+    done = object()
+    while True:
+        item = await asyncio.to_thread(next, stream, done)
+        if item is done:
+            return
+        yield item
 
 
 class ChatCompletionMixin:

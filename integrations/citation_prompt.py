@@ -11,11 +11,12 @@ markers are renumbered 1..k in the order the answer first uses them
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.schema import BaseNode, MetadataMode
+
+from integrations.near_duplicates import shingles
 
 SYSTEM_PROMPT = (
     "You answer questions about technical documentation using only the numbered sources given. "
@@ -35,7 +36,6 @@ CLAIM_END = re.compile(r"(?<=[.!?\]])\s+(?!\[)|\n\s*\n")
 _PARTIAL_MARKER = re.compile(r"\s*(?:\[\d*)?$")
 #: Numbers a claim states (two digits or more): the cited source must contain each.
 _NUMBER = re.compile(r"\d{2,}")
-_WORD = re.compile(r"\w+")
 
 
 def source_label(metadata: dict) -> str:
@@ -75,22 +75,12 @@ def clean_citations(answer: str, count: int) -> str:
     return CITATION.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= count else "", answer)
 
 
-def _words(text: str) -> list[str]:
-    text = unicodedata.normalize("NFKC", text).replace("\u2019", "'").replace("\u2018", "'")
-    return _WORD.findall(text.lower())
-
-
-def _trigrams(words: list[str]) -> set[tuple[str, ...]]:
-    return {tuple(words[i : i + 3]) for i in range(max(1, len(words) - 2))}
-
-
 def supports(source: str, claim: str) -> bool:
     """The source contains what the claim says: they share a word trigram, and each number the claim states is in the source."""
-    words = _words(claim)
-    if not words:
+    claimed = shingles(claim)
+    if not claimed:
         return True  # a bare marker repeats the previous sentence's citation
-    source_words = _words(source)
-    return bool(_trigrams(words) & _trigrams(source_words)) and set(_NUMBER.findall(claim)) <= set(_NUMBER.findall(source))
+    return bool(claimed & shingles(source)) and set(_NUMBER.findall(claim)) <= set(_NUMBER.findall(source))
 
 
 class CitationChecker:

@@ -1,9 +1,9 @@
 """A response synthesizer whose answers cite numbered sources: "[n]" ↔ ``response.source_nodes[n-1]``.
 
-The LLM (usually a fallback chain) gets the prompt of
-:mod:`integrations.citation_prompt`. When there is no LLM, or every member of the
-chain failed, the synthesizer answers from the nodes it holds by quoting their
-best sentences (:mod:`integrations.extractive_answer`). Either way each marker
+The answer comes from the first of an ordered list of answerers that gives one:
+usually the LLM (a fallback chain, with the prompt of :mod:`integrations.citation_prompt`),
+then quoting the nodes' best sentences (:mod:`integrations.extractive_answer`), which
+always answers. Either way each marker
 is checked against the source it cites and the sources are renumbered 1..k in
 the order the answer first cites them; uncited sources follow. With no nodes
 (the evidence filter dropped them) it says the documentation does not cover the
@@ -18,7 +18,7 @@ import itertools
 import logging
 import re
 from collections.abc import Generator, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.base.response.schema import RESPONSE_TYPE, Response, StreamingResponse
@@ -66,21 +66,90 @@ def _texts(nodes: Sequence[NodeWithScore]) -> list[str]:
     return [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
 
 
+class Answer(NamedTuple):
+    """An answerer's raw answer: who wrote it and its text piece by piece."""
+
+    by: str
+    deltas: Iterator[str]
+
+
+class Answerer(Protocol):
+    """One way to answer from numbered sources; None hands the question to the next answerer of the list."""
+
+    def answer(self, question: str, nodes: list[NodeWithScore], context: QuestionContext, streaming: bool) -> Answer | None: ...
+
+
+class LLMAnswerer:
+    """Answers with an LLM (usually a fallback chain) and the citation prompt; None when no member could answer."""
+
+    def __init__(self, llm: LLM) -> None:
+        self.llm = llm
+
+    def answer(self, question: str, nodes: list[NodeWithScore], context: QuestionContext, streaming: bool) -> Answer | None:
+        messages = build_messages(question, [n.node for n in nodes])
+        try:
+            if streaming:
+                stream = iter(self.llm.stream_chat(messages))
+                first = next(stream, None)  # a chain commits to a member (or fails) at its first token
+                chunks: Iterator[ChatResponse] = itertools.chain([first] if first is not None else [], stream)
+            else:
+                first = self.llm.chat(messages)
+                chunks = iter([first])
+        except (AllBackendsFailedError, *transient_errors()) as exc:
+            context.fallbacks.extend(getattr(exc, "fallbacks", None) or [f"{self.llm.metadata.model_name}: {describe_failure(exc)}"])
+            logger.info("no LLM could answer; quoting the sources instead")
+            return None
+        extra = first.additional_kwargs if first is not None else {}
+        context.fallbacks.extend(extra.get("fallbacks", []))
+
+        def deltas() -> Iterator[str]:
+            for chunk in chunks:
+                for notice in chunk.additional_kwargs.get("notices", []):  # e.g. the answer was cut at max_tokens
+                    context.notice(notice)
+                yield (chunk.delta or "") if streaming else (chunk.message.content or "")
+
+        return Answer(extra.get("answered_by") or self.llm.metadata.model_name, deltas())
+
+
+class QuotingAnswerer:
+    """Quotes the sources' best sentences (integrations.extractive_answer): always answers, or refuses."""
+
+    def __init__(self, extractive: ExtractiveAnswerer | None = None) -> None:
+        self.extractive = extractive or ExtractiveAnswerer()
+
+    def answer(self, question: str, nodes: list[NodeWithScore], context: QuestionContext, streaming: bool) -> Answer:
+        places = [f"{n.node.metadata.get('source', '')} > {n.node.metadata.get('section', '')}" for n in nodes]
+        choice = self.extractive.choose(question, _texts(nodes), context, places)
+        _label_quotes(nodes, choice)
+        context.weak_evidence = context.weak_evidence or choice.refused
+        return Answer(EXTRACTIVE_NAME, iter(_STREAMED_WORD.findall(choice.text)))
+
+
+def default_answerers(llm: LLM | None = None, extractive: ExtractiveAnswerer | None = None) -> list[Answerer]:
+    """The LLM (when there is one), then quoting."""
+    return [*([LLMAnswerer(llm)] if llm is not None else []), QuotingAnswerer(extractive)]
+
+
 class CitationSynthesizer(BaseSynthesizer):
-    """Answer from numbered sources with checked [n] citations: by the LLM, else by quoting; refuse without nodes."""
+    """Answer from numbered sources with checked [n] citations by the first answerer of the list that can; refuse without nodes.
+
+    ``streaming`` is fixed here: an engine that streams and one that does not are two synthesizers.
+    """
 
     def __init__(
         self,
-        llm: LLM | None = None,
-        extractive: ExtractiveAnswerer | None = None,
+        answerers: Sequence[Answerer] | None = None,
         streaming: bool = False,
         evidence: WeakEvidenceFilter | None = None,
     ) -> None:
+        self._answerers = list(answerers) if answerers is not None else default_answerers()
+        if not self._answerers:
+            raise ValueError("CitationSynthesizer needs at least one answerer (e.g. QuotingAnswerer())")
+        llm = next((a.llm for a in self._answerers if isinstance(a, LLMAnswerer)), None)
         # MockLLM is LlamaIndex's own "no LLM" (what Settings.llm = None gives): the base would otherwise resolve
-        # Settings.llm to OpenAI. Answers come from self._chain; the base keeps its LLM for its prompt helpers only.
+        # Settings.llm to OpenAI. Answers come from the answerers; the base keeps its LLM for its prompt helpers only.
         super().__init__(llm=llm if llm is not None else MockLLM(), streaming=streaming, empty_response=NOT_COVERED)
-        self._chain = llm
-        self._extractive = extractive or ExtractiveAnswerer()
+        self._has_llm = llm is not None
         # Judges the question when no evidence filter ran before (an engine built without one refuses alike).
         self._evidence = evidence or WeakEvidenceFilter()
 
@@ -109,7 +178,7 @@ class CitationSynthesizer(BaseSynthesizer):
     ) -> RESPONSE_TYPE:
         # The sync path off the event loop (the chain's clients and the extractive embedder block); the worker thread
         # sees this question's context. A streamed answer is a StreamingResponse here too: iterate it, or wrap its
-        # response_gen with integrations.backend_errors.aiter_in_thread.
+        # response_gen with integrations.chat_completion.aiter_in_thread.
         return await asyncio.to_thread(self.synthesize, query, nodes, additional_source_nodes, **response_kwargs)
 
     @dispatcher.span
@@ -162,37 +231,16 @@ class CitationSynthesizer(BaseSynthesizer):
     def _deltas(
         self, question: str, nodes: list[NodeWithScore], context: QuestionContext, response: Response | StreamingResponse | None
     ) -> Iterator[str]:
-        """The raw answer: the LLM's (streamed when the response is), or the extractive one when there is no LLM or none could answer."""
-        if self._chain is None:
+        """The raw answer of the first answerer that gives one (streamed when the response is)."""
+        if not self._has_llm:
             context.notice(NO_LLM_NOTICE)
-        else:
-            messages = build_messages(question, [n.node for n in nodes])
-            try:
-                if isinstance(response, StreamingResponse):
-                    stream = iter(self._chain.stream_chat(messages))
-                    first = next(stream, None)  # a chain commits to a member (or fails) at its first token
-                    chunks: Iterator[ChatResponse] = itertools.chain([first] if first is not None else [], stream)
-                else:
-                    first = self._chain.chat(messages)
-                    chunks = iter([first])
-            except (AllBackendsFailedError, *transient_errors()) as exc:
-                context.fallbacks.extend(getattr(exc, "fallbacks", None) or [f"{self._chain.metadata.model_name}: {describe_failure(exc)}"])
-                logger.info("no LLM could answer; quoting the sources instead")
-            else:
-                extra = first.additional_kwargs if first is not None else {}
-                context.fallbacks.extend(extra.get("fallbacks", []))
-                self._answered(response, extra.get("answered_by") or self._chain.metadata.model_name, context)
-                for chunk in chunks:
-                    for notice in chunk.additional_kwargs.get("notices", []):  # e.g. the answer was cut at max_tokens
-                        context.notice(notice)
-                    yield (chunk.delta or "") if isinstance(response, StreamingResponse) else (chunk.message.content or "")
+        for answerer in self._answerers:
+            answer = answerer.answer(question, nodes, context, isinstance(response, StreamingResponse))
+            if answer is not None:
+                self._answered(response, answer.by, context)
+                yield from answer.deltas
                 return
-        self._answered(response, EXTRACTIVE_NAME, context)
-        places = [f"{n.node.metadata.get('source', '')} > {n.node.metadata.get('section', '')}" for n in nodes]
-        choice = self._extractive.choose(question, _texts(nodes), context, places)
-        _label_quotes(nodes, choice)
-        context.weak_evidence = context.weak_evidence or choice.refused
-        yield from _STREAMED_WORD.findall(choice.text)
+        raise AllBackendsFailedError("no answerer of the list could answer (the last one should be QuotingAnswerer)")
 
     @staticmethod
     def _answered(response: Response | StreamingResponse | None, by: str, context: QuestionContext) -> None:

@@ -42,10 +42,10 @@ from integrations.backend_errors import (
     BackendUnavailableError,
     StreamInterruptedError,
     describe_failure,
-    question_deadline,
     transient_errors,
 )
 from integrations.chat_completion import ChatCompletionMixin
+from integrations.deadline import question_deadline
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)

@@ -1,25 +1,24 @@
-"""Chat completions through the Hugging Face router, as a thin fix of the stock LlamaIndex class.
+"""Chat completions through the Hugging Face router: a plain LlamaIndex ``LLM`` over ``InferenceClient.chat_completion``.
 
-``HuggingFaceInferenceAPI`` (llama-index-llms-huggingface-api 0.8.0) has these
-problems, fixed here without re-implementing the client:
+The stock ``HuggingFaceInferenceAPI`` (llama-index-llms-huggingface-api 0.8.0) is
+not used as a base: its constructor probes ``{url}/info`` over the network and
+builds clients that fall back to a token saved on the machine, its token is a
+plain field (dumped with the model), its sync streaming raises IndexError on the
+usage-only chunk (``choices: []``) and its async streaming loses chunks. This class:
 
-1. with a URL as model the body says ``"model": "dummy"`` → the URL is built from
-   ``base_url`` and the real model id (with ``:fastest``/``:cheapest``/``:<provider>``)
-   goes in the body;
-2. sync streaming raises IndexError on the usage-only chunk (``choices: []``), async
-   streaming loses chunks, and no LLM events are emitted → sync ``chat``/``stream_chat``
-   overrides, decorated so ``LLMChatStartEvent``/``LLMChatEndEvent`` carry the usage;
-3. ``timeout=None`` and no retries → explicit timeout; 429 ``Retry-After`` and 503
-   ``estimated_time`` honoured while they fit in the question's deadline;
-4. the constructor probes ``{url}/info`` over the network and the token is a plain
-   field (dumped with the model) that falls back to a token saved on the machine →
-   no probe, and the token is a required private ``SecretStr``;
+1. sends requests to ``{base_url}/v1/chat/completions`` with the real model id
+   (with ``:fastest``/``:cheapest``/``:<provider>``) in the body;
+2. implements sync ``chat``/``stream_chat`` (async runs them in threads), decorated
+   so ``LLMChatStartEvent``/``LLMChatEndEvent`` carry the usage;
+3. has an explicit timeout; 429 ``Retry-After`` and 503 ``estimated_time`` are
+   honoured while they fit in the question's deadline;
+4. keeps the token a required private ``SecretStr`` and probes nothing;
 5. chat templates without a system role (Gemma's) make providers answer 400 (vLLM-style
    servers) or 422 (text-generation-inference's template error) → the request is sent
    again with the system text folded into the first user turn, and the model is
    remembered (only when the folded request succeeds) so later questions are folded at once;
-6. ``finish_reason == "length"`` (cut at ``max_tokens``) passes silently → the reply
-   carries ``truncated`` and a notice the answer shows.
+6. ``finish_reason == "length"`` (cut at ``max_tokens``) → the reply carries
+   ``truncated`` and a notice the answer shows.
 
 Every error leaving a call has the token scrubbed (``redacted_errors``).
 """
@@ -36,18 +35,20 @@ from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
     ChatResponseGen,
+    LLMMetadata,
     MessageRole,
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW, DEFAULT_NUM_OUTPUTS
+from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback
-from llama_index.core.llms.function_calling import FunctionCallingLLM
-from llama_index.llms.huggingface_api import HuggingFaceInferenceAPI
 from pydantic import SecretStr
 
-from integrations.backend_errors import BackendUnavailableError, current_deadline, redacted_errors
+from integrations.backend_errors import BackendUnavailableError
 from integrations.chat_completion import ChatCompletionMixin, finish_marks
+from integrations.deadline import current_deadline
 from integrations.hf_http import DEFAULT_HF_BASE_URL, chat_url, secret_value, with_retries
-from integrations.usage_meter import BudgetDegraded, Metering, UsageMeter, estimate_tokens, metered
+from integrations.redaction import redacted_errors
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +71,14 @@ def _usage(raw: Any) -> dict[str, int]:
     return {key: int(usage[key]) for key in ("prompt_tokens", "completion_tokens", "total_tokens") if isinstance(usage.get(key), int)}
 
 
-class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
+class HFChatLLM(ChatCompletionMixin, LLM):
     """One chat model of the Hugging Face Inference Providers router (OpenAI-compatible route)."""
 
+    model_name: str = Field(description="Model id sent in the body, optionally with :fastest, :cheapest or :<provider>.")
+    timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for one HTTP reply (capped by the time left).")
+    temperature: float = Field(default=0.1, gt=0.0, description="Sampling temperature.")
+    num_output: int = Field(default=DEFAULT_NUM_OUTPUTS, description="Most tokens of one answer (max_tokens).")
+    context_window: int = Field(default=DEFAULT_CONTEXT_WINDOW, description="Tokens of prompt and answer the model accepts.")
     base_url: str = Field(default=DEFAULT_HF_BASE_URL, description="Router base URL; requests go to {base_url}/v1/chat/completions.")
     max_retries: int = Field(
         default=2, ge=0, description="Retries after a 429 or 503-loading reply, each only if its wait fits the deadline."
@@ -86,12 +92,7 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
         default=60.0, gt=0, description="Time budget of one call (retries included) when no question deadline is active."
     )
 
-    cheapest_model: str | None = Field(
-        default=None, description="Model kept when spend passes the budget's degrade threshold; the others step aside."
-    )
-
     _token: SecretStr = PrivateAttr()
-    _meter: UsageMeter | None = PrivateAttr(default=None)
     # Models whose chat template rejected a system message, shared by every instance of this process.
     _no_system_role: ClassVar[set[str]] = set()
     _no_system_lock: ClassVar[threading.Lock] = threading.Lock()
@@ -103,7 +104,6 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
         token: SecretStr | str | None,
         base_url: str = DEFAULT_HF_BASE_URL,
         timeout: float = 30.0,
-        meter: UsageMeter | None = None,
         **kwargs: Any,
     ) -> None:
         value = secret_value(token)
@@ -114,23 +114,8 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
             )
         if timeout is None or timeout <= 0:
             raise ValueError("HFChatLLM needs a positive timeout in seconds (the stock default None waits forever)")
-        # Deliberately skip HuggingFaceInferenceAPI.__init__: it probes {url}/info over the network and
-        # builds clients that would fall back to a saved token. Pydantic fields are set the same way.
-        FunctionCallingLLM.__init__(
-            self,
-            model=chat_url(base_url),
-            model_name=model_name,
-            provider="hf-inference",
-            task="conversational",
-            base_url=base_url,
-            timeout=timeout,
-            token=None,
-            **kwargs,
-        )
+        super().__init__(model_name=model_name, base_url=base_url, timeout=timeout, **kwargs)
         self._token = SecretStr(value)
-        self._meter = meter
-        self._sync_client = self._client(timeout)
-        self._async_client = None
 
     @classmethod
     def class_name(cls) -> str:
@@ -140,31 +125,26 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
     def backend_label(self) -> str:
         return f"hf_api:{self.model_name}"
 
-    def _get_inference_client_kwargs(self) -> dict[str, Any]:
-        return {
-            "model": self.model,  # the full URL: provider forced to hf-inference, used verbatim
-            "provider": "hf-inference",
-            "token": self._token.get_secret_value(),
-            "timeout": self.timeout,
-            "headers": self.headers,
-            "cookies": self.cookies,
-        }
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(context_window=self.context_window, num_output=self.num_output, is_chat_model=True, model_name=self.model_name)
 
-    def _get_model_kwargs(self, **kwargs: Any) -> dict[str, Any]:
-        # The real model id in the body (the stock class sends "dummy" for URL models).
-        return {"model": self.model_name, "max_tokens": self.num_output, "temperature": self.temperature, **kwargs}
+    @property
+    def url(self) -> str:
+        return chat_url(self.base_url)
 
     def _client(self, timeout: float) -> Any:
         from huggingface_hub import InferenceClient
 
         # A client is a few attributes over the shared keep-alive session: one per call lets each
         # call carry the timeout left before the deadline without touching shared state.
-        return InferenceClient(**{**self._get_inference_client_kwargs(), "timeout": timeout})
+        # The full URL as model: provider forced to hf-inference, URL used verbatim.
+        return InferenceClient(model=self.url, provider="hf-inference", token=self._token.get_secret_value(), timeout=timeout)
 
     def _open(self, messages: Sequence[ChatMessage], stream: bool, **kwargs: Any) -> tuple[Any, Any]:
         from huggingface_hub.errors import HfHubHTTPError
 
-        hf_messages = self._to_huggingface_messages(messages)
+        hf_messages = [{"role": m.role.value, "content": m.content or ""} for m in messages]
         has_system = any(m.get("role") == "system" for m in hf_messages)
         if has_system and self.model_name in self._no_system_role:
             hf_messages, has_system = fold_system(hf_messages), False
@@ -181,7 +161,8 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
         return output
 
     def _send(self, hf_messages: list[dict[str, Any]], stream: bool, **kwargs: Any) -> tuple[Any, Any]:
-        model_kwargs = self._get_model_kwargs(**kwargs)
+        # The real model id in the body (the stock class sends "dummy" for URL models).
+        model_kwargs = {"model": self.model_name, "max_tokens": self.num_output, "temperature": self.temperature, **kwargs}
         if stream:
             # The one field InferenceClient.chat_completion does not send by default (tests/test_hf_client_parity.py):
             # OpenAI-compatible servers put `usage` in a stream only when asked, and the meter needs it.
@@ -205,7 +186,7 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
             )
         except json.JSONDecodeError as exc:
             _close(clients)
-            raise BackendUnavailableError(f"malformed JSON in the reply from {self.model}") from exc
+            raise BackendUnavailableError(f"malformed JSON in the reply from {self.url}") from exc
         except BaseException:
             _close(clients)
             raise
@@ -217,30 +198,15 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
         """The provider asked for with a model suffix (``:fastest``, ``:together``…), else the router's choice."""
         return self.model_name.split(":", 1)[1] if ":" in self.model_name else "auto"
 
-    def _metered(self, messages: Sequence[ChatMessage]):
-        """Budget checks before a call, then metering of the call (a no-op without a meter)."""
-        meter = self._meter
-        if meter is not None and self.cheapest_model not in (None, self.model_name) and meter.state() == "degraded":
-            share = f"{meter.degrade_fraction:.0%}"
-            raise BudgetDegraded(f"this month's API spend passed {share} of the cap: only {self.cheapest_model} is used")
-        prompt_tokens = sum(estimate_tokens(str(m.content or "")) for m in messages) if self._meter is not None else 0
-        # Worst case: the prompt counted with a margin for another tokenizer, and a full-length answer.
-        return metered(
-            self._meter, "chat", self.model_name, self.provider_name,
-            max_tokens_in=int(prompt_tokens * 1.25) + 32, max_tokens_out=self.num_output,
-        ), prompt_tokens  # fmt: skip
-
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        meter_block, prompt_tokens = self._metered(messages)
-        with redacted_errors(self._token.get_secret_value()), meter_block as usage:
+        with redacted_errors(self._token.get_secret_value()):
             output, client = self._open(messages, stream=False, **kwargs)
             client.close()
             if not output.choices:
                 raise BackendUnavailableError(f"{self.backend_label}: the reply has no choices")
             text = output.choices[0].message.content or ""
             reported = _usage(output)
-            _fill_usage(usage, reported, prompt_tokens, text, self._meter is not None)
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
             raw=dict(output),
@@ -254,11 +220,9 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         def gen() -> ChatResponseGen:
-            meter_block, prompt_tokens = self._metered(messages)
-            with redacted_errors(self._token.get_secret_value()), meter_block as usage:
+            with redacted_errors(self._token.get_secret_value()):
                 chunks, client = self._open(messages, stream=True, **kwargs)
                 text = ""
-                reported: dict[str, int] = {}
                 try:
                     iterator = iter(chunks)
                     while True:
@@ -267,13 +231,12 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
                         except StopIteration:
                             break
                         except json.JSONDecodeError as exc:
-                            raise BackendUnavailableError(f"malformed JSON in the answer stream from {self.model}") from exc
+                            raise BackendUnavailableError(f"malformed JSON in the answer stream from {self.url}") from exc
                         delta, finished = "", {}
                         if chunk.choices:  # usage-only chunks have choices: []
                             delta = chunk.choices[0].delta.content or ""
                             finished = finish_marks(self.backend_label, chunk.choices[0].finish_reason)
                         text += delta
-                        reported = _usage(chunk) or reported
                         yield ChatResponse(
                             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
                             delta=delta,
@@ -282,17 +245,8 @@ class HFChatLLM(ChatCompletionMixin, HuggingFaceInferenceAPI):
                         )
                 finally:
                     client.close()  # releases the streamed HTTP response
-                    _fill_usage(usage, reported, prompt_tokens, text, self._meter is not None)
 
         return gen()
-
-
-def _fill_usage(usage: Metering, reported: dict[str, int], prompt_tokens: int, text: str, metering: bool) -> None:
-    """Token counts from the API's ``usage``; estimated with the bundled tokenizer when it sent none."""
-    if "prompt_tokens" in reported and "completion_tokens" in reported:
-        usage.tokens_in, usage.tokens_out = reported["prompt_tokens"], reported["completion_tokens"]
-    elif metering:
-        usage.tokens_in, usage.tokens_out, usage.estimated = prompt_tokens, estimate_tokens(text), True
 
 
 def _close(clients: list[Any]) -> None:

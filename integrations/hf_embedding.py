@@ -27,7 +27,8 @@ from llama_index.embeddings.huggingface_api.pooling import Pooling
 from llama_index.utils.huggingface import format_query, format_text
 from pydantic import SecretStr
 
-from integrations.backend_errors import BackendAuthError, BackendUnavailableError, current_deadline, redacted_errors
+from integrations.backend_errors import BackendAuthError, BackendUnavailableError
+from integrations.deadline import current_deadline
 from integrations.embedding_cache import EmbeddingCache
 from integrations.hf_http import (
     DEFAULT_HF_BASE_URL,
@@ -38,6 +39,7 @@ from integrations.hf_http import (
     secret_value,
     with_retries,
 )
+from integrations.redaction import redacted_errors
 from integrations.usage_meter import UsageMeter, estimate_tokens, metered
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class HFEmbedding(HuggingFaceInferenceAPIEmbedding):
     pooling: Pooling | None = Field(
         default=Pooling.MEAN, description="Pooling of token-level outputs (sentence-transformers models use mean)."
     )
+    dimension: int = Field(default=384, ge=1, description="Length of the model's vectors (all-MiniLM-L6-v2: 384): the index's.")
     normalize: bool = Field(default=True, description="L2-normalise vectors so inner product equals cosine.")
     truncate: bool = Field(default=True, description="Ask the server to truncate texts longer than the model's limit.")
     max_retries: int = Field(

@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
-from integrations.backend_errors import BackendUnavailableError, RetryExhaustedError, remaining
+from integrations.backend_errors import BackendUnavailableError, RetryExhaustedError
+from integrations.deadline import remaining
 
 logger = logging.getLogger(__name__)
 

@@ -6,6 +6,13 @@ fusion happens here rather than in Milvus' RRFRanker so that each result keeps
 its dense cosine similarity, which the answer step uses to detect weak evidence.
 The dense search and the BM25 search of the question are one Milvus request each.
 
+The retriever is a pipeline of small steps, each a function tested on its own:
+search (:mod:`integrations.milvus_search`, the one adapter to the Milvus client),
+fusion (:func:`fuse`), the missing-name probe (:func:`absent_names`), section
+growth (:func:`grown_contexts`) and near-duplicate collapse (:func:`distinct_passages`);
+:class:`MilvusHybridRetriever` chains them and writes the question context. A ranking
+stage is a node postprocessor after it (app.composition.build_ranking_stages).
+
 Each hit grows into its context (integrations.section_context): the section
 span recorded at ingestion, else a window of its piece's chunks, fetched by
 primary key. Hits whose context is already shown are skipped, and so are passages
@@ -17,16 +24,18 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNode
 
-from integrations import node_ids
 from integrations.backend_errors import describe_failure, transient_errors
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
+from integrations.milvus_search import DENSE_FIELD, SPARSE_FIELD, Hit, MilvusSearch, hit_node
 from integrations.named_terms import named_terms
 from integrations.near_duplicates import DUPLICATES_KEY, already_shown, location, shingles
 from integrations.node_ids import chunk_id, parse_chunk_id
@@ -35,9 +44,6 @@ from integrations.section_context import CONTEXT_KEY, CONTEXT_WORDS, SECTIONS_KE
 
 logger = logging.getLogger(__name__)
 
-DENSE_FIELD = "embedding"
-SPARSE_FIELD = "sparse_embedding"
-NODE_FIELDS = ["_node_content", "_node_type", "text"]
 SCORE_KEYS = ["dense_score", "bm25_score"]
 #: Chunks fetched of each piece in a context span (a piece within CONTEXT_WORDS has fewer unless it is mostly symbols).
 SPAN_CHUNKS = 8
@@ -108,6 +114,76 @@ def context_ids(node_id: str, node: Any, texts: dict[str, str], budget: int) -> 
     return [chunk_id(source, piece, k) for k in range(low, high + 1)]
 
 
+def fuse(rankings: Iterable[tuple[float, str, list[Hit]]], rrf_k: int, pool: Candidates) -> list[str]:
+    """Chunk ids best first by weighted RRF of ``(weight, score key, hits)`` rankings; the pool gets each chunk's node,
+    fused score and best score per key."""
+    for weight, key, hits in rankings:
+        for rank, (node_id, score, entity) in enumerate(hits, start=1):
+            pool.fused[node_id] = pool.fused.get(node_id, 0.0) + weight / (rrf_k + rank)
+            if node_id not in pool.nodes:
+                pool.nodes[node_id] = hit_node(entity)
+            pool.add(node_id, key, abs(score))  # Milvus Lite reports BM25 scores negated
+    return sorted(pool.fused, key=pool.fused.__getitem__, reverse=True)
+
+
+def absent_names(names: list[str], pool: Candidates, probe: Callable[[list[str]], list[list[Hit]]]) -> list[str]:
+    """The names no chunk contains: those in no candidate's keywords are looked up by ``probe`` (one BM25 request).
+
+    Most names of an answerable question are in its candidates, so the request is rarely needed.
+    """
+    seen = {term for node in pool.nodes.values() for term in str(node.metadata.get(KEYWORD_FIELD, "")).split()}
+    unseen = [name for name in names if not seen.intersection(keyword_text(name).split())]
+    found = probe([keyword_text(name) for name in unseen]) if unseen else []
+    return [name for name, hits in zip(unseen, found, strict=True) if not hits]
+
+
+def grown_contexts(
+    ranked: list[str], pool: Candidates, fetch: Callable[[list[str]], dict[str, tuple[str, str]]], top_k: int, budget: int
+) -> Iterator[tuple[str, list[str], BaseNode]]:
+    """Each hit grown to its context, best first, as (hit id, chunk ids, node); contexts already shown and bare headings
+    are skipped. Lazy: the next ``top_k`` hits' contexts are fetched in one request when the reader gets to them."""
+    texts = {node_id: node.get_content() for node_id, node in pool.nodes.items()}
+    sections = {node_id: str(node.metadata.get("section") or "") for node_id, node in pool.nodes.items()}
+    expandable = ranked[: top_k * EXPANDED_HITS_PER_RESULT]
+    fetched_until = 0
+    shown: set[str] = set()
+    for position, node_id in enumerate(ranked):
+        node = pool.nodes[node_id]
+        if position < len(expandable):
+            if position >= fetched_until:
+                fetched_until = position + top_k
+                wanted = {i for hit in expandable[position:fetched_until] for i in context_candidates(hit, pool.nodes[hit])}
+                for chunk_id_, (text, section) in fetch(sorted(wanted - texts.keys())).items():
+                    texts[chunk_id_], sections[chunk_id_] = text, section
+            ids = context_ids(node_id, node, texts, budget)
+        else:
+            ids = [node_id]
+        if shown.issuperset(ids):
+            continue
+        shown.update(ids)
+        if len(ids) > 1:
+            node = MilvusHybridRetriever._merged(node, ids, texts, [sections[i] for i in ids])
+        elif bare_heading(node.get_content()):
+            continue  # says nothing; its section's content is in other chunks
+        yield node_id, ids, node
+
+
+def distinct_passages(contexts: Iterable[tuple[str, list[str], BaseNode]]) -> Iterator[tuple[str, list[str], BaseNode]]:
+    """The contexts whose text no earlier one already shows; a later twin (the same text from another file) adds its
+    location to the earlier node's ``DUPLICATES_KEY`` list instead."""
+    kept: list[tuple[frozenset, BaseNode]] = []  # each passage's trigrams
+    for node_id, ids, node in contexts:
+        trigrams = shingles(node.get_content())
+        twin = next((earlier for seen, earlier in kept if already_shown(trigrams, seen)), None)
+        if twin is not None:
+            places = twin.metadata.setdefault(DUPLICATES_KEY, [])
+            if location(node.metadata) not in [location(twin.metadata), *places]:
+                places.append(location(node.metadata))
+            continue
+        kept.append((trigrams, node))
+        yield node_id, ids, node
+
+
 class MilvusHybridRetriever(BaseRetriever):
     """Retrieve chunks by dense similarity and BM25, fused by weighted RRF, each grown to its section.
 
@@ -133,7 +209,7 @@ class MilvusHybridRetriever(BaseRetriever):
         context_words: int = CONTEXT_WORDS,
         **kwargs: Any,
     ) -> None:
-        self._store = vector_store
+        self.milvus = MilvusSearch(vector_store)
         self._embed_model = embed_model
         self.top_k = top_k
         self.dense_top_k = dense_top_k
@@ -145,20 +221,8 @@ class MilvusHybridRetriever(BaseRetriever):
         self.context_words = context_words
         super().__init__(**kwargs)
 
-    def _search(self, queries: list[Any], field: str, metric: str, limit: int) -> list[list[tuple[str, float, dict]]]:
-        """One Milvus request for all queries: per query, its hits as (id, score, raw hit), within ``file_ids`` if set."""
-        if limit <= 0 or not queries:
-            return [[] for _ in queries]
-        result = self._store.client.search(
-            collection_name=self._store.collection_name,
-            data=queries,
-            anns_field=field,
-            limit=limit,
-            filter=node_ids.files_filter(self.file_ids) if self.file_ids is not None else "",
-            output_fields=NODE_FIELDS,
-            search_params={"metric_type": metric},
-        )
-        return [[(hit["id"], float(hit["distance"]), hit) for hit in hits] for hits in result]
+    def _search(self, queries: list[Any], field: str, metric: str, limit: int) -> list[list[Hit]]:
+        return self.milvus.search(queries, field, metric, limit, self.file_ids)
 
     def _query_vector(self, question: str, given: list[float] | None) -> list[float] | None:
         """The question's vector, or None when the embedder fails (API down, budget cap): BM25 still answers."""
@@ -177,11 +241,19 @@ class MilvusHybridRetriever(BaseRetriever):
         pool = Candidates()
         ranked = self._rank(question, self._query_vector(question, query_bundle.embedding), pool)
         context = current_question()
-        context.missing_names = self._absent(named_terms(question) if self.sparse_weight > 0 else [], pool)
+        names = named_terms(question) if self.sparse_weight > 0 else []
+        context.missing_names = absent_names(names, pool, lambda queries: self._search(queries, SPARSE_FIELD, "BM25", 1))
         context.dense_score = max(pool.scores["dense_score"].values(), default=None)
         if self.context_words <= 0:
             return [self._result(pool.nodes[i], [i], pool.fused[i], pool) for i in ranked[: self.top_k]]
-        return self._grow(ranked, pool)
+        contexts = distinct_passages(grown_contexts(ranked, pool, self.milvus.chunks, self.top_k, self.context_words))
+        results = []
+        for node_id, ids, node in islice(contexts, self.top_k):
+            result = self._result(node, ids, pool.fused[node_id], pool)
+            for keys in (result.node.excluded_llm_metadata_keys, result.node.excluded_embed_metadata_keys):
+                keys.extend([DUPLICATES_KEY] if DUPLICATES_KEY not in keys else [])
+            results.append(result)
+        return results
 
     def _rank(self, question: str, vector: list[float] | None, pool: Candidates) -> list[str]:
         """Chunk ids best first by weighted RRF of the dense and the BM25 ranking (one Milvus request each).
@@ -190,75 +262,9 @@ class MilvusHybridRetriever(BaseRetriever):
         hurt another (README "Quality").
         """
         dense = self._search([vector], DENSE_FIELD, "IP", self.dense_top_k)[0] if vector is not None else []
-        sparse = self._search(
-            [keyword_text(question) or question], SPARSE_FIELD, "BM25", self.sparse_top_k if self.sparse_weight > 0 else 0
-        )[0]
-        for weight, hits, key in ((self.dense_weight, dense, "dense_score"), (self.sparse_weight, sparse, "bm25_score")):
-            for rank, (node_id, score, hit) in enumerate(hits, start=1):
-                pool.fused[node_id] = pool.fused.get(node_id, 0.0) + weight / (self.rrf_k + rank)
-                if node_id not in pool.nodes:
-                    pool.nodes[node_id] = self._store._parse_from_milvus_results([[hit]])[0][0]
-                pool.add(node_id, key, abs(score))  # Milvus Lite reports BM25 scores negated
-        return sorted(pool.fused, key=pool.fused.__getitem__, reverse=True)
-
-    def _absent(self, names: list[str], pool: Candidates) -> list[str]:
-        """The names no chunk contains: those in no candidate's keywords are looked up by one more BM25 request.
-
-        Most names of an answerable question are in its candidates, so the request is rarely needed.
-        """
-        seen = {term for node in pool.nodes.values() for term in str(node.metadata.get(KEYWORD_FIELD, "")).split()}
-        unseen = [name for name in names if not seen.intersection(keyword_text(name).split())]
-        found = self._search([keyword_text(name) for name in unseen], SPARSE_FIELD, "BM25", 1) if unseen else []
-        return [name for name, hits in zip(unseen, found, strict=True) if not hits]
-
-    def _grow(self, ranked: list[str], pool: Candidates) -> list[NodeWithScore]:
-        """The top k distinct contexts, in the order of their best chunk."""
-        texts = {node_id: node.get_content() for node_id, node in pool.nodes.items()}
-        sections = {node_id: str(node.metadata.get("section") or "") for node_id, node in pool.nodes.items()}
-        expandable = ranked[: self.top_k * EXPANDED_HITS_PER_RESULT]
-        fetched_until = 0
-        results: list[NodeWithScore] = []
-        shown: set[str] = set()
-        kept: list[tuple[frozenset, NodeWithScore]] = []  # each result's trigrams, for near-duplicates
-        for position, node_id in enumerate(ranked):
-            node = pool.nodes[node_id]
-            if position < len(expandable):
-                if position >= fetched_until:  # the next top_k hits' contexts, in one request
-                    fetched_until = position + self.top_k
-                    wanted = {i for hit in expandable[position:fetched_until] for i in context_candidates(hit, pool.nodes[hit])}
-                    for row in self._fetch_rows(sorted(wanted - texts.keys())):
-                        texts[row["id"]], sections[row["id"]] = str(row.get("text") or ""), str(row.get("section") or "")
-                ids = context_ids(node_id, node, texts, self.context_words)
-            else:
-                ids = [node_id]
-            if shown.issuperset(ids):
-                continue
-            shown.update(ids)
-            if len(ids) > 1:
-                node = self._merged(node, ids, texts, [sections.get(i, "") for i in ids])
-            elif bare_heading(node.get_content()):
-                continue  # says nothing; its section's content is in other chunks
-            trigrams = shingles(node.get_content())
-            twin = next((result for seen, result in kept if already_shown(trigrams, seen)), None)
-            if twin is not None:  # the same text from another file: one result, both locations
-                places = twin.node.metadata.setdefault(DUPLICATES_KEY, [])
-                if location(node.metadata) not in [location(twin.node.metadata), *places]:
-                    places.append(location(node.metadata))
-                continue
-            result = self._result(node, ids, pool.fused[node_id], pool)
-            for keys in (result.node.excluded_llm_metadata_keys, result.node.excluded_embed_metadata_keys):
-                keys.extend([DUPLICATES_KEY] if DUPLICATES_KEY not in keys else [])
-            kept.append((trigrams, result))
-            results.append(result)
-            if len(results) >= self.top_k:
-                break
-        return results
-
-    def _fetch_rows(self, ids: list[str]) -> list[dict]:
-        """Text and section of these chunks by primary key (absent ids are chunks that do not exist)."""
-        if not ids:
-            return []
-        return self._store.client.get(collection_name=self._store.collection_name, ids=ids, output_fields=["text", "section"])
+        sparse_limit = self.sparse_top_k if self.sparse_weight > 0 else 0
+        sparse = self._search([keyword_text(question) or question], SPARSE_FIELD, "BM25", sparse_limit)[0]
+        return fuse([(self.dense_weight, "dense_score", dense), (self.sparse_weight, "bm25_score", sparse)], self.rrf_k, pool)
 
     @staticmethod
     def _merged(hit: Any, ids: list[str], texts: dict[str, str], sections: list[str]) -> TextNode:

@@ -69,6 +69,7 @@ class LocalMiniLMEmbedding(BaseEmbedding):
     onnx_batch_size: int = Field(default=8, gt=0, description="Texts per onnxruntime run.")
     threads: int = Field(default=2, ge=1, description="onnxruntime intra-op threads.")
     max_tokens: int = Field(default=256, ge=16, le=512, description="Word pieces kept per text.")
+    dimension: int = Field(default=DIMENSION, frozen=True, description="Length of the packaged model's vectors.")
 
     _session: Any = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)

@@ -17,9 +17,15 @@ NEAR_DUPLICATE_SHARE = 0.8
 _WORD = re.compile(r"\w+")
 
 
+def words(text: str) -> list[str]:
+    """The one word tokeniser of trigram comparisons (near-duplicates, citation checks, evaluation): NFKC, lowercase,
+    runs of word characters (so curly and straight quotes split words alike)."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text).lower())
+
+
 def shingles(text: str) -> frozenset[tuple[str, ...]]:
     """The lowercase word trigrams of a text (its one n-gram when it has fewer than three words)."""
-    return word_trigrams(_WORD.findall(unicodedata.normalize("NFKC", text).lower()))
+    return word_trigrams(words(text))
 
 
 def word_trigrams(words: list[str]) -> frozenset[tuple[str, ...]]:

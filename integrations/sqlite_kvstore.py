@@ -20,6 +20,7 @@ class SQLiteKVStore(BaseKVStore):
     """Key-value collections stored as rows (collection, key, JSON value)."""
 
     def __init__(self, path: str | Path) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._conn = open_sqlite(
             path,

@@ -37,6 +37,9 @@ class EmbeddingSettings(BaseModel):
         "sentence-transformers/all-MiniLM-L6-v2",
         description="Model id; the local backend always runs all-MiniLM-L6-v2, whose vectors match this id's.",
     )
+    dimension: int = Field(
+        384, ge=1, description="Length of the hf_api model's vectors (all-MiniLM-L6-v2: 384); `doctor` checks it with one real call."
+    )
     batch_size: int = Field(8, ge=1, description="Texts per embedding call (one onnxruntime run locally, one API request).")
     threads: int = Field(2, ge=1, description="onnxruntime intra-op threads for the local embedder.")
     max_tokens: int = Field(256, ge=16, le=512, description="Word pieces per text; all-MiniLM-L6-v2 was trained on 256.")

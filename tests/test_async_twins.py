@@ -12,7 +12,7 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from app.answers import to_answer
 from app.chat import DocsChatEngine
 from app.composition import build_query_engine, build_retriever
-from integrations.citation_synthesizer import CitationSynthesizer
+from integrations.citation_synthesizer import CitationSynthesizer, QuotingAnswerer
 from integrations.extractive_answer import ExtractiveAnswerer
 from integrations.question_context import current_question, question_context
 from tests.test_answers import _ingest
@@ -51,7 +51,7 @@ def test_aquery_answers_and_refuses_as_query_does(ingestor, runtime, tmp_path: P
 def test_an_engine_built_from_the_parts_keeps_refusals_and_citations(ingestor, runtime, tmp_path: Path, question: str) -> None:
     _ingest(ingestor, tmp_path)
     ours = build_query_engine(runtime=runtime).query(question)
-    synthesizer = CitationSynthesizer(extractive=ExtractiveAnswerer(embed_model=runtime.embed_model))
+    synthesizer = CitationSynthesizer([QuotingAnswerer(ExtractiveAnswerer(embed_model=runtime.embed_model))])
     stock = RetrieverQueryEngine(retriever=build_retriever(runtime), response_synthesizer=synthesizer)
     for response in (stock.query(question), asyncio.run(stock.aquery(question))):
         assert response.response == ours.response

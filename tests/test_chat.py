@@ -108,6 +108,18 @@ def test_the_first_question_is_used_as_it_is(runtime) -> None:
     assert engine._condense_question([], "and what about its timeout?") == "and what about its timeout?"
 
 
+def test_chat_and_stream_chat_take_their_own_engines(runtime) -> None:
+    from llama_index.core.base.response.schema import Response, StreamingResponse
+
+    from app.chat import query_response
+
+    engine = DocsChatEngine.from_runtime(runtime)
+    streamed = engine.stream_chat(PROXY_QUESTION)
+    assert isinstance(query_response(streamed), StreamingResponse) and "".join(streamed.response_gen)
+    assert type(query_response(engine.chat(PROXY_QUESTION))) is Response
+    assert engine._query_engine._response_synthesizer._streaming is False, "nothing is flipped on the shared engine"
+
+
 @pytest.mark.parametrize("streaming", [False, True])
 def test_timings_add_up_streamed_or_not(runtime, streaming: bool) -> None:
     from app.chat import query_response

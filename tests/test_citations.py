@@ -13,7 +13,7 @@ from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from integrations.citation_prompt import build_messages
-from integrations.citation_synthesizer import NO_LLM_NOTICE, CitationSynthesizer
+from integrations.citation_synthesizer import NO_LLM_NOTICE, Answer, CitationSynthesizer, QuotingAnswerer, default_answerers
 from integrations.evidence_filter import WeakEvidenceFilter
 from integrations.extractive_answer import ExtractiveAnswerer
 from integrations.fallback_llm import FallbackLLM
@@ -61,7 +61,7 @@ def nodes(*texts: str, names: tuple[str, ...] = ("guide.md", "notes.md", "faq.md
 
 def synthesize(llm, given: list[NodeWithScore], streaming: bool = False, question: str = QUESTION):
     with question_context():
-        response = CitationSynthesizer(llm=llm, streaming=streaming).synthesize(QueryBundle(question), given)
+        response = CitationSynthesizer(default_answerers(llm), streaming=streaming).synthesize(QueryBundle(question), given)
     text = "".join(response.response_gen) if isinstance(response, StreamingResponse) else response.response
     return text, response
 
@@ -102,6 +102,36 @@ def test_when_every_llm_fails_the_synthesizer_quotes_its_nodes(refused, streamin
     assert response.metadata["answered_by"] == "extractive"
     assert response.metadata["fallbacks"][0].startswith("hf_api:org/down: could not connect")
     assert NO_LLM_NOTICE not in response.metadata["notices"]
+
+
+class Scripted:
+    """An answerer that answers ``text`` (None: passes the question on) and records that it was asked."""
+
+    def __init__(self, text: str | None) -> None:
+        self.text, self.asked = text, 0
+
+    def answer(self, question, nodes, context, streaming):
+        self.asked += 1
+        return None if self.text is None else Answer("scripted", iter(re.findall(r"\S+\s*", self.text)))
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_the_first_answerer_of_the_list_that_answers_wins(streaming: bool) -> None:
+    passing, first, last = Scripted(None), Scripted("The widget daemon timeout defaults to 30 seconds. [1]"), Scripted("never")
+    with question_context():
+        response = CitationSynthesizer([passing, first, last], streaming=streaming).synthesize(QueryBundle(QUESTION), nodes(GUIDE))
+    text = "".join(response.response_gen) if isinstance(response, StreamingResponse) else response.response
+    assert text == "The widget daemon timeout defaults to 30 seconds. [1]"
+    assert (passing.asked, first.asked, last.asked) == (1, 1, 0)
+    assert response.metadata["answered_by"] == "scripted"
+    assert NO_LLM_NOTICE in response.metadata["notices"], "a list without an LLM says so"
+
+
+def test_a_synthesizer_streams_as_it_was_built_and_needs_an_answerer() -> None:
+    assert CitationSynthesizer([QuotingAnswerer()], streaming=True)._streaming is True
+    assert CitationSynthesizer()._streaming is False
+    with pytest.raises(ValueError, match="at least one answerer"):
+        CitationSynthesizer([])
 
 
 def test_without_an_llm_a_forged_prompt_changes_nothing() -> None:

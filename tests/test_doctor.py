@@ -50,6 +50,7 @@ def test_all_green_against_the_fake_with_one_call_per_part(doctor_env, capsys) -
         ("rerank_gone", "rerank (hf_api)", "FAILED", "fused retrieval order was kept"),
         ("ollama_down", "ollama llama3.2:3b", "unreachable", "could not connect"),
         ("other_embedder", "index", "FAILED", "built with another embedding model"),
+        ("declared_dimension", "embedding (hf_api)", "FAILED", "384-d vectors, embedding.dimension says 768-d"),
     ],
 )
 def test_each_failure_mode_is_named_in_its_row_and_the_exit_code_says_so(
@@ -72,6 +73,8 @@ def test_each_failure_mode_is_named_in_its_row_and_the_exit_code_says_so(
         monkeypatch.setenv("DOCSRAG_LLM__OLLAMA_BASE_URL", refused_url())
     elif breakage == "other_embedder":
         state.token_level_models.add("sentence-transformers/all-MiniLM-L6-v2")  # the same id now answers other vectors
+    elif breakage == "declared_dimension":
+        monkeypatch.setenv("DOCSRAG_EMBEDDING__DIMENSION", "768")  # the embedder's declared length, not the model's
     code, out = doctor(capsys)
     if breakage == "embedding_413":
         result, words = "FAILED", "HTTP 413"

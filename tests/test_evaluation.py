@@ -23,7 +23,6 @@ from app.evaluation import (
     select,
     split_of,
     summarize,
-    tokens,
     trigrams,
 )
 from tests.conftest import EVAL, REPO
@@ -38,6 +37,8 @@ REFERENCE = "The global router uses the set_routing_alpha command to trade wirel
 
 
 def test_tokens_are_nfkc_lowercased_word_runs_with_straight_quotes() -> None:
+    from integrations.near_duplicates import words as tokens
+
     assert tokens("The ﬁle “Widget’s” FLAG-x2") == ["the", "file", "widget", "s", "flag", "x2"]
 
 

@@ -12,7 +12,8 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent
 
-from integrations.backend_errors import RetryExhaustedError, question_deadline
+from integrations.backend_errors import RetryExhaustedError
+from integrations.deadline import question_deadline
 from integrations.hf_chat_llm import HFChatLLM
 from tests.conftest_hf import FAKE_TOKEN
 

@@ -13,7 +13,7 @@ import logging
 import pytest
 
 from app.cli import main
-from integrations.backend_errors import redact
+from integrations.redaction import redact
 from tests.conftest_hf import FAKE_TOKEN
 from tests.test_profiles import QUESTION, docs
 from tests.test_streamlit_app import docs_index  # noqa: F401 - the page tests' index, shared

@@ -18,7 +18,7 @@ import pytest
 from reportlab.pdfgen.canvas import Canvas
 
 from app.ingestion import readable_name
-from benchmarks.proc_tree import DescendantsPeak
+from benchmarks.proc_tree import TreePeak
 from tests.conftest import REPO
 from tests.docfactory import make_encrypted_pdf, make_truncated_pdf, raw_pdf
 
@@ -156,7 +156,7 @@ def test_one_ingest_of_a_hostile_corpus_is_bounded_and_safe(tmp_path: Path) -> N
     assert len(hostile) >= 10 * len(FORMATS)
 
     started = time.perf_counter()
-    with DescendantsPeak(os.getpid()) as peak:
+    with TreePeak(os.getpid()) as peak:
         ingest = subprocess.Popen(
             [sys.executable, "-m", "app", "ingest", str(docs), "--index", str(index), "-q"],
             cwd=REPO,

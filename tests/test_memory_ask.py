@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.proc_tree import DescendantsPeak
+from benchmarks.proc_tree import TreePeak
 from integrations.local_embedding import LocalMiniLMEmbedding
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def _peak_mb(args: list[str]) -> float:
     The app's own peak is exact (what ``/usr/bin/time -f %M`` reports); the server's is its VmHWM sampled while it runs.
     """
     measure = subprocess.Popen([sys.executable, "-c", _MEASURE, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with DescendantsPeak(measure.pid) as tree:  # the app and its server
+    with TreePeak(measure.pid) as tree:  # the app and its server
         stdout, stderr = measure.communicate()
     assert measure.returncode == 0, stdout + stderr
     return max(int(stdout.strip().splitlines()[-1]) / 1024, tree.peak_mb)

@@ -86,14 +86,35 @@ def test_reported_usage_past_the_reservation_is_recorded_and_the_cap_sees_it(tmp
     from llama_index.core.base.llms.types import ChatMessage
 
     from integrations.hf_chat_llm import HFChatLLM
+    from integrations.metered_llm import MeteredLLM
     from tests.conftest_hf import FAKE_TOKEN
 
     m = meter(tmp_path / "u.sqlite", cap=25.0)
     loopback.add_fault("chat", "huge_usage")
-    llm = HFChatLLM(model_name="Qwen/Qwen2.5-7B-Instruct-1M", token=FAKE_TOKEN, base_url=loopback.url, timeout=2.0, meter=m)
+    llm = MeteredLLM(HFChatLLM(model_name="Qwen/Qwen2.5-7B-Instruct-1M", token=FAKE_TOKEN, base_url=loopback.url, timeout=2.0), m)
     llm.chat([ChatMessage(role="user", content="How long is the timeout?")])
     [(_day, _model, _requests, tokens_in, tokens_out, spent)] = m.by_day_and_model()
     assert (tokens_in, tokens_out) == (10_000_000, 1_000_000) and spent == pytest.approx(3.30)
     assert m.month_spend() == pytest.approx(3.30)
     tight = meter(tmp_path / "u.sqlite", cap=3.0)
     assert tight.state() == "capped"
+
+
+def test_any_chat_backend_is_metered_by_one_wrapper_streams_stopped_early_included(tmp_path: Path) -> None:
+    """MockLLM sends no usage: its tokens are estimated; a stream its reader stops after one chunk is still recorded."""
+    from llama_index.core.base.llms.types import ChatMessage
+    from llama_index.core.llms import MockLLM
+
+    from integrations.metered_llm import MeteredLLM
+
+    m = meter(tmp_path / "u.sqlite", cap=25.0)
+    llm = MeteredLLM(MockLLM(max_tokens=5), m, provider="test")
+    question = [ChatMessage(role="user", content="How long is the timeout?")]
+    assert llm.chat(question).message.content and llm.metadata == MockLLM(max_tokens=5).metadata
+    stream = llm.stream_chat(question)
+    assert next(stream).delta
+    stream.close()
+    rows = m._conn.execute("SELECT kind, model, provider, tokens_in, tokens_out, ok, estimated FROM usage").fetchall()
+    assert len(rows) == 2 and {row[:3] for row in rows} == {("chat", MockLLM().metadata.model_name, "test")}
+    assert all(tokens_in > 0 and ok and estimated for _, _, _, tokens_in, _, ok, estimated in rows), rows
+    assert m.in_flight() == (0, 0.0), "both reservations settled"
