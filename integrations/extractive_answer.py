@@ -157,11 +157,12 @@ class Choice:
             return f"{NOT_COVERED} {missing_names_notice(self.missing)}"
         if not self.units:
             return NO_ANSWER
-        quoted = {unit.sentence for unit in self.units}  # a lead quoted in its own right, or before an earlier unit
+        quoted: set[str] = set()  # each sentence once: a lead before the unit that leans on it, not again on its own
         pieces = []
         for unit in self.units:
-            pieces.append(_cited(unit, unit.lead not in quoted))
-            quoted.add(unit.lead)
+            if unit.sentence not in quoted:
+                pieces.append(_cited(unit, unit.lead not in quoted))
+                quoted |= {unit.sentence, unit.lead}
         return "".join(piece if piece.endswith("\n") else piece + " " for piece in pieces).strip()
 
 

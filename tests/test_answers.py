@@ -9,7 +9,7 @@ from pathlib import Path
 
 from app.answers import to_answer
 from app.composition import build_query_engine
-from integrations.extractive_answer import ExtractiveAnswerer, _cited, units
+from integrations.extractive_answer import Choice, ExtractiveAnswerer, Unit, _cited, units
 from tests.conftest import REPO
 from tests.test_ingestion import GUIDE, _cli, write
 
@@ -319,3 +319,10 @@ POOL = """You can control the pool size with the `limits` argument. It takes a `
 def test_a_list_item_quoted_with_its_list_is_not_quoted_again() -> None:
     choice = ExtractiveAnswerer().choose("What are the default limits of the connection pool?", [POOL])
     assert "(Default 20)" in choice.text and choice.text.count("`max_connections`") == 1, choice.text
+
+
+def test_a_sentence_is_quoted_once_before_the_one_leaning_on_it_whichever_was_chosen_first() -> None:
+    intro = Unit(1, "You can control the pool with `limits`.", "You can control the pool with `limits`.")
+    leaning = Unit(1, "It takes a `Limits` object.", "It takes a `Limits` object.", lead=intro.sentence)
+    expected = "You can control the pool with `limits`. [1] It takes a `Limits` object. [1]"
+    assert Choice(units=[leaning, intro]).text == Choice(units=[intro, leaning]).text == expected
