@@ -197,7 +197,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if message := empty_index_message(settings):
         raise ValueError(message)
-    runtime = open_runtime(settings)
+    runtime = open_runtime(settings, reader=True)
     run = evaluate(runtime, questions, k=args.k, retrieval_only=args.retrieval_only, show_progress=not args.quiet)
     write_results(run.records, args.out)
     metrics = summarize(questions, run.records, run.refused, args.k)

@@ -32,7 +32,7 @@ from app.ingest_progress import ChunkProgress, EmbedWithProgress
 from app.manifest import FileRecord, Manifest, state_file
 from app.readers import DEFAULT_MAX_BYTES, SUPPORTED_SUFFIXES, Piece, SkipFile, file_format, read_pieces
 from app.shown_text import escape_bidi
-from app.store import chunk_counts, delete_files
+from app.store import chunk_counts, delete_files, lite_socket
 from app.walker import ReadRefused, read_bounded, walk
 from app.writer_lock import sole_writer
 from integrations import node_ids
@@ -292,7 +292,8 @@ class Ingestor:
         """
         started = time.perf_counter()
         report = IngestReport()
-        with sole_writer(self.settings.storage.index_dir):  # another ingest would "repair" this one's pending batch
+        # Another ingest would "repair" this one's pending batch; readers meanwhile use this process's store.
+        with sole_writer(self.settings.storage.index_dir, store=lite_socket(self.settings)):
             plan = self.plan(root, report)
             for record in plan.removed:
                 self._forget(record)
@@ -515,7 +516,7 @@ class Ingestor:
 
     def forget_root(self, root: str) -> list[FileRecord]:
         """Remove every file the index holds from the folder ``root`` (as `python -m app sources` lists it)."""
-        with sole_writer(self.settings.storage.index_dir):
+        with sole_writer(self.settings.storage.index_dir, store=lite_socket(self.settings)):
             records = self.state.manifest.under_root(root)
             for record in records:
                 self._forget(record)

@@ -1,0 +1,65 @@
+"""Only committed files reach an answer, also while an ingest writes to the index.
+
+An ingest writes a batch's chunks to the store, then marks its files ``done``
+in the manifest (app.manifest); a search running meanwhile can meet the chunks
+of a file that is half written, half replaced or being removed. Those hits are
+dropped: a hit is kept when its file was marked done before the search started
+and has not been touched since. While an ingest runs, the answer says that it
+comes from the files committed so far.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.schema import NodeWithScore, QueryBundle
+
+from app.manifest import Manifest, state_file
+from app.writer_lock import current_writer
+from integrations import node_ids
+from integrations.question_context import current_question
+
+
+def _file_of(hit: NodeWithScore) -> str:
+    piece = node_ids.parse_piece_id(hit.node.ref_doc_id or "")
+    chunk = node_ids.parse_chunk_id(hit.node.node_id)
+    return piece[0] if piece else chunk[0] if chunk else ""
+
+
+class CommittedRetriever(BaseRetriever):
+    """Wraps a retriever; keeps the hits whose file the manifest in ``index_dir`` lists as committed before the search."""
+
+    def __init__(self, retriever: BaseRetriever, index_dir: Path) -> None:
+        super().__init__()
+        self.retriever = retriever
+        self.index_dir = Path(index_dir)
+
+    def _committed(self, hits: list[NodeWithScore], started: float) -> list[NodeWithScore]:
+        writer = current_writer(self.index_dir)
+        if not hits and writer is None:
+            return hits
+        path = state_file(self.index_dir)
+        if not path.is_file():
+            return []
+        manifest = Manifest(path, read_only=True)
+        try:
+            kept = manifest.committed({_file_of(hit) for hit in hits}, before=started)
+            if writer is not None:
+                files = manifest.done()
+                current_question().notice(
+                    f"An ingest is writing this index: answers come from the {files} file{'s' if files != 1 else ''} "
+                    "committed so far; ask again when it has finished for the rest."
+                )
+        finally:
+            manifest.close()
+        return [hit for hit in hits if _file_of(hit) in kept]
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        started = time.time()
+        return self._committed(self.retriever.retrieve(query_bundle), started)
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        started = time.time()
+        return self._committed(await self.retriever.aretrieve(query_bundle), started)
