@@ -5,20 +5,24 @@ in the manifest (app.manifest); a search running meanwhile can meet the chunks
 of a file that is half written, half replaced or being removed. Those hits are
 dropped: a hit is kept when its file was marked done before the search started
 and has not been touched since. While an ingest runs, the answer says that it
-comes from the files committed so far.
+comes from the files committed so far; while chunks still wait for their
+meaning vectors (integrations.pending_vectors) it says what share has them.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from app.manifest import Manifest, state_file
+from app.store import count_chunks
 from app.writer_lock import current_writer
 from integrations import node_ids
+from integrations.pending_vectors import pending_count
 from integrations.question_context import current_question
 
 
@@ -31,10 +35,24 @@ def _file_of(hit: NodeWithScore) -> str:
 class CommittedRetriever(BaseRetriever):
     """Wraps a retriever; keeps the hits whose file the manifest in ``index_dir`` lists as committed before the search."""
 
-    def __init__(self, retriever: BaseRetriever, index_dir: Path) -> None:
+    def __init__(self, retriever: BaseRetriever, index_dir: Path, vector_store: Any) -> None:
         super().__init__()
         self.retriever = retriever
         self.index_dir = Path(index_dir)
+        self.vector_store = vector_store
+
+    def _keywords_first(self) -> None:
+        """While chunks wait for their vectors the question's best cosine covers only some passages: it decides nothing."""
+        pending = pending_count(self.vector_store)
+        if not pending:
+            return
+        total = max(count_chunks(self.vector_store), pending)
+        context = current_question()
+        context.dense_score = None
+        context.notice(
+            f"Searching mostly by keywords: {100 * (total - pending) // total} % of passages have meaning vectors so far; "
+            "answers reach full quality once the ingest has embedded the rest."
+        )
 
     def _committed(self, hits: list[NodeWithScore], started: float) -> list[NodeWithScore]:
         writer = current_writer(self.index_dir)
@@ -58,8 +76,12 @@ class CommittedRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         started = time.time()
-        return self._committed(self.retriever.retrieve(query_bundle), started)
+        hits = self.retriever.retrieve(query_bundle)
+        self._keywords_first()
+        return self._committed(hits, started)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         started = time.time()
-        return self._committed(await self.retriever.aretrieve(query_bundle), started)
+        hits = await self.retriever.aretrieve(query_bundle)
+        self._keywords_first()
+        return self._committed(hits, started)

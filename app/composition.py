@@ -268,7 +268,7 @@ def build_retriever(runtime: Runtime, sources: list[str] | None = None, top_k: i
         sparse_weight=r.sparse_weight,
         file_ids=file_ids_named(runtime.settings.storage.index_dir, sources) if sources else None,
     )
-    return CommittedRetriever(hybrid, runtime.settings.storage.index_dir)
+    return CommittedRetriever(hybrid, runtime.settings.storage.index_dir, runtime.vector_store)
 
 
 def build_ranking_stages(runtime: Runtime, top_n: int | None = None) -> tuple[int, list]:

@@ -30,6 +30,7 @@ from integrations.keyword_text import KEYWORD_FIELD, keyword_text
 from integrations.named_terms import named_terms
 from integrations.near_duplicates import DUPLICATES_KEY, already_shown, location, shingles
 from integrations.node_ids import chunk_id, parse_chunk_id
+from integrations.pending_vectors import HAS_VECTOR
 from integrations.question_context import current_question
 from integrations.section_context import CONTEXT_KEY, CONTEXT_WORDS, join_texts, parse_span, words
 
@@ -154,11 +155,18 @@ class MilvusHybridRetriever(BaseRetriever):
             data=queries,
             anns_field=field,
             limit=limit,
-            filter=node_ids.files_filter(self.file_ids) if self.file_ids is not None else "",
+            filter=self._filter(field),
             output_fields=NODE_FIELDS,
             search_params={"metric_type": metric},
         )
         return [[(hit["id"], float(hit["distance"]), hit) for hit in hits] for hits in result]
+
+    def _filter(self, field: str) -> str:
+        """Within ``file_ids`` if set; a dense search also skips chunks still waiting for their vector (pending_vectors)."""
+        parts = [node_ids.files_filter(self.file_ids)] if self.file_ids is not None else []
+        if field == DENSE_FIELD:
+            parts.append(HAS_VECTOR)
+        return " and ".join(f"({part})" for part in parts)
 
     def _query_vector(self, question: str, given: list[float] | None) -> list[float] | None:
         """The question's vector, or None when the embedder fails (API down, budget cap): BM25 still answers."""
