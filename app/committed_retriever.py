@@ -67,8 +67,7 @@ class CommittedRetriever(BaseRetriever):
             if writer is not None:
                 files = manifest.done()
                 current_question().notice(
-                    f"An ingest is writing this index: answers come from the {files} file{'s' if files != 1 else ''} "
-                    "committed so far; ask again when it has finished for the rest."
+                    f"An ingest is writing this index: answers come from the {files} file{'s' if files != 1 else ''} committed so far."
                 )
         finally:
             manifest.close()
