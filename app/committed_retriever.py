@@ -41,7 +41,7 @@ class CommittedRetriever(BaseRetriever):
         self.index_dir = Path(index_dir)
         self.vector_store = vector_store
 
-    def _keywords_first(self) -> None:
+    def _keywords_first(self, ingesting: bool) -> None:
         """While chunks wait for their vectors the question's best cosine covers only some passages: it decides nothing."""
         pending = pending_count(self.vector_store)
         if not pending:
@@ -49,13 +49,15 @@ class CommittedRetriever(BaseRetriever):
         total = max(count_chunks(self.vector_store), pending)
         context = current_question()
         context.dense_score = None
+        rest = "once the ingest has embedded the rest" if ingesting else "once an ingest of the folder embeds the rest"
         context.notice(
             f"Searching mostly by keywords: {100 * (total - pending) // total} % of passages have meaning vectors so far; "
-            "answers reach full quality once the ingest has embedded the rest."
+            f"answers reach full quality {rest}."
         )
 
     def _committed(self, hits: list[NodeWithScore], started: float) -> list[NodeWithScore]:
         writer = current_writer(self.index_dir)
+        self._keywords_first(ingesting=writer is not None)
         if not hits and writer is None:
             return hits
         path = state_file(self.index_dir)
@@ -75,12 +77,8 @@ class CommittedRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         started = time.time()
-        hits = self.retriever.retrieve(query_bundle)
-        self._keywords_first()
-        return self._committed(hits, started)
+        return self._committed(self.retriever.retrieve(query_bundle), started)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         started = time.time()
-        hits = await self.retriever.aretrieve(query_bundle)
-        self._keywords_first()
-        return self._committed(hits, started)
+        return self._committed(await self.retriever.aretrieve(query_bundle), started)

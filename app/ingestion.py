@@ -321,7 +321,6 @@ class Ingestor:
                     done += len(outcomes)
                     if progress:
                         progress(done, len(plan.todo), outcomes[-1].record.source)
-                self.embedding.listen(None)
                 # Also the rows a killed run left without vectors (its files are committed).
                 report.chunks_embedded = embed_pending(self.vector_store, self.embedding.embed_model, progress=vectors)
             finally:

@@ -61,7 +61,7 @@ def current_writer(index_dir: Path) -> Writer | None:
         pid = int(fields.get("pid", ""))
     except ValueError:
         return None
-    if pid == os.getpid() or not _alive(pid):
+    if not _alive(pid):
         return None
     return Writer(pid, fields.get("store"))
 
