@@ -166,7 +166,7 @@ class IngestProgress:
             where = f"{self.folder}: " if self.folder else ""
             if self.vectors_total:
                 return (
-                    f"{where}{self.files_done:,} files searchable by keywords · "
+                    f"{where}{self.files_done:,} file{'s' if self.files_done != 1 else ''} searchable by keywords · "
                     f"{self.vectors_done:,} of {self.vectors_total:,} chunks embedded · {self.eta()}"
                 )
             if not self.files_total:
