@@ -104,6 +104,7 @@ class IngestProgress:
         if folder != self.folder:  # a new folder: file counts restart, chunk counts and finished bytes carry on
             self.bytes_before += sum(self.sizes)
             self.folder, self.files_done, self.files_total, self.sizes = folder, 0, 0, []
+            self.chunks_before += self.vectors_done
             self.vectors_done = self.vectors_total = 0
 
     def vectors(self, done: int, total: int) -> None:
