@@ -98,7 +98,8 @@ def claim_index(settings: Settings) -> None:
         hold_lite_lock(Path(uri))
     except IndexLocked as exc:
         raise RuntimeError(
-            f"Cannot open the index at {uri}: {exc} (a docsrag page, an ingest, or `serve-store`). Milvus Lite allows one "
+            f"Cannot open the index at {uri}: {exc} (a docsrag page, `serve-store`, or an ingest that is still starting: "
+            "questions get through once it has opened the index, so ask again in a few seconds). Milvus Lite allows one "
             "process per index: stop that process, or if `serve-store` serves this index, point this process at it with "
             "DOCSRAG_STORAGE__URI=http://127.0.0.1:<port> (the address serve-store printed)."
         ) from None
