@@ -18,9 +18,10 @@ from typing import Any
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
+from app.ingest_progress import duration
 from app.manifest import Manifest, state_file
 from app.store import count_chunks
-from app.writer_lock import current_writer
+from app.writer_lock import Writer, current_writer
 from integrations import node_ids
 from integrations.pending_vectors import pending_count
 from integrations.question_context import current_question
@@ -41,7 +42,7 @@ class CommittedRetriever(BaseRetriever):
         self.index_dir = Path(index_dir)
         self.vector_store = vector_store
 
-    def _keywords_first(self, ingesting: bool) -> None:
+    def _keywords_first(self, writer: Writer | None) -> None:
         """While chunks wait for their vectors the question's best cosine covers only some passages: it decides nothing."""
         pending = pending_count(self.vector_store)
         if not pending:
@@ -49,7 +50,10 @@ class CommittedRetriever(BaseRetriever):
         total = max(count_chunks(self.vector_store), pending)
         context = current_question()
         context.dense_score = None
-        rest = "once the ingest has embedded the rest" if ingesting else "once an ingest of the folder embeds the rest"
+        rest = "once the ingest has embedded the rest" if writer else "once an ingest of the folder embeds the rest"
+        if writer and writer.embedding and writer.embedding[1] > pending:  # its second pass has embedded some: its rate
+            started, size = writer.embedding
+            rest += f" (in about {duration(pending * (time.time() - started) / (size - pending))})"
         context.notice(
             f"Searching mostly by keywords: {100 * (total - pending) // total} % of passages have meaning vectors so far; "
             f"answers reach full quality {rest}."
@@ -57,7 +61,7 @@ class CommittedRetriever(BaseRetriever):
 
     def _committed(self, hits: list[NodeWithScore], started: float) -> list[NodeWithScore]:
         writer = current_writer(self.index_dir)
-        self._keywords_first(ingesting=writer is not None)
+        self._keywords_first(writer)
         if not hits and writer is None:
             return hits
         path = state_file(self.index_dir)

@@ -301,7 +301,7 @@ class Ingestor:
         started = time.perf_counter()
         report = IngestReport()
         # Another ingest would "repair" this one's pending batch; readers meanwhile use this process's store.
-        with sole_writer(self.settings.storage.index_dir, store=lite_socket(self.settings)):
+        with sole_writer(self.settings.storage.index_dir, store=lite_socket(self.settings)) as note:
             plan = self.plan(root, report)
             for record in plan.removed:
                 self._forget(record)
@@ -321,8 +321,15 @@ class Ingestor:
                     done += len(outcomes)
                     if progress:
                         progress(done, len(plan.todo), outcomes[-1].record.source)
+
+                def second_pass(done: int, total: int) -> None:
+                    if done == 0:  # readers tell the time left from it
+                        note("embedding", f"{time.time()} {total}")
+                    if vectors:
+                        vectors(done, total)
+
                 # Also the rows a killed run left without vectors (its files are committed).
-                report.chunks_embedded = embed_pending(self.vector_store, self.embedding.embed_model, progress=vectors)
+                report.chunks_embedded = embed_pending(self.vector_store, self.embedding.embed_model, progress=second_pass)
             finally:
                 self.embedding.listen(None)
         report.seconds = time.perf_counter() - started

@@ -10,7 +10,8 @@ a killed ingest never leaves the index locked.
 The lock file names its holder (``pid N``) and, for an embedded index, the
 socket of the Milvus Lite server the ingest runs (``store unix:…``): a process
 that only asks questions reads the index through it while the ingest writes
-(app.store.ingest_store).
+(app.store.ingest_store). A keywords-first ingest adds when its second pass
+started and how many chunks it embeds (``embedding T N``), for the time left.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class Writer:
 
     pid: int
     store: str | None  # the socket of its embedded store, if it serves one
+    embedding: tuple[float, int] | None = None  # its second pass: when it started (time.time()) and the chunks it embeds
 
 
 def _alive(pid: int) -> bool:
@@ -63,13 +65,19 @@ def current_writer(index_dir: Path) -> Writer | None:
         return None
     if not _alive(pid):
         return None
-    return Writer(pid, fields.get("store"))
+    started, _, total = fields.get("embedding", "").partition(" ")
+    try:
+        embedding = (float(started), int(total)) if total else None
+    except ValueError:
+        embedding = None
+    return Writer(pid, fields.get("store"), embedding)
 
 
 @contextlib.contextmanager
-def sole_writer(index_dir: Path, store: str | None = None) -> Iterator[None]:
+def sole_writer(index_dir: Path, store: str | None = None) -> Iterator[Callable[[str, str], None]]:
     """Hold the index's writer lock for the block, or raise IndexBusy naming the holder; ``store`` is the socket readers
-    may use meanwhile (recorded in the lock file, cleared when the block ends)."""
+    may use meanwhile. Yields ``note(key, value)``, which records a fact for them (``embedding``: the second pass's start
+    and size); the lock file is cleared when the block ends."""
     path = lock_file(index_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
@@ -86,7 +94,12 @@ def sole_writer(index_dir: Path, store: str | None = None) -> Iterator[None]:
             handle.truncate(0)
             handle.write(f"pid {os.getpid()}\n" + (f"store {store}\n" if store else ""))
             handle.flush()
-            yield
+
+            def note(key: str, value: str) -> None:
+                handle.write(f"{key} {value}\n")
+                handle.flush()
+
+            yield note
         finally:
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -3,6 +3,7 @@ cannot corrupt, and the finished index is the one a one-pass ingest writes."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -117,8 +118,24 @@ def test_chunks_answer_by_keywords_before_the_second_pass_and_end_as_a_one_pass_
             for notice in response.metadata["notices"]
         ), "no ingest runs between the passes here: the notice says what embeds the rest"
 
-        second = ingestor.ingest(docs)  # nothing changed: only the vectors are added
+        # Nothing changed: only the vectors are added, 4 per step; a question between two steps hears the time left.
+        heard: list[list[str]] = []
+
+        def ask_meanwhile(done: int, total: int) -> None:
+            if done == 8:
+                heard.append(engine.query("What does the quokka Wendell eat?").metadata["notices"])
+
+        with monkeypatch.context() as patch:
+            patch.setattr(app.ingestion, "embed_pending", functools.partial(app.ingestion.embed_pending, batch=4))
+            second = ingestor.ingest(docs, vectors=ask_meanwhile)
         assert second.unchanged and not second.ingested and second.chunks_embedded == stored
+        [notices] = heard
+        share = 100 * 8 // stored
+        assert any(
+            f"{share} % of passages have meaning vectors so far; answers reach full quality once the ingest has embedded the "
+            "rest (in about " in notice
+            for notice in notices
+        ), notices
         response = engine.query("What does the quokka Wendell eat?")
         assert response.source_nodes[0].node.metadata["dense_score"] is not None
         assert not any("meaning vectors" in notice for notice in response.metadata["notices"])
