@@ -84,6 +84,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         tracker.chunks(done, total)
         show()
 
+    def vectors(done: int, total: int) -> None:  # the second pass of a keywords-first ingest: its chunk total is known
+        tracker.vectors(done, total)
+        if len(bars) < 2:
+            show()
+            bars[0].close()
+            bars.append(tqdm(total=total, unit="chunk", smoothing=0, desc="embedding", disable=args.quiet, file=sys.stderr))
+        bars[1].n = done
+        bars[1].set_postfix_str("every file searchable by keywords meanwhile", refresh=True)
+
     def close_bar() -> None:
         for bar in bars:
             bar.close()
@@ -94,7 +103,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
             report = ray_ingest(ingestor, Path(args.path), address=args.address, progress=progress)
         else:
-            report = ingestor.ingest(Path(args.path), progress=progress, embedded=embedded, planned=planned)
+            report = ingestor.ingest(Path(args.path), progress=progress, embedded=embedded, planned=planned, vectors=vectors)
     except transient_errors() as exc:
         close_bar()
         # Earlier batches are committed; the failed one stays marked pending and is ingested again by the next run.
@@ -197,7 +206,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if message := empty_index_message(settings):
         raise ValueError(message)
-    runtime = open_runtime(settings)
+    runtime = open_runtime(settings, reader=True)
     run = evaluate(runtime, questions, k=args.k, retrieval_only=args.retrieval_only, show_progress=not args.quiet)
     write_results(run.records, args.out)
     metrics = summarize(questions, run.records, run.refused, args.k)

@@ -201,6 +201,14 @@ class Runtime:
     reranker: BaseNodePostprocessor | None = None
     meter: UsageMeter | None = None  # when any backend is a paid API
     question_log: QuestionLog | None = None  # None: feedback.log_questions is off
+    reader_of: Settings | None = None  # reading through a running ingest's store: the settings to open it by afterwards
+
+    def stale(self) -> bool:
+        """Whether this runtime read through an ingest's store that has since stopped: open the runtime again (the
+        index is then opened as usual)."""
+        from app.store import ingest_store
+
+        return self.reader_of is not None and ingest_store(self.reader_of) != self.settings.storage.uri
 
     def close(self) -> None:
         """Close the store (and stop the embedded Milvus Lite server): the index can then be opened by another process."""
@@ -211,11 +219,17 @@ class Runtime:
         close_vector_store(self.vector_store, self.settings)
 
 
-def open_runtime(settings: Settings | None = None) -> Runtime:
-    from app.store import claim_index, is_lite_uri, open_vector_store, release_lite_store, start_lite_server
+def open_runtime(settings: Settings | None = None, *, reader: bool = False) -> Runtime:
+    """Open the models and the store. A ``reader`` (a process that only asks questions) of an embedded index that a
+    running ingest has open reads it through that ingest's store (app.store.ingest_store) instead of being refused."""
+    from app.store import claim_index, ingest_store, is_lite_uri, open_vector_store, reading_through, release_lite_store, start_lite_server
 
     settings = settings or load_settings()
     check_credentials(settings)
+    reader_of = None
+    if reader and (socket := ingest_store(settings)):
+        reader_of, settings = settings, reading_through(settings, socket)
+        logger.info("an ingest is writing the index in %s: reading it through %s", settings.storage.index_dir, socket)
     claim_index(settings)  # a locked or outdated index is refused before any model loads
     meter = open_meter(settings) if uses_hf_api(settings) else None
     start_lite_server(settings)  # starts while the models below load
@@ -227,9 +241,11 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
             embed_model.load()
         llm, reranker = build_llm(settings, meter), build_reranker(settings, meter)
         vector_store = open_vector_store(settings, embed_model.dimension)  # each embedder declares its vectors' length
-    except BaseException:
+    except BaseException as exc:
         if is_lite_uri(settings.storage.milvus_uri()):
             release_lite_store(settings.storage.milvus_uri())
+        if reader_of is not None and isinstance(exc, Exception) and ingest_store(reader_of) is None:
+            return open_runtime(reader_of, reader=True)  # the ingest ended meanwhile: the index is free to open
         raise
     return Runtime(
         settings=settings,
@@ -239,16 +255,18 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
         reranker=reranker,
         meter=meter,
         question_log=open_question_log(settings),
+        reader_of=reader_of,
     )
 
 
 def build_retriever(runtime: Runtime, sources: list[str] | None = None, top_k: int | None = None):
     """The hybrid retriever; ``sources`` (names as the document library shows them) restricts it to those files."""
+    from app.committed_retriever import CommittedRetriever
     from app.manifest import file_ids_named
     from integrations.hybrid_retriever import MilvusHybridRetriever
 
     r = runtime.settings.retrieval
-    return MilvusHybridRetriever(
+    hybrid = MilvusHybridRetriever(
         vector_store=runtime.vector_store,
         embed_model=runtime.embed_model,
         top_k=top_k or r.top_k,
@@ -259,6 +277,7 @@ def build_retriever(runtime: Runtime, sources: list[str] | None = None, top_k: i
         sparse_weight=r.sparse_weight,
         file_ids=file_ids_named(runtime.settings.storage.index_dir, sources) if sources else None,
     )
+    return CommittedRetriever(hybrid, runtime.settings.storage.index_dir, runtime.vector_store)
 
 
 def build_ranking_stages(runtime: Runtime, top_n: int | None = None) -> tuple[int, list]:
@@ -317,7 +336,7 @@ def build_query_engine(
         check_credentials(settings)
         if message := empty_index_message(settings):
             return EmptyIndexQueryEngine(message=message)
-        runtime = open_runtime(settings)
+        runtime = open_runtime(settings, reader=True)
     return build_query_engines(runtime, sources, (streaming,), log_questions)[0]
 
 

@@ -7,7 +7,9 @@ and the time left swing by minutes. Bytes are known for every file before the
 first is read, so the fraction done is the bytes of the files committed plus,
 for the batch being embedded, its bytes times the share of its chunks embedded;
 the time left follows from that fraction. Chunks are shown as a count, without
-a total. Without sizes (the Ray engine) files are the unit.
+a total. Without sizes (the Ray engine) files are the unit. A keywords-first
+ingest embeds in a second pass whose chunk total is known: it then shows (and
+times) that pass by its chunks.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class IngestProgress:
         self.chunks_before = 0  # chunks embedded in finished batches
         self.batch_done = self.batch_total = 0
         self.bytes_before = 0  # bytes of the folders finished before this one
+        self.vectors_done = self.vectors_total = 0  # the second pass of a keywords-first ingest (integrations.pending_vectors)
+        self.vectors_started = 0.0
         self._lock = threading.Lock()
 
     @classmethod
@@ -100,6 +104,15 @@ class IngestProgress:
         if folder != self.folder:  # a new folder: file counts restart, chunk counts and finished bytes carry on
             self.bytes_before += sum(self.sizes)
             self.folder, self.files_done, self.files_total, self.sizes = folder, 0, 0, []
+            self.chunks_before += self.vectors_done
+            self.vectors_done = self.vectors_total = 0
+
+    def vectors(self, done: int, total: int) -> None:
+        """The second pass's callback: ``done`` of the ``total`` chunks stored without a vector are embedded."""
+        with self._lock:
+            if not self.vectors_total:
+                self.vectors_started = self.clock()
+            self.vectors_done, self.vectors_total = done, total
 
     def chunks(self, done: int, total: int) -> None:
         """The embedding step's callback for the current batch."""
@@ -108,7 +121,7 @@ class IngestProgress:
 
     @property
     def embedded(self) -> int:
-        return self.chunks_before + self.batch_done
+        return self.chunks_before + self.batch_done + self.vectors_done
 
     def _batch_end(self) -> int:
         """Index after the last file of the batch being read (the ingestor's rule: batch_files files, batch_mb bytes)."""
@@ -131,15 +144,18 @@ class IngestProgress:
         return self.bytes_before + sum(self.sizes)
 
     def fraction(self) -> float:
+        """Of the bytes read (one pass, or the first); in a second pass, of its chunks embedded."""
+        if self.vectors_total:
+            return self.vectors_done / self.vectors_total
         if self.sizes and self.total_bytes():
             return min(self.bytes_done() / self.total_bytes(), 1.0)
         return self.files_done / self.files_total if self.files_total else 0.0
 
     def seconds_left(self) -> float | None:
         done = self.fraction()
-        if done <= 0 or not self.sizes:
+        if done <= 0 or not (self.sizes or self.vectors_total):
             return None
-        return (self.clock() - self.started) * (1 - done) / done
+        return (self.clock() - (self.vectors_started if self.vectors_total else self.started)) * (1 - done) / done
 
     def eta(self) -> str:
         left = self.seconds_left()
@@ -149,6 +165,11 @@ class IngestProgress:
         """One line for a progress bar: files committed, chunks embedded, megabytes read and time left."""
         with self._lock:
             where = f"{self.folder}: " if self.folder else ""
+            if self.vectors_total:
+                return (
+                    f"{where}{self.files_done:,} file{'s' if self.files_done != 1 else ''} searchable by keywords · "
+                    f"{self.vectors_done:,} of {self.vectors_total:,} chunks embedded · {self.eta()}"
+                )
             if not self.files_total:
                 return f"{where}planning"
             parts = [f"{self.files_done:,} of {self.files_total:,} files done", f"{self.embedded:,} chunks embedded"]

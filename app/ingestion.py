@@ -32,10 +32,11 @@ from app.ingest_progress import ChunkProgress, EmbedWithProgress
 from app.manifest import FileRecord, Manifest, state_file
 from app.readers import DEFAULT_MAX_BYTES, SUPPORTED_SUFFIXES, Piece, SkipFile, file_format, read_pieces
 from app.shown_text import escape_bidi
-from app.store import chunk_counts, delete_files
+from app.store import chunk_counts, delete_files, lite_socket
 from app.walker import ReadRefused, read_bounded, walk
 from app.writer_lock import sole_writer
 from integrations import node_ids
+from integrations.pending_vectors import PlaceholderVectors, embed_pending
 from integrations.section_context import CONTEXT_KEY, section_spans
 from integrations.sqlite_kvstore import SQLiteKVStore
 from settings import Settings
@@ -61,13 +62,16 @@ class IngestReport:
     gone_roots: list[tuple[str, int]] = field(default_factory=list)  # (folder, files) held from folders that no longer exist
     ignored: int = 0  # supported files left out by ingestion.ignore and documentation layouts
     chunks_written: int = 0
+    chunks_embedded: int = 0  # by the second pass (keywords first), including rows a killed run left
     seconds: float = 0.0
 
     def summary(self) -> str:
         return (
             f"{len(self.ingested)} ingested, {len(self.unchanged)} unchanged, {len(self.skipped)} skipped, "
             f"{len(self.removed)} removed, {self.ignored} left out by ingestion.ignore "
-            f"({self.chunks_written} chunks written in {self.seconds:.1f}s)"
+            f"({self.chunks_written} chunks written"
+            + (f", {self.chunks_embedded} embedded after they were searchable by keywords" if self.chunks_embedded else "")
+            + f" in {self.seconds:.1f}s)"
         )
 
 
@@ -254,6 +258,8 @@ class Ingestor:
         self.vector_store = vector_store
         self.state = IndexState(settings.storage.index_dir)
         self.embedding = EmbedWithProgress(embed_model=embed_model)
+        # Keywords first: a batch is stored with placeholder vectors, embedded by embed_pending once every batch is in.
+        first_pass = PlaceholderVectors(dim=vector_store.dim) if settings.ingestion.keywords_first else self.embedding
         self.pipeline = self._pipeline(
             [
                 DocumentChunker(
@@ -261,7 +267,7 @@ class Ingestor:
                     chunk_overlap=settings.ingestion.chunk_overlap,
                     max_file_chunks=settings.ingestion.max_file_chunks,
                 ),
-                self.embedding,
+                first_pass,
             ]
         )
 
@@ -284,15 +290,18 @@ class Ingestor:
         batches: Callable[[IngestPlan], Iterator[tuple[list[FileOutcome], list[BaseNode] | None]]] | None = None,
         embedded: ChunkProgress | None = None,
         planned: Callable[[list[int]], None] | None = None,
+        vectors: ChunkProgress | None = None,
     ) -> IngestReport:
         """Bring the index up to date with ``root``; ``batches`` turns the plan into read files, with their chunks if made elsewhere.
 
         ``planned`` hears the byte size of each file to read, in order, before the first is read; ``progress`` hears
-        files as batches finish (and once before the first); ``embedded`` hears chunks as they are embedded here.
+        files as batches finish (and once before the first); ``embedded`` hears chunks as they are embedded here with
+        their batch, ``vectors`` as the second pass embeds those stored first with their keywords only.
         """
         started = time.perf_counter()
         report = IngestReport()
-        with sole_writer(self.settings.storage.index_dir):  # another ingest would "repair" this one's pending batch
+        # Another ingest would "repair" this one's pending batch; readers meanwhile use this process's store.
+        with sole_writer(self.settings.storage.index_dir, store=lite_socket(self.settings)) as note:
             plan = self.plan(root, report)
             for record in plan.removed:
                 self._forget(record)
@@ -312,6 +321,15 @@ class Ingestor:
                     done += len(outcomes)
                     if progress:
                         progress(done, len(plan.todo), outcomes[-1].record.source)
+
+                def second_pass(done: int, total: int) -> None:
+                    if done == 0:  # readers tell the time left from it
+                        note("embedding", f"{time.time()} {total}")
+                    if vectors:
+                        vectors(done, total)
+
+                # Also the rows a killed run left without vectors (its files are committed).
+                report.chunks_embedded = embed_pending(self.vector_store, self.embedding.embed_model, progress=second_pass)
             finally:
                 self.embedding.listen(None)
         report.seconds = time.perf_counter() - started
@@ -515,7 +533,7 @@ class Ingestor:
 
     def forget_root(self, root: str) -> list[FileRecord]:
         """Remove every file the index holds from the folder ``root`` (as `python -m app sources` lists it)."""
-        with sole_writer(self.settings.storage.index_dir):
+        with sole_writer(self.settings.storage.index_dir, store=lite_socket(self.settings)):
             records = self.state.manifest.under_root(root)
             for record in records:
                 self._forget(record)

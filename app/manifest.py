@@ -103,6 +103,11 @@ class Manifest:
         with self._lock:
             return self._conn.execute("SELECT count(*) FROM files").fetchone()[0]
 
+    def done(self) -> int:
+        """Files whose chunks are all written."""
+        with self._lock:
+            return self._conn.execute("SELECT count(*) FROM files WHERE state = 'done'").fetchone()[0]
+
     def all(self) -> list[FileRecord]:
         return self._rows("SELECT * FROM files ORDER BY source")
 
@@ -117,6 +122,17 @@ class Manifest:
 
     def under_root(self, root: str) -> list[FileRecord]:
         return self._rows("SELECT * FROM files WHERE root = ?", (root,))
+
+    def committed(self, file_ids: set[str], before: float) -> set[str]:
+        """Those of these files whose chunks were all written before ``before`` (time.time()) and not touched since."""
+        with self._lock:
+            return {
+                file
+                for file in file_ids
+                if self._conn.execute(
+                    "SELECT 1 FROM files WHERE file_id = ? AND state = 'done' AND ingested_at < ?", (file, before)
+                ).fetchone()
+            }
 
     def replaced_version(self, file_id: str) -> FileRecord | None:
         """The indexed version of a file left pending by a killed run (its chunks may still be in the store)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from app.manifest import check_index
+from app.writer_lock import current_writer
 from integrations.keyword_text import KEYWORD_FIELD
 from integrations.node_ids import files_filter
 from integrations.sqlite_file import CorruptFile, integrity_problem
@@ -97,7 +98,8 @@ def claim_index(settings: Settings) -> None:
         hold_lite_lock(Path(uri))
     except IndexLocked as exc:
         raise RuntimeError(
-            f"Cannot open the index at {uri}: {exc} (a docsrag page, an ingest, or `serve-store`). Milvus Lite allows one "
+            f"Cannot open the index at {uri}: {exc} (a docsrag page, `serve-store`, or an ingest that is still starting: "
+            "questions get through once it has opened the index, so ask again in a few seconds). Milvus Lite allows one "
             "process per index: stop that process, or if `serve-store` serves this index, point this process at it with "
             "DOCSRAG_STORAGE__URI=http://127.0.0.1:<port> (the address serve-store printed)."
         ) from None
@@ -117,6 +119,39 @@ def start_lite_server(settings: Settings) -> None:
     from milvus_lite.server_manager import server_manager_instance
 
     threading.Thread(target=server_manager_instance.start_and_get_uri, args=(uri,), name="docsrag-milvus-lite", daemon=True).start()
+
+
+def lite_socket(settings: Settings) -> str | None:
+    """The Unix socket of the Milvus Lite server this process runs for its embedded index (None for a server URI or
+    before the store is open); other processes may connect to it (:func:`ingest_store`)."""
+    uri = settings.storage.milvus_uri()
+    if not is_lite_uri(uri):
+        return None
+    from milvus_lite.server_manager import server_manager_instance
+
+    server = server_manager_instance._servers.get(str(Path(uri).resolve()))  # no public way to ask
+    return server.uds_path if server is not None else None
+
+
+def ingest_store(settings: Settings) -> str | None:
+    """The socket through which a process that only reads may use an embedded index that a running ingest has open.
+
+    Milvus Lite lets one process open the file; the ingest's own Milvus Lite server (a child process holding that
+    lock) answers on a Unix socket, which app.writer_lock records beside the manifest. None when no live ingest holds
+    the index (then it is opened as usual) or the store is a server, which every process opens anyway.
+    """
+    uri = settings.storage.milvus_uri()
+    if not is_lite_uri(uri):
+        return None
+    writer = current_writer(settings.storage.index_dir)
+    if writer is None or not writer.store or not Path(writer.store.removeprefix("unix:")).exists():
+        return None
+    return writer.store if held_elsewhere(Path(uri)) else None
+
+
+def reading_through(settings: Settings, socket: str) -> Settings:
+    """The settings of a process reading an embedded index through a running ingest's socket."""
+    return settings.model_copy(update={"storage": settings.storage.model_copy(update={"uri": socket})})
 
 
 def open_vector_store(settings: Settings, dim: int):

@@ -94,7 +94,7 @@ def variant_retriever(runtime, variant: str, top_k: int | None = None):
     from app.composition import build_retriever
 
     settings = runtime.settings.retrieval
-    retriever = build_retriever(runtime, top_k=top_k)
+    retriever = build_retriever(runtime, top_k=top_k).retriever  # the hybrid retriever itself: its settings change below
     # build_retriever widens each search to top_k; production searches dense_top_k / sparse_top_k and grows the best.
     retriever.dense_top_k, retriever.sparse_top_k = settings.dense_top_k, settings.sparse_top_k
     for name, value in VARIANTS[variant].items():

@@ -90,7 +90,7 @@ class MeaningRerank(BaseNodePostprocessor):
             collection_name=self._store.collection_name, ids=sorted({i for group in ids for i in group}), output_fields=["embedding"]
         )
         vectors = {row["id"]: np.asarray(row["embedding"], dtype=np.float32) for row in rows}
-        if not vectors:
-            return None
+        if not vectors or not all(vector.any() for vector in vectors.values()):
+            return None  # some chunks still wait for their vector (integrations.pending_vectors): no meaning order yet
         question = np.asarray(vector, dtype=np.float32)
         return [max((float(vectors[i] @ question) for i in group if i in vectors), default=-1.0) for group in ids]

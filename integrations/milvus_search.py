@@ -16,6 +16,7 @@ from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
 from integrations.node_ids import files_filter
+from integrations.pending_vectors import HAS_VECTOR
 
 DENSE_FIELD = "embedding"
 SPARSE_FIELD = "sparse_embedding"
@@ -36,6 +37,14 @@ def hit_node(entity: dict[str, Any]) -> BaseNode:
     return metadata_dict_to_node(entity, text=entity.get("text"))
 
 
+def _filter(field: str, file_ids: list[str] | None) -> str:
+    """Within ``file_ids`` if set; a dense search also skips chunks still waiting for their vector (pending_vectors)."""
+    parts = [files_filter(file_ids)] if file_ids is not None else []
+    if field == DENSE_FIELD:
+        parts.append(HAS_VECTOR)
+    return " and ".join(f"({part})" for part in parts)
+
+
 class MilvusSearch:
     """Searches and fetches by id on the collection of a ``MilvusVectorStore`` (Milvus Lite, server or cluster)."""
 
@@ -51,7 +60,7 @@ class MilvusSearch:
             data=queries,
             anns_field=field,
             limit=limit,
-            filter=files_filter(file_ids) if file_ids is not None else "",
+            filter=_filter(field, file_ids),
             output_fields=NODE_FIELDS,
             search_params={"metric_type": metric},
         )

@@ -192,6 +192,11 @@ class IngestionSettings(BaseModel):
     batch_mb: float = Field(
         8.0, gt=0, description="A step also ends once its files hold this many megabytes, so large files commit in small steps."
     )
+    keywords_first: bool = Field(
+        True,
+        description="Store each batch's chunks with their keywords first (searchable by BM25 at once) and embed them in a "
+        "second pass over the whole folder; false: embed each batch before it is stored (one pass).",
+    )
     max_file_chunks: int = Field(
         5000, ge=1, description="A file estimated at more chunks than this is skipped with a message (bounds work per file)."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,10 +51,15 @@ def test_ingest_progress_counts_bytes_files_and_chunks(tmp_path: Path) -> None:
         write(docs / f"guide{n}.md", GUIDE.replace("Widget", f"Widget{n}"))
     result = _cli("ingest", str(docs), "--index", str(tmp_path / "index"), env={"DOCSRAG_INGESTION__BATCH_FILES": "1"})
     assert result.returncode == 0, result.stderr
-    last = result.stderr.replace("\r", "\n").strip().splitlines()[-1]
+    lines = result.stderr.replace("\r", "\n").strip().splitlines()
+    reading = [line for line in lines if line.startswith("ingesting: 100%")][-1]
     size = sum(p.stat().st_size for p in docs.iterdir())
-    assert last.startswith("ingesting: 100%") and "3/3 files" in last and " chunks]" in last, last
-    assert f"| {size}/{size} [" in last, (size, last)  # the bytes of the three files, known before the first was read
+    assert "3/3 files" in reading and " chunks]" in reading, reading
+    assert f"| {size}/{size} [" in reading, (size, reading)  # the bytes of the three files, known before the first was read
+    # Then the second pass: the chunks stored with their keywords first, embedded (their total known from its start).
+    chunks = re.search(r"\((\d+) chunks written, \1 embedded after they were searchable by keywords", result.stdout)
+    assert chunks, result.stdout
+    assert lines[-1].startswith(f"embedding: 100%|██████████| {chunks[1]}/{chunks[1]} ["), lines[-1]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["config"], ["usage"], ["gaps"], ["ask", ""]])

@@ -272,10 +272,26 @@ def test_an_ingest_whose_embeddings_are_refused_stops_with_one_message_and_keeps
     assert "Traceback" not in err and err.startswith("error: embedding with the hf_api backend failed: Hugging Face embeddings")
     assert "HTTP 401" in err and "HF_TOKEN" in err and "stay indexed" in err
     manifest = Manifest(state_file(tmp_path / "index"))
-    assert [(r.source, r.state) for r in manifest.all() if r.state == "done"] == [("guide.md", "done")]
+    # Keywords first: notes.txt was committed (searchable by BM25) before the second pass failed to embed it.
+    assert [(r.source, r.state) for r in manifest.all()] == [("guide.md", "done"), ("notes.txt", "done")]
     manifest.close()
 
     hf_env.state.tokens.add(FAKE_TOKEN)
     assert main(["--profile", "hf_api", "ingest", str(docs), "-q"]) == 0
     out, _ = capsys.readouterr()
-    assert "1 ingested, 1 unchanged" in out
+    assert "0 ingested, 2 unchanged" in out and "1 embedded after they were searchable by keywords" in out
+
+    one_pass = {"DOCSRAG_INGESTION__KEYWORDS_FIRST": "false"}  # embedding before storing: the failed batch stays out
+    write(docs / "more.txt", "More notes about the widget cache. It is cleared on restart.")
+    hf_env.state.tokens.clear()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in one_pass.items():
+            patch.setenv(key, value)
+        assert main(["--profile", "hf_api", "ingest", str(docs), "-q"]) == 1
+        manifest = Manifest(state_file(tmp_path / "index"))
+        assert "more.txt" not in [r.source for r in manifest.all() if r.state == "done"]
+        manifest.close()
+        hf_env.state.tokens.add(FAKE_TOKEN)
+        capsys.readouterr()
+        assert main(["--profile", "hf_api", "ingest", str(docs), "-q"]) == 0
+        assert "1 ingested, 2 unchanged" in capsys.readouterr()[0]

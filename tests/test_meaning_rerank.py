@@ -38,7 +38,7 @@ def test_meaning_lifts_the_right_passage_over_a_keyword_match_and_keeps_an_order
     write(docs / "sessions.md", RIGHT)
     write(docs / "logging.md", TRAP)
     ingestor.ingest(docs)
-    keywords_only = build_retriever(runtime, top_k=5)
+    keywords_only = build_retriever(runtime, top_k=5).retriever  # the hybrid retriever itself, to set its weights
     keywords_only.dense_weight = 0.0  # a ranking by BM25 alone: no passage is found by both searches
     nodes = keywords_only.retrieve(QUESTION)
     assert nodes[0].node.metadata["source"] == "logging.md", "the keyword match leads the BM25 ranking"

@@ -87,7 +87,7 @@ def ingest_folders(runtime: Runtime, folders: list[Path], progress: IngestProgre
             def planned(sizes: list[int], folder: Path = folder) -> None:
                 progress.planned(sizes, folder=folder.name)
 
-            outcome.add(folder, ingestor.ingest(folder, progress=step, embedded=progress.chunks, planned=planned))
+            outcome.add(folder, ingestor.ingest(folder, progress=step, embedded=progress.chunks, planned=planned, vectors=progress.vectors))
     finally:
         ingestor.close()
     return outcome

@@ -21,7 +21,7 @@ def _close(runtime: Runtime) -> None:
 @st.cache_resource(show_spinner="Opening the index…", on_release=_close)
 def _open(key: str, _settings: Settings) -> Runtime:
     logger.info("opening the index for the page: %s", _settings.storage.milvus_uri())
-    runtime = open_runtime(_settings)
+    runtime = open_runtime(_settings, reader=True)
     # The chat memory counts tokens with LlamaIndex's tokenizer, which loads at first use: load it while the page draws,
     # not during the first question.
     threading.Thread(target=get_tokenizer, name="docsrag-load-tokenizer", daemon=True).start()
@@ -29,5 +29,10 @@ def _open(key: str, _settings: Settings) -> Runtime:
 
 
 def page_runtime(settings: Settings) -> Runtime:
-    """The shared runtime for these settings (Milvus Lite allows one client per index directory)."""
-    return _open(settings.model_dump_json(), settings)
+    """The shared runtime for these settings (Milvus Lite allows one client per index directory). One opened while an
+    ingest in another process held the index reads through that ingest's store; once the ingest ends it is opened again."""
+    runtime = _open(settings.model_dump_json(), settings)
+    if runtime.stale():
+        _open.clear()  # closes it (on_release)
+        runtime = _open(settings.model_dump_json(), settings)
+    return runtime

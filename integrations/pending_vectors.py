@@ -1,0 +1,75 @@
+"""Chunks stored before their meaning vector: searchable by keywords at once, embedded in a second pass.
+
+An ingest that searches by keywords first writes each chunk with its text and
+BM25 terms and a zero placeholder vector, marked by the metadata key
+``vector_pending`` (a Milvus dynamic field, so no schema change: an index
+written before has no such rows). Dense searches filter on ``vector_pending !=
+true``, which Milvus also matches for rows without the key. The second pass
+reads the marked rows back, embeds them exactly as a one-pass ingest would, and
+upserts each row under its own id, so the store ends as if written in one pass
+and a killed pass leaves rows either marked or finished, never half.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from llama_index.core.bridge.pydantic import Field
+from llama_index.core.schema import BaseNode, TransformComponent
+from llama_index.core.vector_stores.utils import metadata_dict_to_node
+
+PENDING_KEY = "vector_pending"
+#: The dense-search filter: rows with a meaning vector (also rows written before this key existed).
+HAS_VECTOR = f"{PENDING_KEY} != true"
+_PENDING = f"{PENDING_KEY} == true"
+
+
+class PlaceholderVectors(TransformComponent):
+    """The first pass's embedding step: a zero vector and the pending mark, hidden from the embedder and the LLM."""
+
+    dim: int = Field(description="Dimension of the store's dense vectors.")
+
+    def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:
+        zero = [0.0] * self.dim
+        for node in nodes:
+            node.embedding = zero
+            node.metadata[PENDING_KEY] = True
+            for excluded in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
+                if PENDING_KEY not in excluded:
+                    excluded.append(PENDING_KEY)
+        return nodes
+
+
+def pending_count(store) -> int:
+    rows = store.client.query(store.collection_name, filter=_PENDING, output_fields=["count(*)"])
+    return int(rows[0]["count(*)"]) if rows else 0
+
+
+def _restored(row: dict) -> BaseNode:
+    """A stored row as the node a one-pass ingest wrote, without the pending mark."""
+    node = metadata_dict_to_node(row, text=row.get("text"))
+    node.metadata.pop(PENDING_KEY, None)
+    for excluded in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
+        if PENDING_KEY in excluded:
+            excluded.remove(PENDING_KEY)
+    return node
+
+
+def embed_pending(
+    store, embed: Callable[[list[BaseNode]], Sequence[BaseNode]], batch: int = 256, progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Embed every row still marked pending, ``batch`` rows per read and upsert; returns how many were embedded."""
+    total, done = pending_count(store), 0
+    if progress and total:
+        progress(0, total)
+    for _ in range(0, total, batch):  # each step's upsert clears the marks the next step's read would find
+        rows = store.client.query(store.collection_name, filter=_PENDING, output_fields=["*"], limit=batch)
+        if not rows:
+            break
+        nodes = list(embed([_restored(row) for row in rows]))
+        store.add(nodes)  # upsert under the same ids: the mark goes with the placeholder
+        done += len(nodes)
+        if progress:
+            progress(done, total)
+    return done
