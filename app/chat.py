@@ -55,8 +55,8 @@ from llama_index.core.prompts.base import BasePromptTemplate
 from llama_index.core.schema import QueryBundle
 from llama_index.core.tools import ToolOutput
 
+from integrations.adapters.chat_completion import aiter_in_thread
 from integrations.backend_errors import AllBackendsFailedError, transient_errors
-from integrations.chat_completion import aiter_in_thread
 from integrations.evidence_filter import WeakEvidenceFilter
 from integrations.keyword_text import QUESTION_WORDS, keyword_text
 from integrations.question_context import question_context

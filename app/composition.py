@@ -62,11 +62,11 @@ def check_credentials(settings: Settings) -> None:
 def build_embed_model(settings: Settings, meter: UsageMeter | None = None) -> BaseEmbedding:
     emb = settings.embedding
     if emb.backend == "local":
-        from integrations.local_embedding import LocalMiniLMEmbedding
+        from integrations.adapters.local_embedding import LocalMiniLMEmbedding
 
         return LocalMiniLMEmbedding(onnx_batch_size=emb.batch_size, threads=emb.threads, max_tokens=emb.max_tokens)
     if emb.backend == "hf_api":
-        from integrations.hf_embedding import HFEmbedding
+        from integrations.adapters.hf_embedding import HFEmbedding
 
         cache_path = None
         if emb.cache:
@@ -89,7 +89,7 @@ def build_chain_members(settings: Settings, meter: UsageMeter | None = None) -> 
     members: list[LLM] = []
     for backend in llm.chain:
         if backend == "hf_api":
-            from integrations.hf_chat_llm import HFChatLLM
+            from integrations.adapters.hf_chat_llm import HFChatLLM
             from integrations.metered_llm import MeteredLLM
 
             hf = _hf(settings, "llm.chain with hf_api")
@@ -108,7 +108,7 @@ def build_chain_members(settings: Settings, meter: UsageMeter | None = None) -> 
                     member = MeteredLLM(member, meter, provider=member.provider_name, cheapest_model=cheapest)
                 members.append(member)
         elif backend == "ollama":
-            from integrations.ollama_llm import OllamaLLM
+            from integrations.adapters.ollama_llm import OllamaLLM
 
             # base_url and context_window explicit: the class ignores OLLAMA_HOST and would call /api/show on every
             # metadata access without a context window.
@@ -126,7 +126,7 @@ def build_chain_members(settings: Settings, meter: UsageMeter | None = None) -> 
                 )
             )
         elif backend == "local":
-            from integrations.local_llm import EXTRA_HINT, LocalGGUFLLM, llama_cpp_available, resolve_gguf
+            from integrations.adapters.local_llm import EXTRA_HINT, LocalGGUFLLM, llama_cpp_available, resolve_gguf
 
             if not llama_cpp_available():
                 raise ValueError(f"llm.chain includes 'local' but llama-cpp-python is not installed: {EXTRA_HINT}")
@@ -165,7 +165,7 @@ def build_reranker(settings: Settings, meter: UsageMeter | None = None) -> BaseN
     if rr.backend == "none":
         return None
     if rr.backend == "hf_api":
-        from integrations.hf_rerank import HFCrossEncoderRerank
+        from integrations.adapters.hf_rerank import HFCrossEncoderRerank
 
         return HFCrossEncoderRerank(
             **_hf(settings, "rerank.backend=hf_api"),
@@ -176,7 +176,7 @@ def build_reranker(settings: Settings, meter: UsageMeter | None = None) -> BaseN
             meter=meter,
         )
     if rr.backend == "local":
-        from integrations.local_rerank import LocalCrossEncoderRerank
+        from integrations.adapters.local_rerank import LocalCrossEncoderRerank
 
         if rr.model_dir is None:
             raise ValueError("rerank.backend=local needs rerank.model_dir (DOCSRAG_RERANK__MODEL_DIR): a cross-encoder's ONNX directory")

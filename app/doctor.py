@@ -201,9 +201,9 @@ def _check_against_manifest(settings: Settings, store) -> None:
 
 def run_checks(settings: Settings) -> list[Check]:
     from app.composition import build_chain_members, build_embed_model, build_reranker, open_meter, uses_hf_api
-    from integrations.hf_chat_llm import HFChatLLM
+    from integrations.adapters.hf_chat_llm import HFChatLLM
+    from integrations.adapters.ollama_llm import OllamaLLM
     from integrations.metered_llm import MeteredLLM
-    from integrations.ollama_llm import OllamaLLM
 
     checks: list[Check] = []
     secrets = (settings.hf_token.get_secret_value(),) if settings.hf_token else ()

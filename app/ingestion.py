@@ -36,9 +36,9 @@ from app.store import chunk_counts, delete_files, lite_socket
 from app.walker import ReadRefused, read_bounded, walk
 from app.writer_lock import sole_writer
 from integrations import node_ids
+from integrations.adapters.sqlite_kvstore import SQLiteKVStore
 from integrations.pending_vectors import PlaceholderVectors, embed_pending
 from integrations.section_context import CONTEXT_KEY, section_spans
-from integrations.sqlite_kvstore import SQLiteKVStore
 from settings import Settings
 from settings.model import DEFAULT_IGNORE
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
-from integrations.sqlite_file import open_sqlite
+from integrations.adapters.sqlite_file import open_sqlite
 
 
 @dataclass

@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from integrations.adapters.sqlite_file import open_sqlite
 from integrations.redaction import redact
-from integrations.sqlite_file import open_sqlite
 
 FILE_NAME = "questions.sqlite"
 ANSWERED, WEAK, REFUSED = "answered", "weak", "refused"

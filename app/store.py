@@ -12,9 +12,9 @@ from typing import IO
 
 from app.manifest import check_index
 from app.writer_lock import current_writer
+from integrations.adapters.sqlite_file import CorruptFile, integrity_problem
 from integrations.keyword_text import KEYWORD_FIELD
 from integrations.node_ids import files_filter
-from integrations.sqlite_file import CorruptFile, integrity_problem
 from settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -138,7 +138,7 @@ def stored_chunks(index: Path, raw_sample: int) -> dict:
 STARTER = """
 import json, sys, time
 from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
-from integrations.local_embedding import LocalMiniLMEmbedding
+from integrations.adapters.local_embedding import LocalMiniLMEmbedding
 from app.readers import TEXT_FORMATS
 started = time.perf_counter()
 embed_model = LocalMiniLMEmbedding()

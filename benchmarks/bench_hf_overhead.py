@@ -38,10 +38,10 @@ def answer_overhead(server, questions: int) -> list[tuple[str, float, float, flo
     from huggingface_hub.utils import get_session
     from llama_index.core.schema import TextNode
 
+    from integrations.adapters.hf_chat_llm import HFChatLLM
+    from integrations.adapters.hf_http import chat_url, hf_headers
     from integrations.citation_prompt import build_messages
     from integrations.fallback_llm import FallbackLLM
-    from integrations.hf_chat_llm import HFChatLLM
-    from integrations.hf_http import chat_url, hf_headers
 
     model = "Qwen/Qwen2.5-7B-Instruct-1M"
     hf = HFChatLLM(model_name=model, token=FAKE_TOKEN, base_url=server.url, timeout=30, num_output=512)
@@ -124,7 +124,7 @@ def embedding_requests(server, work: Path) -> dict[str, int]:
 def rerank_latency(server, runs: int) -> dict[str, float]:
     from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-    from integrations.hf_rerank import HFCrossEncoderRerank
+    from integrations.adapters.hf_rerank import HFCrossEncoderRerank
 
     nodes = [
         NodeWithScore(

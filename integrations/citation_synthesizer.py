@@ -178,7 +178,7 @@ class CitationSynthesizer(BaseSynthesizer):
     ) -> RESPONSE_TYPE:
         # The sync path off the event loop (the chain's clients and the extractive embedder block); the worker thread
         # sees this question's context. A streamed answer is a StreamingResponse here too: iterate it, or wrap its
-        # response_gen with integrations.chat_completion.aiter_in_thread.
+        # response_gen with integrations.adapters.chat_completion.aiter_in_thread.
         return await asyncio.to_thread(self.synthesize, query, nodes, additional_source_nodes, **response_kwargs)
 
     @dispatcher.span

@@ -37,6 +37,7 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.llms import LLM
 
+from integrations.adapters.chat_completion import ChatCompletionMixin
 from integrations.backend_errors import (
     AllBackendsFailedError,
     BackendUnavailableError,
@@ -44,7 +45,6 @@ from integrations.backend_errors import (
     describe_failure,
     transient_errors,
 )
-from integrations.chat_completion import ChatCompletionMixin
 from integrations.deadline import question_deadline
 
 logger = logging.getLogger(__name__)

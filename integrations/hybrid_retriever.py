@@ -7,7 +7,7 @@ its dense cosine similarity, which the answer step uses to detect weak evidence.
 The dense search and the BM25 search of the question are one Milvus request each.
 
 The retriever is a pipeline of small steps, each a function tested on its own:
-search (:mod:`integrations.milvus_search`, the one adapter to the Milvus client),
+search (:mod:`integrations.adapters.milvus_search`, the one adapter to the Milvus client),
 fusion (:func:`fuse`), the missing-name probe (:func:`absent_names`), section
 growth (:func:`grown_contexts`) and near-duplicate collapse (:func:`distinct_passages`);
 :class:`MilvusHybridRetriever` chains them and writes the question context. A ranking
@@ -33,9 +33,9 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNode
 
+from integrations.adapters.milvus_search import DENSE_FIELD, SPARSE_FIELD, Hit, MilvusSearch, hit_node
 from integrations.backend_errors import describe_failure, transient_errors
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
-from integrations.milvus_search import DENSE_FIELD, SPARSE_FIELD, Hit, MilvusSearch, hit_node
 from integrations.named_terms import named_terms
 from integrations.near_duplicates import DUPLICATES_KEY, already_shown, location, shingles
 from integrations.node_ids import chunk_id, parse_chunk_id

@@ -18,7 +18,7 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ChatResp
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms import LLM
 
-from integrations.chat_completion import ChatCompletionMixin
+from integrations.adapters.chat_completion import ChatCompletionMixin
 from integrations.usage_meter import BudgetDegraded, Metering, UsageMeter, estimate_tokens, metered
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from integrations.adapters.sqlite_file import open_sqlite
 from integrations.backend_errors import BackendUnavailableError
-from integrations.sqlite_file import open_sqlite
 from settings.model import BudgetSettings, ModelPrice
 
 logger = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ def _hub_token_file_in_tmp_home(_isolated_environment: None, monkeypatch: pytest
 @pytest.fixture(scope="session")
 def local_embedder():
     """The packaged ONNX embedder, loaded once."""
-    from integrations.local_embedding import LocalMiniLMEmbedding
+    from integrations.adapters.local_embedding import LocalMiniLMEmbedding
 
     return LocalMiniLMEmbedding()
 

@@ -12,8 +12,8 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 from app.chat import STANDALONE_KEY, DocsChatEngine, condensed_reading
 from app.composition import build_ingestor, open_runtime
+from integrations.adapters.hf_chat_llm import HFChatLLM
 from integrations.fallback_llm import FallbackLLM
-from integrations.hf_chat_llm import HFChatLLM
 from settings import load_settings
 from tests import docfactory
 from tests.conftest_hf import FAKE_TOKEN

@@ -12,12 +12,12 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
+from integrations.adapters.hf_chat_llm import HFChatLLM
 from integrations.citation_prompt import build_messages
 from integrations.citation_synthesizer import NO_LLM_NOTICE, Answer, CitationSynthesizer, QuotingAnswerer, default_answerers
 from integrations.evidence_filter import WeakEvidenceFilter
 from integrations.extractive_answer import ExtractiveAnswerer
 from integrations.fallback_llm import FallbackLLM
-from integrations.hf_chat_llm import HFChatLLM
 from integrations.question_context import question_context
 from tests.conftest_hf import FAKE_TOKEN
 

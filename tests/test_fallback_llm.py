@@ -11,11 +11,11 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.schema import TextNode
 
+from integrations.adapters.hf_chat_llm import HFChatLLM
+from integrations.adapters.ollama_llm import OllamaLLM
 from integrations.backend_errors import AllBackendsFailedError, StreamInterruptedError
 from integrations.citation_prompt import build_messages
 from integrations.fallback_llm import BackendSkippedEvent, FallbackLLM
-from integrations.hf_chat_llm import HFChatLLM
-from integrations.ollama_llm import OllamaLLM
 from tests.conftest_hf import FAKE_TOKEN
 
 A, B, OLLAMA = "org/model-a", "org/model-b", "llama3.2:3b"

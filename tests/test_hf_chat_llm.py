@@ -12,9 +12,9 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent
 
+from integrations.adapters.hf_chat_llm import HFChatLLM
 from integrations.backend_errors import RetryExhaustedError
 from integrations.deadline import question_deadline
-from integrations.hf_chat_llm import HFChatLLM
 from tests.conftest_hf import FAKE_TOKEN
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"

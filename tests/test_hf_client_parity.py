@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from llama_index.core.base.llms.types import ChatMessage
 
-from integrations.hf_chat_llm import HFChatLLM
-from integrations.hf_embedding import HFEmbedding
+from integrations.adapters.hf_chat_llm import HFChatLLM
+from integrations.adapters.hf_embedding import HFEmbedding
 from tests.conftest_hf import FAKE_TOKEN
 
 CHAT_MODEL = "meta-llama/Llama-3.1-8B-Instruct:fastest"

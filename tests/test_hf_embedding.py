@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from integrations.adapters.hf_embedding import HFEmbedding
 from integrations.backend_errors import RetryExhaustedError
-from integrations.hf_embedding import HFEmbedding
 from tests.conftest_hf import FAKE_TOKEN
 from tests.loopback_server import hashed_embedding, hashed_states
 

@@ -7,7 +7,7 @@ import math
 import pytest
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from integrations.hf_rerank import HFCrossEncoderRerank
+from integrations.adapters.hf_rerank import HFCrossEncoderRerank
 from integrations.question_context import question_context
 from tests.conftest_hf import FAKE_TOKEN
 from tests.loopback_server import overlap_logit

@@ -23,8 +23,8 @@ from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events.llm import LLMChatInProgressEvent
 from llama_index.core.schema import TextNode
 
+from integrations.adapters.local_llm import bundled_gguf
 from integrations.citation_prompt import build_messages
-from integrations.local_llm import bundled_gguf
 from tests.chromium import free_port, wait_http
 from tests.conftest_hf import FAKE_TOKEN
 
@@ -142,7 +142,7 @@ def test_chat_and_stream_answer_with_usage_metered_and_a_cut_answer_marked(profi
     assert stream_row[:2] == ("chat", MODEL) and stream_row[4:6] == (1, 1) and stream_row[2] > 50 and stream_row[3] > 0
     assert meter.month_spend() == pytest.approx(chat_row[6] + stream_row[6])
 
-    from integrations.hf_chat_llm import HFChatLLM
+    from integrations.adapters.hf_chat_llm import HFChatLLM
 
     short = HFChatLLM(model_name=MODEL, token=FAKE_TOKEN, base_url=settings.hf_base_url, num_output=3, timeout=60)
     for extra in (
@@ -154,8 +154,8 @@ def test_chat_and_stream_answer_with_usage_metered_and_a_cut_answer_marked(profi
 
 
 def test_a_wrong_token_is_refused_by_the_server_and_the_next_member_answers(profile) -> None:
+    from integrations.adapters.hf_chat_llm import HFChatLLM
     from integrations.fallback_llm import FallbackLLM
-    from integrations.hf_chat_llm import HFChatLLM
 
     settings, chain, _ = profile
     wrong = HFChatLLM(model_name=MODEL, token="hf_not_the_servers_key", base_url=settings.hf_base_url, timeout=60)

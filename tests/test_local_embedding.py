@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from integrations import local_embedding
-from integrations.local_embedding import LocalMiniLMEmbedding
-from integrations.model_files import ModelFileError
+from integrations.adapters import local_embedding
+from integrations.adapters.local_embedding import LocalMiniLMEmbedding
+from integrations.adapters.model_files import ModelFileError
 
 
 def test_token_count_is_the_word_pieces_the_model_runs_on_without_padding_and_cut_at_max_tokens() -> None:

@@ -8,8 +8,8 @@ import time
 import pytest
 from llama_index.core.schema import TextNode
 
+from integrations.adapters.local_llm import SMOLLM2_FILE, LocalGGUFLLM, bundled_gguf
 from integrations.citation_prompt import build_messages
-from integrations.local_llm import SMOLLM2_FILE, LocalGGUFLLM, bundled_gguf
 
 pytestmark = [
     pytest.mark.local_llm,
@@ -39,8 +39,8 @@ def test_chat_and_stream_answer_with_the_bundled_model(smollm) -> None:
 
 
 def test_fallback_reaches_the_local_model_when_the_api_is_down(smollm, refused) -> None:
+    from integrations.adapters.hf_chat_llm import HFChatLLM
     from integrations.fallback_llm import FallbackLLM
-    from integrations.hf_chat_llm import HFChatLLM
     from tests.conftest_hf import FAKE_TOKEN
 
     chain = FallbackLLM(
@@ -70,8 +70,8 @@ def test_the_local_profile_chain_builds_from_settings(monkeypatch) -> None:
 
 
 def test_a_bundled_model_that_is_not_the_pinned_file_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from integrations import local_llm
-    from integrations.model_files import ModelFileError
+    from integrations.adapters import local_llm
+    from integrations.adapters.model_files import ModelFileError
 
     monkeypatch.setattr(local_llm, "SMOLLM2_SHA256", "0" * 64)
     with pytest.raises(ModelFileError, match=r"bundled SmolLM2 model .*\.gguf is not the pinned file"):

@@ -17,8 +17,8 @@ import pytest
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from app.composition import build_reranker
-from integrations.local_embedding import _model_files
-from integrations.local_rerank import LocalCrossEncoderRerank
+from integrations.adapters.local_embedding import _model_files
+from integrations.adapters.local_rerank import LocalCrossEncoderRerank
 from integrations.question_context import question_context
 from settings import load_settings
 

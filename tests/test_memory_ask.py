@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.proc_tree import TreePeak
-from integrations.local_embedding import LocalMiniLMEmbedding
+from integrations.adapters.local_embedding import LocalMiniLMEmbedding
 
 REPO = Path(__file__).resolve().parent.parent
 ORD_QA_DOCS = REPO / "eval" / "ord-qa" / "docs"

@@ -1,5 +1,5 @@
 """Each step of the hybrid retriever on its own: the Milvus adapter, fusion, the missing-name probe, section growth and
-near-duplicate collapse (integrations/hybrid_retriever.py, integrations/milvus_search.py)."""
+near-duplicate collapse (integrations/hybrid_retriever.py, integrations/adapters/milvus_search.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from llama_index.core.schema import TextNode
 from llama_index.core.vector_stores.types import VectorStoreQuery
 from llama_index.core.vector_stores.utils import node_to_metadata_dict
 
+from integrations.adapters.milvus_search import DENSE_FIELD, SPARSE_FIELD, Hit, MilvusSearch, hit_node
 from integrations.hybrid_retriever import Candidates, absent_names, distinct_passages, fuse, grown_contexts
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
-from integrations.milvus_search import DENSE_FIELD, SPARSE_FIELD, Hit, MilvusSearch, hit_node
 from integrations.near_duplicates import DUPLICATES_KEY
 from integrations.node_ids import chunk_id, file_id, parse_chunk_id
 from tests.test_ingestion import write

@@ -82,8 +82,8 @@ def test_the_token_is_the_first_non_empty_of_the_documented_variables(monkeypatc
 def test_offline_mode_is_named_when_it_blocks_an_api_call(monkeypatch, loopback) -> None:
     from huggingface_hub import constants
 
+    from integrations.adapters.hf_chat_llm import HFChatLLM
     from integrations.fallback_llm import FallbackLLM
-    from integrations.hf_chat_llm import HFChatLLM
     from tests.conftest_hf import FAKE_TOKEN
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -138,12 +138,12 @@ def _defaults(component: type) -> dict[str, Any]:
 
 def test_component_defaults_are_the_settings_defaults() -> None:
     from app.chunking import DocumentChunker
+    from integrations.adapters.local_embedding import LocalMiniLMEmbedding
+    from integrations.adapters.local_llm import LocalGGUFLLM
     from integrations.cross_encoder_rerank import CrossEncoderRerank
     from integrations.evidence_filter import WeakEvidenceFilter
     from integrations.fallback_llm import FallbackLLM
     from integrations.hybrid_retriever import MilvusHybridRetriever
-    from integrations.local_embedding import LocalMiniLMEmbedding
-    from integrations.local_llm import LocalGGUFLLM
     from integrations.meaning_rerank import MeaningRerank
 
     same_names = {

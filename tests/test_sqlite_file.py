@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.manifest import Manifest, OldIndexError
-from integrations.sqlite_kvstore import SQLiteKVStore
+from integrations.adapters.sqlite_kvstore import SQLiteKVStore
 from integrations.usage_meter import UsageMeter
 from settings.model import BudgetSettings, ModelPrice
 

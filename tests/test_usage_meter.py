@@ -85,7 +85,7 @@ def test_reported_usage_past_the_reservation_is_recorded_and_the_cap_sees_it(tmp
     """A server reporting 10M input / 1M output tokens costs $3.30 at Qwen's price, not the small reservation made before the call."""
     from llama_index.core.base.llms.types import ChatMessage
 
-    from integrations.hf_chat_llm import HFChatLLM
+    from integrations.adapters.hf_chat_llm import HFChatLLM
     from integrations.metered_llm import MeteredLLM
     from tests.conftest_hf import FAKE_TOKEN
 

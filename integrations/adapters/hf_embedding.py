@@ -9,7 +9,7 @@ texts, text-embeddings-inference's default limit; a 413 reply splits the batch i
 halves and sends them again), mean-pools
 token-level outputs, L2-normalises (as sentence-transformers does, so vectors
 match the packaged local model), and keeps every vector in an
-:class:`~integrations.embedding_cache.EmbeddingCache`.
+:class:`~integrations.adapters.embedding_cache.EmbeddingCache`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ from llama_index.embeddings.huggingface_api.pooling import Pooling
 from llama_index.utils.huggingface import format_query, format_text
 from pydantic import SecretStr
 
-from integrations.backend_errors import BackendAuthError, BackendUnavailableError
-from integrations.deadline import current_deadline
-from integrations.embedding_cache import EmbeddingCache
-from integrations.hf_http import (
+from integrations.adapters.embedding_cache import EmbeddingCache
+from integrations.adapters.hf_http import (
     DEFAULT_HF_BASE_URL,
     MAX_CLIENT_BATCH,
     feature_extraction_url,
@@ -39,6 +37,8 @@ from integrations.hf_http import (
     secret_value,
     with_retries,
 )
+from integrations.backend_errors import BackendAuthError, BackendUnavailableError
+from integrations.deadline import current_deadline
 from integrations.redaction import redacted_errors
 from integrations.usage_meter import UsageMeter, estimate_tokens, metered
 

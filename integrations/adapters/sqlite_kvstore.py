@@ -13,7 +13,7 @@ from pathlib import Path
 
 from llama_index.core.storage.kvstore.types import DEFAULT_COLLECTION, BaseKVStore
 
-from integrations.sqlite_file import open_sqlite
+from integrations.adapters.sqlite_file import open_sqlite
 
 
 class SQLiteKVStore(BaseKVStore):

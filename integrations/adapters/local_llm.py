@@ -30,8 +30,8 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
+from integrations.adapters.model_files import verified
 from integrations.backend_errors import BackendUnavailableError
-from integrations.model_files import verified
 
 logger = logging.getLogger(__name__)
 

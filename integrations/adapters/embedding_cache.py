@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from integrations.sqlite_file import CorruptFile, open_sqlite
+from integrations.adapters.sqlite_file import CorruptFile, open_sqlite
 
 logger = logging.getLogger(__name__)
 

@@ -19,10 +19,18 @@ from typing import Any
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from pydantic import SecretStr
 
+from integrations.adapters.hf_http import (
+    DEFAULT_HF_BASE_URL,
+    MAX_CLIENT_BATCH,
+    hf_headers,
+    model_url,
+    post_json,
+    secret_value,
+    with_retries,
+)
 from integrations.backend_errors import BackendUnavailableError
 from integrations.cross_encoder_rerank import CrossEncoderRerank, sigmoid
 from integrations.deadline import current_deadline
-from integrations.hf_http import DEFAULT_HF_BASE_URL, MAX_CLIENT_BATCH, hf_headers, model_url, post_json, secret_value, with_retries
 from integrations.redaction import redacted_errors
 from integrations.usage_meter import UsageMeter, estimate_tokens, metered
 

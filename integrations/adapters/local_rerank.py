@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
+from integrations.adapters.local_embedding import load_onnx
 from integrations.cross_encoder_rerank import CrossEncoderRerank, sigmoid
-from integrations.local_embedding import load_onnx
 
 logger = logging.getLogger(__name__)
 
