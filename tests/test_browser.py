@@ -142,9 +142,12 @@ def by_css(root, css: str):
 
 
 def wait_for(driver, condition, timeout: float = ANSWER_TIMEOUT_S):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+    # Streamlit re-renders the page on each run: an element read mid-render is stale, and the next poll reads it anew.
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
+    return wait.until(lambda d: condition(d))
 
 
 def ask(driver, question: str):
