@@ -150,6 +150,19 @@ def wait_for(driver, condition, timeout: float = ANSWER_TIMEOUT_S):
     return wait.until(lambda d: condition(d))
 
 
+def click(driver, element) -> None:
+    """A real click, retried while something else covers the element (the chat input, a re-render still scrolling)."""
+    from selenium.common.exceptions import ElementClickInterceptedException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def clicked(d) -> bool:
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+        element.click()
+        return True
+
+    WebDriverWait(driver, 10, poll_frequency=0.2, ignored_exceptions=[ElementClickInterceptedException]).until(clicked)
+
+
 def ask(driver, question: str):
     """Send a question and return its finished assistant message."""
     from selenium.webdriver.common.keys import Keys
@@ -335,7 +348,7 @@ def test_feedback_buttons_and_the_documentation_gaps_view(browser, page_url: str
     # Previews read like the rendered docs: no escape characters, fences or emphasis marks, even for passages quoted
     # from their opening (the relay's, with a code block and a table).
     uncited = next(e for e in by_css(reply, "details") if "retrieved but not cited" in e.text)
-    by_css(uncited, "summary")[0].click()
+    click(browser, by_css(uncited, "summary")[0])
     quotes = wait_for(browser, lambda d: [q.text for q in by_css(uncited, "blockquote") if q.is_displayed()], 10)
     assert quotes
     assert not any("\\" in q or "```" in q or "**" in q for q in quotes), quotes
@@ -344,16 +357,14 @@ def test_feedback_buttons_and_the_documentation_gaps_view(browser, page_url: str
     # The rating buttons come after the timings line (which ends ask()).
     thumbs = wait_for(browser, lambda d: by_css(by_css(d, MESSAGE)[-1], "[data-testid='stFeedback'] button"), 30)
     assert len(thumbs) == 2, [t.get_attribute("outerHTML")[:200] for t in thumbs]
-    # Centred first: a long answer can leave the buttons under the page's fixed chat input.
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", thumbs[1])
-    thumbs[1].click()  # 👎
+    click(browser, thumbs[1])  # 👎: a long answer can leave the buttons under the page's fixed chat input
     comment = wait_for(browser, lambda d: next(iter(by_css(by_css(d, MESSAGE)[-1], "input[type='text']")), None), 30)
     comment.send_keys("Say where idle_timeout is documented" + Keys.ENTER)
     wait_for(browser, lambda d: "documentation-gaps report" in by_css(d, MESSAGE)[-1].text, 30)
     shot(browser, "browser_feedback.png", by_css(by_css(browser, MESSAGE)[-1], "[data-testid='stFeedback']")[0])
 
     view = next(label for label in by_css(browser, "[data-testid='stSidebar'] label") if label.text == "Documentation gaps")
-    view.click()
+    click(browser, view)
     wait_for(browser, lambda d: any(h.text.startswith("Documentation gaps") for h in by_css(d, "h2")), 30)
 
     def gaps(d) -> list[str]:
