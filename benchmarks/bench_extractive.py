@@ -51,7 +51,7 @@ def lookups(records: list[dict], questions: dict, runtime) -> dict:
 
 
 def replay(records: list[dict], questions: dict, contexts: dict, max_passages: int, embed_model) -> tuple[dict, list[dict]]:
-    from integrations.extractive_answer import ExtractiveAnswerer, scored_text
+    from integrations.extractive_answer import ExtractiveAnswerer, place, scored_text
 
     answerer = ExtractiveAnswerer(embed_model=embed_model, max_passages=max_passages)
     replayed, refused, pieces, cpu = [], [], [], []
@@ -63,8 +63,7 @@ def replay(records: list[dict], questions: dict, contexts: dict, max_passages: i
             refused.append(True)
             continue
         started = time.process_time()
-        places = [f"{p.get('source', '')} > {p.get('section', '')}" for p in record["retrieved"][:TOP_K]]
-        choice = answerer.choose(question.question, texts, contexts[record["id"]], places)
+        choice = answerer.choose(question.question, texts, contexts[record["id"]], [place(p) for p in record["retrieved"][:TOP_K]])
         cpu.append((time.process_time() - started) * 1000)
         pieces.append(embed_model.count_tokens([scored_text(unit) for unit in answerer.candidates(texts)]))  # what was embedded
         replayed.append({**record, "answer": "" if choice.refused else choice.text})

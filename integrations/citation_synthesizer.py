@@ -31,7 +31,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Qu
 from integrations.backend_errors import AllBackendsFailedError, describe_failure, transient_errors
 from integrations.citation_prompt import CitationChecker, build_messages, reorder
 from integrations.evidence_filter import WeakEvidenceFilter
-from integrations.extractive_answer import EXTRACTIVE_NAME, Choice, ExtractiveAnswerer
+from integrations.extractive_answer import EXTRACTIVE_NAME, Choice, ExtractiveAnswerer, place
 from integrations.question_context import QuestionContext, current_question
 from integrations.section_context import SECTIONS_KEY, quoted_section
 
@@ -118,8 +118,7 @@ class QuotingAnswerer:
         self.extractive = extractive or ExtractiveAnswerer()
 
     def answer(self, question: str, nodes: list[NodeWithScore], context: QuestionContext, streaming: bool) -> Answer:
-        places = [f"{n.node.metadata.get('source', '')} > {n.node.metadata.get('section', '')}" for n in nodes]
-        choice = self.extractive.choose(question, _texts(nodes), context, places)
+        choice = self.extractive.choose(question, _texts(nodes), context, [place(n.node.metadata) for n in nodes])
         _label_quotes(nodes, choice)
         context.weak_evidence = context.weak_evidence or choice.refused
         return Answer(EXTRACTIVE_NAME, iter(_STREAMED_WORD.findall(choice.text)))

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -278,10 +279,11 @@ def units(text: str, source: int = 1) -> list[Unit]:
             sentence = _quotable(part, _MIN_ITEM_WORDS if item else _MIN_WORDS)
             if sentence is None:
                 continue
-            points = _REFERS_BACK.search(sentence)
-            lead = previous if points or _LEANS_BACK.match(sentence) else ""
-            if (points or (lead == "" and _LEANS_BACK.match(sentence))) and _NAMES_SOMETHING.search(heading):
-                lead = heading  # "If this environment variable is set …" under "`SSL_CERT_FILE`": the heading is what it means
+            points = bool(_REFERS_BACK.search(sentence))
+            lead = ""
+            if points or _LEANS_BACK.match(sentence):
+                # "If this environment variable is set …" under "`SSL_CERT_FILE`": the heading is what it means
+                lead = heading if (points or not previous) and _NAMES_SOMETHING.search(heading) else previous
             previous = sentence
             if sentence.endswith("?") or _POINTS_ELSEWHERE.search(sentence) or _MARKUP.search(_CODE_SPAN.sub("", sentence)):
                 continue  # a question is not an answer; a pointer to a passage not quoted says nothing; markup is no prose
@@ -298,6 +300,11 @@ def units(text: str, source: int = 1) -> list[Unit]:
                 out.append(Unit(source, sentence, sentence, lead, heading, context))
             # otherwise what it introduces is not quotable with it: the sentence is left out
     return out
+
+
+def place(metadata: Mapping[str, Any]) -> str:
+    """Where a passage is from, as :meth:`ExtractiveAnswerer.choose` reads its ``places``: file and section."""
+    return f"{metadata.get('source') or ''} > {metadata.get('section') or ''}"
 
 
 def scored_text(unit: Unit) -> str:
