@@ -145,7 +145,7 @@ def _interrupt(signum: int, frame) -> None:
 def cmd_serve_store(args: argparse.Namespace) -> int:
     import signal
 
-    from app.store_server import StoreServer
+    from integrations.adapters.milvus_store import StoreServer
 
     settings = _settings(args)
     if settings.storage.uri:

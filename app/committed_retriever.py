@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from app.ingest_progress import duration
 from app.manifest import Manifest, state_file
-from app.store import count_chunks
 from app.writer_lock import Writer, current_writer
 from integrations import node_ids
-from integrations.pending_vectors import pending_count
+from integrations.adapters.milvus_store import MilvusStore
 from integrations.question_context import current_question
 
 
@@ -36,18 +34,18 @@ def _file_of(hit: NodeWithScore) -> str:
 class CommittedRetriever(BaseRetriever):
     """Wraps a retriever; keeps the hits whose file the manifest in ``index_dir`` lists as committed before the search."""
 
-    def __init__(self, retriever: BaseRetriever, index_dir: Path, vector_store: Any) -> None:
+    def __init__(self, retriever: BaseRetriever, index_dir: Path, store: MilvusStore) -> None:
         super().__init__()
         self.retriever = retriever
         self.index_dir = Path(index_dir)
-        self.vector_store = vector_store
+        self.store = store
 
     def _keywords_first(self, writer: Writer | None) -> None:
         """While chunks wait for their vectors the question's best cosine covers only some passages: it decides nothing."""
-        pending = pending_count(self.vector_store)
+        pending = self.store.pending_count()
         if not pending:
             return
-        total = max(count_chunks(self.vector_store), pending)
+        total = max(self.store.count(), pending)
         context = current_question()
         context.dense_score = None
         rest = "once the ingest has embedded the rest" if writer else "once an ingest of the folder embeds the rest"

@@ -17,9 +17,9 @@ if TYPE_CHECKING:  # imported where used: a process loads only the backends its 
     from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.core.llms import LLM
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
-    from llama_index.vector_stores.milvus import MilvusVectorStore
 
     from app.question_log import QuestionLog
+    from integrations.adapters.milvus_store import MilvusStore
     from integrations.usage_meter import UsageMeter
 
 logger = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ class Runtime:
 
     settings: Settings
     embed_model: BaseEmbedding
-    vector_store: MilvusVectorStore
+    store: MilvusStore
     llm: LLM | None  # None: answers quote the sources
     reranker: BaseNodePostprocessor | None = None
     meter: UsageMeter | None = None  # when any backend is a paid API
@@ -206,29 +206,27 @@ class Runtime:
     def stale(self) -> bool:
         """Whether this runtime read through an ingest's store that has since stopped: open the runtime again (the
         index is then opened as usual)."""
-        from app.store import ingest_store
+        from integrations.adapters.milvus_store import ingest_store
 
         return self.reader_of is not None and ingest_store(self.reader_of) != self.settings.storage.uri
 
     def close(self) -> None:
         """Close the store (and stop the embedded Milvus Lite server): the index can then be opened by another process."""
-        from app.store import close_vector_store
-
         if self.question_log is not None:
             self.question_log.close()
-        close_vector_store(self.vector_store, self.settings)
+        self.store.close()
 
 
 def open_runtime(settings: Settings | None = None, *, reader: bool = False) -> Runtime:
     """Open the models and the store. A ``reader`` (a process that only asks questions) of an embedded index that a
-    running ingest has open reads it through that ingest's store (app.store.ingest_store) instead of being refused."""
-    from app.store import claim_index, ingest_store, is_lite_uri, open_vector_store, reading_through, release_lite_store, start_lite_server
+    running ingest has open reads it through that ingest's store (milvus_store.ingest_store) instead of being refused."""
+    from integrations.adapters.milvus_store import MilvusStore, claim_index, ingest_store, release_lite_store, start_lite_server
 
     settings = settings or load_settings()
     check_credentials(settings)
     reader_of = None
     if reader and (socket := ingest_store(settings)):
-        reader_of, settings = settings, reading_through(settings, socket)
+        reader_of, settings = settings, settings.model_copy(update={"storage": settings.storage.model_copy(update={"uri": socket})})
         logger.info("an ingest is writing the index in %s: reading it through %s", settings.storage.index_dir, socket)
     claim_index(settings)  # a locked or outdated index is refused before any model loads
     meter = open_meter(settings) if uses_hf_api(settings) else None
@@ -240,17 +238,16 @@ def open_runtime(settings: Settings | None = None, *, reader: bool = False) -> R
             # client reuses that memory instead of adding to the peak.
             embed_model.load()
         llm, reranker = build_llm(settings, meter), build_reranker(settings, meter)
-        vector_store = open_vector_store(settings, embed_model.dimension)  # each embedder declares its vectors' length
+        store = MilvusStore(settings, embed_model.dimension)  # each embedder declares its vectors' length
     except BaseException as exc:
-        if is_lite_uri(settings.storage.milvus_uri()):
-            release_lite_store(settings.storage.milvus_uri())
+        release_lite_store(settings)
         if reader_of is not None and isinstance(exc, Exception) and ingest_store(reader_of) is None:
             return open_runtime(reader_of, reader=True)  # the ingest ended meanwhile: the index is free to open
         raise
     return Runtime(
         settings=settings,
         embed_model=embed_model,
-        vector_store=vector_store,
+        store=store,
         llm=llm,
         reranker=reranker,
         meter=meter,
@@ -267,7 +264,7 @@ def build_retriever(runtime: Runtime, sources: list[str] | None = None, top_k: i
 
     r = runtime.settings.retrieval
     hybrid = MilvusHybridRetriever(
-        vector_store=runtime.vector_store,
+        store=runtime.store,
         embed_model=runtime.embed_model,
         top_k=top_k or r.top_k,
         dense_top_k=max(r.dense_top_k, top_k or 0),
@@ -277,7 +274,7 @@ def build_retriever(runtime: Runtime, sources: list[str] | None = None, top_k: i
         sparse_weight=r.sparse_weight,
         file_ids=file_ids_named(runtime.settings.storage.index_dir, sources) if sources else None,
     )
-    return CommittedRetriever(hybrid, runtime.settings.storage.index_dir, runtime.vector_store)
+    return CommittedRetriever(hybrid, runtime.settings.storage.index_dir, runtime.store)
 
 
 def build_ranking_stages(runtime: Runtime, top_n: int | None = None) -> tuple[int, list]:
@@ -290,14 +287,14 @@ def build_ranking_stages(runtime: Runtime, top_n: int | None = None) -> tuple[in
         return top_n, []
     from integrations.meaning_rerank import MeaningRerank
 
-    stage = MeaningRerank(runtime.vector_store, runtime.embed_model, top_n=top_n, weight=r.meaning_weight, rrf_k=r.rrf_k)
+    stage = MeaningRerank(runtime.store, runtime.embed_model, top_n=top_n, weight=r.meaning_weight, rrf_k=r.rrf_k)
     return max(r.meaning_candidates, top_n), [stage]
 
 
 def empty_index_message(settings: Settings) -> str | None:
     """One line saying how to fill the index when it holds no document (None when it does); opens and creates nothing."""
     from app.manifest import indexed_files
-    from app.store import check_lite_format, held_elsewhere, is_lite_uri
+    from integrations.adapters.milvus_store import check_lite_format, embedded_file, held_elsewhere
 
     index_dir = settings.storage.index_dir
     if not index_dir.exists():
@@ -306,9 +303,9 @@ def empty_index_message(settings: Settings) -> str | None:
         return f"The index folder {index_dir} is a file, not a folder: point --index (DOCSRAG_STORAGE__INDEX_DIR) at a folder."
     # An index this version cannot read says so (and what to do) before anything says it is empty: the Milvus Lite
     # format here, an old manifest when indexed_files opens it.
-    if is_lite_uri(settings.storage.uri):
-        check_lite_format(settings.storage.lite_file())
-        if held_elsewhere(settings.storage.lite_file()):
+    if db_file := embedded_file(settings.storage.milvus_uri()):
+        check_lite_format(db_file)
+        if held_elsewhere(db_file):
             return None  # an ingest may be filling it: opening it says which process has it
     if indexed_files(index_dir) == 0:
         return f"The index at {index_dir} has no documents yet: ingest some with `python -m app ingest PATH` (add `--index {index_dir}`)."
@@ -393,4 +390,4 @@ def open_question_log(settings: Settings) -> QuestionLog | None:
 def build_ingestor(runtime: Runtime):
     from app.ingestion import Ingestor
 
-    return Ingestor(runtime.settings, runtime.embed_model, runtime.vector_store)
+    return Ingestor(runtime.settings, runtime.embed_model, runtime.store)

@@ -148,23 +148,17 @@ def _rerank_check(reranker) -> str:
 
 def _index_check(settings: Settings, embed_model) -> str:
     from llama_index.core.schema import MetadataMode
-    from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
-    from app.store import close_vector_store, open_vector_store
+    from integrations.adapters.milvus_store import DENSE_FIELD, NODE_FIELDS, MilvusStore, hit_node
 
-    store = open_vector_store(settings, embed_model.dimension)
+    store = MilvusStore(settings, embed_model.dimension)
     try:
         _check_against_manifest(settings, store)
-        rows = store.client.query(
-            collection_name=store.collection_name,
-            filter="",
-            limit=1,
-            output_fields=[store.embedding_field, store.text_key, "_node_content"],
-        )
+        rows = store.rows([DENSE_FIELD, *NODE_FIELDS], limit=1)
         if not rows:
             return "opens (empty: ingest a folder)"
-        node = metadata_dict_to_node(rows[0], text=rows[0][store.text_key])  # the store keeps the text in its own field
-        stored = rows[0][store.embedding_field]
+        node = hit_node(rows[0])  # the store keeps the text in its own field
+        stored = rows[0][DENSE_FIELD]
         fresh = embed_model.get_text_embedding(node.get_content(metadata_mode=MetadataMode.EMBED))
         cosine = sum(a * b for a, b in zip(stored, fresh, strict=True)) / (
             math.sqrt(sum(a * a for a in stored)) * math.sqrt(sum(b * b for b in fresh)) or 1.0
@@ -176,7 +170,7 @@ def _index_check(settings: Settings, embed_model) -> str:
             )
         return f"opens; a stored chunk re-embeds at cosine {cosine:.4f}"
     finally:
-        close_vector_store(store, settings)
+        store.close()
 
 
 def _check_against_manifest(settings: Settings, store) -> None:

@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from app.manifest import FileRecord
-from app.store import count_chunks
 from integrations import node_ids
+from integrations.adapters.milvus_store import MilvusStore
 
 
 @dataclass
@@ -31,22 +31,10 @@ class StoreCheck:
         )
 
 
-def stored_per_file(store) -> Counter[str]:
-    """Chunks in the store by file id."""
-    counts: Counter[str] = Counter()
-    iterator = store.client.query_iterator(store.collection_name, filter="", output_fields=["doc_id"], batch_size=2000)
-    try:
-        while rows := iterator.next():
-            counts.update((node_ids.parse_piece_id(row["doc_id"]) or ("",))[0] for row in rows)
-    finally:
-        iterator.close()
-    return counts
-
-
-def check_store(store, records: list[FileRecord]) -> StoreCheck:
+def check_store(store: MilvusStore, records: list[FileRecord]) -> StoreCheck:
     done = [record for record in records if record.state == "done"]
-    expected, stored = sum(record.chunks for record in done), count_chunks(store)
+    expected, stored = sum(record.chunks for record in done), store.count()
     if stored == expected:
         return StoreCheck(stored, expected, [])
-    counts = stored_per_file(store)
+    counts = Counter((node_ids.parse_piece_id(row["doc_id"]) or ("",))[0] for rows in store.all_rows(["doc_id"]) for row in rows)
     return StoreCheck(stored, expected, [record for record in done if counts[record.file_id] < record.chunks])

@@ -32,10 +32,10 @@ from app.ingest_progress import ChunkProgress, EmbedWithProgress
 from app.manifest import FileRecord, Manifest, state_file
 from app.readers import DEFAULT_MAX_BYTES, SUPPORTED_SUFFIXES, Piece, SkipFile, file_format, read_pieces
 from app.shown_text import escape_bidi
-from app.store import chunk_counts, delete_files, lite_socket
 from app.walker import ReadRefused, read_bounded, walk
 from app.writer_lock import sole_writer
 from integrations import node_ids
+from integrations.adapters.milvus_store import MilvusStore
 from integrations.adapters.sqlite_kvstore import SQLiteKVStore
 from integrations.pending_vectors import PlaceholderVectors, embed_pending
 from integrations.section_context import CONTEXT_KEY, section_spans
@@ -212,16 +212,16 @@ class DropReplaced(TransformComponent):
 
     replaced: list[str] = Field(default_factory=list, description="Piece ids whose old chunks go before the new ones are written.")
     _docstore: KVDocumentStore = PrivateAttr()
-    _vector_store: Any = PrivateAttr()
+    _store: MilvusStore = PrivateAttr()
 
-    def __init__(self, docstore: KVDocumentStore, vector_store: Any) -> None:
+    def __init__(self, docstore: KVDocumentStore, store: MilvusStore) -> None:
         super().__init__()
-        self._docstore, self._vector_store = docstore, vector_store
+        self._docstore, self._store = docstore, store
 
     def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:
         for ref in self.replaced:
             self._docstore.delete_ref_doc(ref, raise_error=False)
-            self._vector_store.delete(ref)
+            self._store.delete_pieces([ref])
         self.replaced = []
         return nodes
 
@@ -253,13 +253,13 @@ class Ingestor:
     pieces, manifest). Another engine (app.ray_ingest) only supplies the batches.
     """
 
-    def __init__(self, settings: Settings, embed_model, vector_store) -> None:
+    def __init__(self, settings: Settings, embed_model, store: MilvusStore) -> None:
         self.settings = settings
-        self.vector_store = vector_store
+        self.store = store
         self.state = IndexState(settings.storage.index_dir)
         self.embedding = EmbedWithProgress(embed_model=embed_model)
         # Keywords first: a batch is stored with placeholder vectors, embedded by embed_pending once every batch is in.
-        first_pass = PlaceholderVectors(dim=vector_store.dim) if settings.ingestion.keywords_first else self.embedding
+        first_pass = PlaceholderVectors(dim=store.dim) if settings.ingestion.keywords_first else self.embedding
         self.pipeline = self._pipeline(
             [
                 DocumentChunker(
@@ -273,9 +273,9 @@ class Ingestor:
 
     def _pipeline(self, transformations: list[TransformComponent]) -> IngestionPipeline:
         return ReplacingPipeline(
-            transformations=[*transformations, DropReplaced(self.state.docstore, self.vector_store)],
+            transformations=[*transformations, DropReplaced(self.state.docstore, self.store)],
             docstore=self.state.docstore,
-            vector_store=self.vector_store,
+            vector_store=self.store.vector_store,
             docstore_strategy=DocstoreStrategy.UPSERTS,
             disable_cache=True,
         )
@@ -301,7 +301,7 @@ class Ingestor:
         started = time.perf_counter()
         report = IngestReport()
         # Another ingest would "repair" this one's pending batch; readers meanwhile use this process's store.
-        with sole_writer(self.settings.storage.index_dir, store=lite_socket(self.settings)) as note:
+        with sole_writer(self.settings.storage.index_dir, store=self.store.lite_socket()) as note:
             plan = self.plan(root, report)
             for record in plan.removed:
                 self._forget(record)
@@ -329,7 +329,7 @@ class Ingestor:
                         vectors(done, total)
 
                 # Also the rows a killed run left without vectors (its files are committed).
-                report.chunks_embedded = embed_pending(self.vector_store, self.embedding.embed_model, progress=second_pass)
+                report.chunks_embedded = embed_pending(self.store, self.embedding.embed_model, progress=second_pass)
             finally:
                 self.embedding.listen(None)
         report.seconds = time.perf_counter() - started
@@ -360,7 +360,7 @@ class Ingestor:
         index_dir = self.settings.storage.index_dir.resolve()
         manifest = self.state.manifest
         self._repair_interrupted(report)
-        health = check_store(self.vector_store, manifest.all())
+        health = check_store(self.store, manifest.all())
         lost = {record.file_id for record in health.missing}
         if lost:
             logger.warning("%s; their files are ingested again from their folders", health.message())
@@ -458,14 +458,14 @@ class Ingestor:
             old = previous[record.file_id]
             if old and old.pieces > piece_count:  # pieces that disappeared from a shorter file
                 stale = [node_ids.piece_id(record.file_id, n) for n in range(piece_count, old.pieces)]
-                self.vector_store.delete(stale)
+                self.store.delete_pieces(stale)
                 for ref in stale:
                     self.state.docstore.delete_ref_doc(ref, raise_error=False)
                     self.state.docstore.delete_document(ref, raise_error=False)
         # A new file's chunks are all written now; only files that had chunks before are counted in the store
         # (a filtered count scans every row on Milvus Lite, too slow to run per file in a large ingest).
         written = Counter((node_ids.parse_piece_id(node.ref_doc_id or "") or ("",))[0] for node in nodes)
-        counts = chunk_counts(self.vector_store, [o.record.file_id for o in readable if previous[o.record.file_id]])
+        counts = self.store.chunk_counts([o.record.file_id for o in readable if previous[o.record.file_id]])
         for outcome in readable:
             record = outcome.record
             record.pieces = outcome.pieces
@@ -533,14 +533,14 @@ class Ingestor:
 
     def forget_root(self, root: str) -> list[FileRecord]:
         """Remove every file the index holds from the folder ``root`` (as `python -m app sources` lists it)."""
-        with sole_writer(self.settings.storage.index_dir, store=lite_socket(self.settings)):
+        with sole_writer(self.settings.storage.index_dir, store=self.store.lite_socket()):
             records = self.state.manifest.under_root(root)
             for record in records:
                 self._forget(record)
         return records
 
     def _forget(self, record: FileRecord) -> None:
-        delete_files(self.vector_store, [record.file_id])
+        self.store.delete_files([record.file_id])
         for number in range(max(record.pieces, 0) or self._known_pieces(record.file_id)):
             ref = node_ids.piece_id(record.file_id, number)
             self.state.docstore.delete_ref_doc(ref, raise_error=False)

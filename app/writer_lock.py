@@ -10,7 +10,7 @@ a killed ingest never leaves the index locked.
 The lock file names its holder (``pid N``) and, for an embedded index, the
 socket of the Milvus Lite server the ingest runs (``store unix:…``): a process
 that only asks questions reads the index through it while the ingest writes
-(app.store.ingest_store). A keywords-first ingest adds when its second pass
+(integrations.adapters.milvus_store.ingest_store). A keywords-first ingest adds when its second pass
 started and how many chunks it embeds (``embedding T N``), for the time left.
 """
 

@@ -111,18 +111,15 @@ def stored_chunks(index: Path, raw_sample: int) -> dict:
     import random
 
     from llama_index.core.schema import MetadataMode
-    from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
     from app.composition import open_runtime
+    from integrations.adapters.milvus_store import hit_node
     from settings import load_settings
 
     runtime = open_runtime(load_settings("local", storage={"index_dir": str(index)}))
     try:
-        store, texts = runtime.vector_store, []
-        rows = store.client.query_iterator(store.collection_name, filter="", output_fields=["_node_content", "text"], batch_size=2000)
-        while batch := rows.next():
-            texts.extend(metadata_dict_to_node(row, text=row["text"]).get_content(MetadataMode.EMBED) for row in batch)
-        rows.close()
+        rows = runtime.store.all_rows(["_node_content", "_node_type", "text"])
+        texts = [hit_node(row).get_content(MetadataMode.EMBED) for batch in rows for row in batch]
         result = {"chunks": len(texts), "tokens": runtime.embed_model.count_tokens(texts)}
         if raw_sample and texts:
             sample = random.Random(0).sample(texts, min(raw_sample, len(texts)))

@@ -82,17 +82,15 @@ def snapshot(index: Path) -> tuple[dict, list, dict]:
     """(chunk id -> text, source and whether it waits for its vector), the manifest rows, chunk id -> vector."""
     import numpy as np
 
-    from app.store import close_vector_store, open_vector_store
-    from integrations.pending_vectors import PENDING_KEY
+    from integrations.adapters.milvus_store import PENDING_KEY, MilvusStore
     from settings import load_settings
 
     settings = load_settings("local", storage={"index_dir": str(index)})
-    store = open_vector_store(settings, 384)
+    store = MilvusStore(settings, 384)
     try:
-        fields = ["id", "text", "source", "embedding", PENDING_KEY]
-        rows = store.client.query(store.collection_name, filter="", output_fields=fields, limit=16000)
+        rows = store.rows(["id", "text", "source", "embedding", PENDING_KEY], limit=16000)
     finally:
-        close_vector_store(store, settings)
+        store.close()
     with sqlite3.connect(index / "state.sqlite") as conn:
         manifest = conn.execute("SELECT source, sha256, pieces, chunks, state FROM files ORDER BY source").fetchall()
     chunks = {row["id"]: (row["text"], row["source"], bool(row.get(PENDING_KEY))) for row in rows}

@@ -169,13 +169,6 @@ def pick_exact(files: list[tuple[Path, str]], target: int, settings) -> tuple[li
 # ---------------------------------------------------------------- stores
 
 
-def release_lite(settings) -> None:
-    """Let another process open the embedded store: stop this process's in-process Milvus Lite server."""
-    from milvus_lite.server_manager import server_manager_instance
-
-    server_manager_instance.release_server(settings.storage.milvus_uri())
-
-
 def make_random_embedder():
     import numpy as np
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -207,10 +200,10 @@ def make_random_embedder():
 def open_ingestor(settings, synthetic: bool):
     from app.composition import build_embed_model
     from app.ingestion import Ingestor
-    from app.store import open_vector_store
+    from integrations.adapters.milvus_store import MilvusStore
 
     embed = make_random_embedder() if synthetic else build_embed_model(settings)
-    store = open_vector_store(settings, 384)
+    store = MilvusStore(settings, 384)
     return Ingestor(settings, embed, store), store
 
 
@@ -224,15 +217,15 @@ for noisy in ("pymilvus", "milvus_lite"):
     logging.getLogger(noisy).setLevel(logging.ERROR)
 from settings import load_settings
 from app.composition import build_embed_model, Runtime, build_retriever
-from app.store import open_vector_store, count_chunks
+from integrations.adapters.milvus_store import MilvusStore
 from integrations.hybrid_retriever import MilvusHybridRetriever
 from llama_index.core.schema import QueryBundle
 from benchmarks.proc_tree import children_peak_mb
 settings = load_settings("local", storage={{"index_dir": {str(index_dir)!r}}})
-t = time.perf_counter(); store = open_vector_store(settings, 384); reopen = time.perf_counter() - t
-t = time.perf_counter(); chunks = count_chunks(store); count_s = time.perf_counter() - t
+t = time.perf_counter(); store = MilvusStore(settings, 384); reopen = time.perf_counter() - t
+t = time.perf_counter(); chunks = store.count(); count_s = time.perf_counter() - t
 embed = build_embed_model(settings)
-runtime = Runtime(settings=settings, embed_model=embed, vector_store=store, llm=None)
+runtime = Runtime(settings=settings, embed_model=embed, store=store, llm=None)
 retriever = build_retriever(runtime).retriever  # the hybrid retriever: its searches are timed one by one
 queries = {QUERIES!r}
 vectors = {{q: embed.get_query_embedding(q) for q in queries}}
@@ -246,7 +239,7 @@ hybrid = lambda q: retriever.retrieve(q)
 hybrid_pre = lambda q: retriever.retrieve(QueryBundle(q, embedding=vectors[q]))
 dense = lambda q: retriever._search([vectors[q]], "embedding", "IP", retriever.dense_top_k)[0]
 sparse = lambda q: retriever._search([q], "sparse_embedding", "BM25", retriever.sparse_top_k)[0]
-one_source = store.client.query(store.collection_name, filter="", output_fields=["source"], limit=1)[0]["source"]
+one_source = store.rows(["source"], limit=1)[0]["source"]
 filtered_retriever = build_retriever(runtime, sources=[one_source])
 filtered = lambda q: filtered_retriever.retrieve(QueryBundle(q, embedding=vectors[q]))
 t = time.perf_counter(); hybrid(queries[0]); first = time.perf_counter() - t  # Milvus Lite builds its BM25 index on first use
@@ -313,8 +306,7 @@ def run_compare(args, files, base_settings) -> dict:
 
                 ray.shutdown()
         ingestor.close()
-        store = runtime.vector_store
-        rows = store.client.query(store.collection_name, filter="", output_fields=["id", "text"], limit=16384)
+        rows = runtime.store.rows(["id", "text"], limit=16384)
         ids[engine] = sorted((row["id"], row["text"]) for row in rows)
         out[engine] = {
             "chunks": report.chunks_written,
@@ -329,7 +321,7 @@ def run_compare(args, files, base_settings) -> dict:
             "load_avg_1m_after": os.getloadavg()[0],
         }
         logger.info("%s: %s", engine, out[engine])
-        release_lite(settings)
+        runtime.close()
     out["same_chunks"] = ids["default"] == ids["ray"]
     out["speedup"] = round(out["default"]["seconds"] / out["ray"]["seconds"], 2)
     out["speedup_without_start"] = round(out["default"]["seconds"] / (out["ray"]["seconds"] - out["ray"]["ray_start_s"]), 2)
@@ -338,7 +330,6 @@ def run_compare(args, files, base_settings) -> dict:
 
 def run_stages(args, files, base_settings) -> list[dict]:
     from app.ingestion import IngestReport
-    from app.store import count_chunks
     from settings import load_settings
 
     index = args.work_dir / ("stages-index-synthetic" if args.synthetic_vectors else "stages-index")
@@ -358,7 +349,7 @@ def run_stages(args, files, base_settings) -> list[dict]:
         stage_started = time.perf_counter()
         stage_ingest_s = 0.0
         stage_chunks = 0
-        have = count_chunks(store)
+        have = store.count()
         while have < target * 0.99 and next_file < len(files):
             budget = (target - have) * bytes_per_chunk * (0.5 if target - have > 2000 else 0.9)
             batch, size = [], 0
@@ -371,7 +362,7 @@ def run_stages(args, files, base_settings) -> list[dict]:
             report: IngestReport = ingestor.ingest(corpus)
             stage_ingest_s += time.perf_counter() - t
             stage_chunks += report.chunks_written
-            now = count_chunks(store)
+            now = store.count()
             if now > have:
                 bytes_per_chunk = 0.5 * bytes_per_chunk + 0.5 * size / (now - have)
             have = now
@@ -380,8 +371,7 @@ def run_stages(args, files, base_settings) -> list[dict]:
             )
         ingestor.close()
         store_peak = children_peak_mb()
-        store.client.close()
-        release_lite(settings)
+        store.close()
         ingest_s_total += stage_ingest_s
         chunks_total += stage_chunks
         row = {

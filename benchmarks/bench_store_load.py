@@ -88,7 +88,7 @@ def main() -> None:
         asker(uri, index, float(seconds), int(seed), int(files))
         return
 
-    from app.store_server import free_port
+    from integrations.adapters.milvus_store import free_port
 
     with tempfile.TemporaryDirectory(prefix="bench_load_") as tmp:
         work = Path(tmp)

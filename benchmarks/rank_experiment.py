@@ -62,14 +62,13 @@ def feedback(retriever, kind: str) -> None:
     from integrations.keyword_text import KEYWORD_FIELD, keyword_text
 
     first_rank = retriever._rank
-    store = retriever.milvus.store
+    store = retriever.store
 
     def rank(question: str, vector, pool):
         first = Candidates()
         ranked = first_rank(question, vector, first)[:FEEDBACK_DOCS]
         if kind == "rocchio" and vector is not None and ranked:
-            rows = store.client.get(collection_name=store.collection_name, ids=ranked, output_fields=["embedding"])
-            centroid = np.mean([np.asarray(r["embedding"], dtype=np.float32) for r in rows], axis=0)
+            centroid = np.mean([np.asarray(v, dtype=np.float32) for v in store.vectors(ranked).values()], axis=0)
             moved = np.asarray(vector, dtype=np.float32) + 0.5 * centroid
             return first_rank(question, list(moved / np.linalg.norm(moved)), pool)
         if kind == "rm3" and ranked:
@@ -121,7 +120,7 @@ def _dump_variant(runtime, args: argparse.Namespace, variant: str) -> list[dict]
     from integrations import hybrid_retriever
     from integrations.question_context import question_context
 
-    store = runtime.vector_store
+    store = runtime.store
     questions = [q for path in args.questions for q in load_questions(path)]
     captured: list[tuple[list[str], float]] = []
     original = hybrid_retriever.MilvusHybridRetriever._result
@@ -144,8 +143,8 @@ def _dump_variant(runtime, args: argparse.Namespace, variant: str) -> list[dict]
             qvec = np.asarray(runtime.embed_model.get_query_embedding(q.question), dtype=np.float32)
             started = time.perf_counter()
             wanted = sorted({i for ids, _ in captured for i in ids} - vectors.keys())
-            for row in store.client.get(collection_name=store.collection_name, ids=wanted, output_fields=["embedding"]):
-                vectors[row["id"]] = np.asarray(row["embedding"], dtype=np.float32)
+            for i, vector in store.vectors(wanted).items():
+                vectors[i] = np.asarray(vector, dtype=np.float32)
             fetch_ms = (time.perf_counter() - started) * 1000
             rows.append(
                 {
@@ -235,14 +234,12 @@ def _chunks(store) -> dict[tuple[str, int], list[tuple[int, str, str, str]]]:
 
     pieces: dict[tuple[str, int], list[tuple[int, str, str, str]]] = {}
     fields = ["text", "section", KEYWORD_FIELD]
-    iterator = store.client.query_iterator(collection_name=store.collection_name, batch_size=1000, output_fields=fields)
-    while batch := iterator.next():
+    for batch in store.all_rows(fields, batch=1000):
         for row in batch:
             ref = parse_chunk_id(row["id"])
             if ref is not None:
                 text, section, terms = (str(row.get(name) or "") for name in fields)
                 pieces.setdefault(ref[:2], []).append((ref[2], text, section, terms))
-    iterator.close()
     return {key: sorted(chunks) for key, chunks in pieces.items()}
 
 
@@ -311,7 +308,7 @@ def generate(args: argparse.Namespace) -> None:
 
     runtime = open_runtime(load_settings(storage={"index_dir": str(args.index)}))
     try:
-        questions = generated_questions(runtime.vector_store, args.kind, args.limit)
+        questions = generated_questions(runtime.store, args.kind, args.limit)
     finally:
         runtime.close()
     Path(args.out).write_text("".join(json.dumps(q) + "\n" for q in questions), encoding="utf-8")

@@ -7,7 +7,7 @@ its dense cosine similarity, which the answer step uses to detect weak evidence.
 The dense search and the BM25 search of the question are one Milvus request each.
 
 The retriever is a pipeline of small steps, each a function tested on its own:
-search (:mod:`integrations.adapters.milvus_search`, the one adapter to the Milvus client),
+search (:class:`integrations.adapters.milvus_store.MilvusStore`, the store component),
 fusion (:func:`fuse`), the missing-name probe (:func:`absent_names`), section
 growth (:func:`grown_contexts`) and near-duplicate collapse (:func:`distinct_passages`);
 :class:`MilvusHybridRetriever` chains them and writes the question context. A ranking
@@ -33,7 +33,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNode
 
-from integrations.adapters.milvus_search import DENSE_FIELD, SPARSE_FIELD, Hit, MilvusSearch, hit_node
+from integrations.adapters.milvus_store import DENSE_FIELD, SPARSE_FIELD, Hit, MilvusStore, hit_node
 from integrations.backend_errors import describe_failure, transient_errors
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
 from integrations.named_terms import named_terms
@@ -197,7 +197,7 @@ class MilvusHybridRetriever(BaseRetriever):
 
     def __init__(
         self,
-        vector_store: Any,
+        store: MilvusStore,
         embed_model: BaseEmbedding,
         top_k: int = 5,
         dense_top_k: int = 50,
@@ -209,7 +209,7 @@ class MilvusHybridRetriever(BaseRetriever):
         context_words: int = CONTEXT_WORDS,
         **kwargs: Any,
     ) -> None:
-        self.milvus = MilvusSearch(vector_store)
+        self.store = store
         self._embed_model = embed_model
         self.top_k = top_k
         self.dense_top_k = dense_top_k
@@ -222,7 +222,7 @@ class MilvusHybridRetriever(BaseRetriever):
         super().__init__(**kwargs)
 
     def _search(self, queries: list[Any], field: str, metric: str, limit: int) -> list[list[Hit]]:
-        return self.milvus.search(queries, field, metric, limit, self.file_ids)
+        return self.store.search(queries, field, metric, limit, self.file_ids)
 
     def _query_vector(self, question: str, given: list[float] | None) -> list[float] | None:
         """The question's vector, or None when the embedder fails (API down, budget cap): BM25 still answers."""
@@ -246,7 +246,7 @@ class MilvusHybridRetriever(BaseRetriever):
         context.dense_score = max(pool.scores["dense_score"].values(), default=None)
         if self.context_words <= 0:
             return [self._result(pool.nodes[i], [i], pool.fused[i], pool) for i in ranked[: self.top_k]]
-        contexts = distinct_passages(grown_contexts(ranked, pool, self.milvus.chunks, self.top_k, self.context_words))
+        contexts = distinct_passages(grown_contexts(ranked, pool, self.store.chunks, self.top_k, self.context_words))
         results = []
         for node_id, ids, node in islice(contexts, self.top_k):
             result = self._result(node, ids, pool.fused[node_id], pool)

@@ -22,6 +22,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
+from integrations.adapters.milvus_store import MilvusStore
 from integrations.node_ids import chunk_id, parse_chunk_id
 
 logger = logging.getLogger(__name__)
@@ -53,12 +54,12 @@ class MeaningRerank(BaseNodePostprocessor):
     rrf_k: int = Field(default=10, ge=1, description="Reciprocal rank fusion constant.")
     chunks_per_piece: int = Field(default=8, ge=1, description="Chunks looked up per piece of a passage spanning pieces.")
 
-    _store: Any = PrivateAttr()
+    _store: MilvusStore = PrivateAttr()
     _embed_model: BaseEmbedding = PrivateAttr()
 
-    def __init__(self, vector_store: Any, embed_model: BaseEmbedding, **kwargs: Any) -> None:
+    def __init__(self, store: MilvusStore, embed_model: BaseEmbedding, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._store = vector_store
+        self._store = store
         self._embed_model = embed_model
 
     @classmethod
@@ -86,10 +87,8 @@ class MeaningRerank(BaseNodePostprocessor):
         """Per passage, the question's best cosine over its chunks' stored vectors (None when the store cannot say)."""
         vector = query_bundle.embedding or self._embed_model.get_query_embedding(query_bundle.query_str)
         ids = [passage_chunk_ids(n.node.node_id, self.chunks_per_piece) for n in nodes]
-        rows = self._store.client.get(
-            collection_name=self._store.collection_name, ids=sorted({i for group in ids for i in group}), output_fields=["embedding"]
-        )
-        vectors = {row["id"]: np.asarray(row["embedding"], dtype=np.float32) for row in rows}
+        found = self._store.vectors(sorted({i for group in ids for i in group}))
+        vectors = {i: np.asarray(v, dtype=np.float32) for i, v in found.items()}
         if not vectors or not all(vector.any() for vector in vectors.values()):
             return None  # some chunks still wait for their vector (integrations.pending_vectors): no meaning order yet
         question = np.asarray(vector, dtype=np.float32)

@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # app.store imports this module: starting the index's server must not wait for LlamaIndex
+if TYPE_CHECKING:  # the store (milvus_store) imports this module: starting the index's server must not wait for LlamaIndex
     from llama_index.core.schema import BaseNode
 
 FILE_ID_DIGITS = 20

@@ -3,8 +3,8 @@
 An ingest that searches by keywords first writes each chunk with its text and
 BM25 terms and a zero placeholder vector, marked by the metadata key
 ``vector_pending`` (a Milvus dynamic field, so no schema change: an index
-written before has no such rows). Dense searches filter on ``vector_pending !=
-true``, which Milvus also matches for rows without the key. The second pass
+written before has no such rows); dense searches skip marked rows
+(integrations.adapters.milvus_store, which reads and counts them). The second pass
 reads the marked rows back, embeds them exactly as a one-pass ingest would, and
 upserts each row under its own id, so the store ends as if written in one pass
 and a killed pass leaves rows either marked or finished, never half.
@@ -17,12 +17,8 @@ from typing import Any
 
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.schema import BaseNode, TransformComponent
-from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
-PENDING_KEY = "vector_pending"
-#: The dense-search filter: rows with a meaning vector (also rows written before this key existed).
-HAS_VECTOR = f"{PENDING_KEY} != true"
-_PENDING = f"{PENDING_KEY} == true"
+from integrations.adapters.milvus_store import PENDING_KEY, MilvusStore, hit_node
 
 
 class PlaceholderVectors(TransformComponent):
@@ -41,14 +37,9 @@ class PlaceholderVectors(TransformComponent):
         return nodes
 
 
-def pending_count(store) -> int:
-    rows = store.client.query(store.collection_name, filter=_PENDING, output_fields=["count(*)"])
-    return int(rows[0]["count(*)"]) if rows else 0
-
-
 def _restored(row: dict) -> BaseNode:
     """A stored row as the node a one-pass ingest wrote, without the pending mark."""
-    node = metadata_dict_to_node(row, text=row.get("text"))
+    node = hit_node(row)
     node.metadata.pop(PENDING_KEY, None)
     for excluded in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
         if PENDING_KEY in excluded:
@@ -57,14 +48,17 @@ def _restored(row: dict) -> BaseNode:
 
 
 def embed_pending(
-    store, embed: Callable[[list[BaseNode]], Sequence[BaseNode]], batch: int = 256, progress: Callable[[int, int], None] | None = None
+    store: MilvusStore,
+    embed: Callable[[list[BaseNode]], Sequence[BaseNode]],
+    batch: int = 256,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Embed every row still marked pending, ``batch`` rows per read and upsert; returns how many were embedded."""
-    total, done = pending_count(store), 0
+    total, done = store.pending_count(), 0
     if progress and total:
         progress(0, total)
     for _ in range(0, total, batch):  # each step's upsert clears the marks the next step's read would find
-        rows = store.client.query(store.collection_name, filter=_PENDING, output_fields=["*"], limit=batch)
+        rows = store.pending_rows(batch)
         if not rows:
             break
         nodes = list(embed([_restored(row) for row in rows]))

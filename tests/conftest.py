@@ -77,7 +77,7 @@ def embedding_calls() -> Iterator[list[int]]:
 
 def serve_store(index: Path) -> tuple[subprocess.Popen, str]:
     """``python -m app serve-store`` in its own process, and the URI it serves once it says so."""
-    from app.store_server import free_port
+    from integrations.adapters.milvus_store import free_port
 
     server = subprocess.Popen(
         [sys.executable, "-m", "app", "serve-store", "--index", str(index), "--port", str(free_port())],

@@ -20,8 +20,8 @@ from tests.conftest import REPO
 PAUSED_AFTER_WRITE = """
 import os, sys, time
 from pathlib import Path
-import app.ingestion as ingestion
-original, calls = ingestion.chunk_counts, []
+from integrations.adapters.milvus_store import MilvusStore
+original, calls = MilvusStore.chunk_counts, []
 def counted_then_wait(store, file_ids):
     calls.append(1)
     if len(calls) == 2:
@@ -30,7 +30,7 @@ def counted_then_wait(store, file_ids):
         while not Path(os.environ["RESUME"]).exists() and time.time() < deadline:
             time.sleep(0.05)
     return original(store, file_ids)
-ingestion.chunk_counts = counted_then_wait
+MilvusStore.chunk_counts = counted_then_wait
 from app.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -118,8 +118,8 @@ def test_questions_from_other_processes_are_answered_from_committed_files_while_
 
 def test_an_ingest_left_behind_by_a_killed_run_is_not_read_through(tmp_path: Path) -> None:
     """A lock file naming a dead ingest and its socket: the index is opened as usual."""
-    from app.store import ingest_store
     from app.writer_lock import current_writer, lock_file
+    from integrations.adapters.milvus_store import ingest_store
 
     index = tmp_path / "index"
     index.mkdir()

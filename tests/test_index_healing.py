@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from app.store import count_chunks
 from tests.conftest import REPO, serve_store
 
 KEEP = "z_keepme.md"
@@ -57,15 +56,15 @@ def run(*args: str, script: str | None = None, env: dict | None = None) -> subpr
 
 def file_chunks(index: Path, uri: str | None = None) -> dict[str, list[str]]:
     """Chunk ids in the store by source name."""
-    from app.store import close_vector_store, open_vector_store
+    from integrations.adapters.milvus_store import MilvusStore
     from settings import load_settings
 
     settings = load_settings("local", storage={"index_dir": str(index), **({"uri": uri} if uri else {})})
-    store = open_vector_store(settings, 384)
+    store = MilvusStore(settings, 384)
     try:
         rows = store.client.query(store.collection_name, filter="", output_fields=["id", "source"], limit=16000)
     finally:
-        close_vector_store(store, settings)
+        store.close()
     out: dict[str, list[str]] = {}
     for row in rows:
         out.setdefault(row["source"], []).append(row["id"])
@@ -108,7 +107,6 @@ def test_a_kill_while_a_changed_unchunkable_file_is_pending_keeps_its_indexed_ve
 def test_a_lost_or_emptied_store_is_refilled_by_the_next_ingest_and_doctor_says_so(settings, tmp_path: Path) -> None:
     from app.composition import build_ingestor, open_runtime
     from app.doctor import FAILED, OK, run_checks
-    from app.store import delete_files
 
     docs = tmp_path / "docs"
     for n in range(6):
@@ -118,7 +116,7 @@ def test_a_lost_or_emptied_store_is_refilled_by_the_next_ingest_and_doctor_says_
         runtime = open_runtime(settings)
         ingestor = build_ingestor(runtime)
         try:
-            return ingestor.ingest(docs), count_chunks(runtime.vector_store), ingestor.state.manifest.all()
+            return ingestor.ingest(docs), runtime.store.count(), ingestor.state.manifest.all()
         finally:
             ingestor.close()
             runtime.close()
@@ -135,7 +133,7 @@ def test_a_lost_or_emptied_store_is_refilled_by_the_next_ingest_and_doctor_says_
 
     runtime = open_runtime(settings)  # one file's rows deleted behind docsrag's back: only that file is ingested again
     try:
-        delete_files(runtime.vector_store, [records[2].file_id])
+        runtime.store.delete_files([records[2].file_id])
     finally:
         runtime.close()
     report, count, _ = ingest()

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from app.store import count_chunks
 from tests import docfactory
 from tests.conftest import REPO
 
@@ -58,7 +57,7 @@ def test_every_format_is_ingested_with_its_place_in_the_file(ingestor, runtime, 
 
     assert sorted(report.ingested) == ["api.html", "guide.md", "manual.pdf", "notes.txt", "ref.rst", "tool.py"]
     assert report.skipped == [] and report.removed == []
-    rows = stored_sources(runtime.vector_store)
+    rows = stored_sources(runtime.store)
     assert set(rows) == set(report.ingested)
     assert {r["section"] for r in rows["guide.md"]} >= {"Widget guide > Installing", "Widget guide > Configuring the timeout"}
     assert any(r.get("section") == "Reference > Options" for r in rows["ref.rst"])
@@ -91,7 +90,7 @@ def test_changed_file_replaces_its_chunks_and_deleted_file_disappears(ingestor, 
     guide = write(docs / "guide.md", GUIDE)
     write(docs / "notes.txt", "Plain notes about the widget cache. The cache lives in the home directory.")
     ingestor.ingest(docs)
-    before = count_chunks(runtime.vector_store)
+    before = runtime.store.count()
 
     write(
         guide, GUIDE.replace("30 seconds", "45 seconds") + "\n## Uninstalling\n\nRemove the widget with `pip uninstall widget` when done.\n"
@@ -100,12 +99,12 @@ def test_changed_file_replaces_its_chunks_and_deleted_file_disappears(ingestor, 
     report = ingestor.ingest(docs)
 
     assert report.ingested == ["guide.md"] and report.removed == ["notes.txt"]
-    rows = stored_sources(runtime.vector_store)
+    rows = stored_sources(runtime.store)
     assert set(rows) == {"guide.md"}
     texts = [n.node.text for n in _retrieve(runtime, "default timeout seconds")]
     assert any("45 seconds" in t for t in texts) and not any("30 seconds" in t for t in texts)
     assert len(rows["guide.md"]) == 4  # title, two sections and the new one
-    assert count_chunks(runtime.vector_store) == 4 == before  # notes.txt's chunk is gone, one section came
+    assert runtime.store.count() == 4 == before  # notes.txt's chunk is gone, one section came
     # BM25 forgets the deleted file too: a keyword only it contained finds nothing from it.
     assert all(n.node.metadata["source"] != "notes.txt" for n in _retrieve(runtime, "home directory cache"))
 
@@ -211,10 +210,10 @@ def _done_files(index: Path) -> int:
 
 
 def _chunk_ids(index: Path) -> list[str]:
-    from app.store import open_vector_store
+    from integrations.adapters.milvus_store import MilvusStore
     from settings import load_settings
 
-    store = open_vector_store(load_settings("local", storage={"index_dir": str(index)}), 384)
+    store = MilvusStore(load_settings("local", storage={"index_dir": str(index)}), 384)
     try:
         return [row["id"] for row in store.client.query(store.collection_name, filter="", output_fields=["id"], limit=16000)]
     finally:
@@ -232,7 +231,7 @@ def test_a_changed_file_that_cannot_be_chunked_keeps_its_indexed_version(tmp_pat
         guide = write(docs / "guide.md", GUIDE)
         notes = write(docs / "notes.txt", "Plain notes about the widget cache. The cache lives in the home directory.")
         ingestor.ingest(docs)
-        before = stored_sources(runtime.vector_store)
+        before = stored_sources(runtime.store)
 
         write(guide, GUIDE + "".join(f"\n## Part {n}\n\nFiller sentence number {n} about nothing much at all.\n" * 3 for n in range(60)))
         write(notes, "Plain notes: the widget cache now lives in the state directory.")
@@ -240,14 +239,14 @@ def test_a_changed_file_that_cannot_be_chunked_keeps_its_indexed_version(tmp_pat
         assert report.ingested == ["notes.txt"]
         [(source, reason)] = report.skipped
         assert source == "guide.md" and "max_file_chunks" in reason and reason.endswith("the previously indexed version is kept")
-        after = stored_sources(runtime.vector_store)
+        after = stored_sources(runtime.store)
         assert sorted(map(str, after["guide.md"])) == sorted(map(str, before["guide.md"]))
         assert any("30 seconds" in n.node.text for n in _retrieve(runtime, "default timeout seconds"))
         assert ingestor.ingest(docs).skipped == report.skipped  # said again until the file is fixed
 
         write(guide, GUIDE.replace("30 seconds", "45 seconds"))
         assert ingestor.ingest(docs).ingested == ["guide.md"]
-        assert len(stored_sources(runtime.vector_store)["guide.md"]) == len(before["guide.md"])  # replaced, not doubled
+        assert len(stored_sources(runtime.store)["guide.md"]) == len(before["guide.md"])  # replaced, not doubled
         texts = [n.node.text for n in _retrieve(runtime, "default timeout seconds")]
         assert any("45 seconds" in t for t in texts) and not any("30 seconds" in t for t in texts)
     finally:

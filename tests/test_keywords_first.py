@@ -14,8 +14,6 @@ import pytest
 
 from app.composition import build_ingestor, build_query_engine, open_runtime
 from app.manifest import Manifest, state_file
-from app.store import count_chunks
-from integrations.pending_vectors import pending_count
 from settings import load_settings
 from tests.conftest import REPO
 
@@ -61,13 +59,13 @@ def rows(index: Path) -> dict[str, dict]:
     """Every stored row by id, and the check that the store holds exactly the manifest's chunks, all with vectors."""
     runtime = open_runtime(load_settings("local", storage={"index_dir": str(index)}))
     try:
-        store = runtime.vector_store
+        store = runtime.store
         found = store.client.query(store.collection_name, filter="", output_fields=ROWS, limit=10_000)
         manifest = Manifest(state_file(index), read_only=True)
-        assert count_chunks(store) == len(found) == sum(record.chunks for record in manifest.all())
+        assert store.count() == len(found) == sum(record.chunks for record in manifest.all())
         assert all(record.state == "done" for record in manifest.all())
         manifest.close()
-        assert pending_count(store) == 0
+        assert store.pending_count() == 0
         return {row["id"]: row for row in found}
     finally:
         runtime.close()
@@ -106,8 +104,8 @@ def test_chunks_answer_by_keywords_before_the_second_pass_and_end_as_a_one_pass_
         with monkeypatch.context() as patch:  # the first pass alone, as a reader sees the index while the second runs
             patch.setattr(app.ingestion, "embed_pending", lambda *args, **kwargs: 0)
             first = ingestor.ingest(docs)
-        stored = count_chunks(runtime.vector_store)
-        assert first.chunks_written == stored == pending_count(runtime.vector_store) > 0
+        stored = runtime.store.count()
+        assert first.chunks_written == stored == runtime.store.pending_count() > 0
 
         engine = build_query_engine(runtime=runtime)
         response = engine.query("What does the quokka Wendell eat?")
@@ -154,7 +152,7 @@ def test_a_kill_in_the_second_pass_is_finished_by_the_next_run(tmp_path: Path, d
 
     runtime = open_runtime(load_settings("local", storage={"index_dir": str(index)}))
     try:
-        left, stored = pending_count(runtime.vector_store), count_chunks(runtime.vector_store)
+        left, stored = runtime.store.pending_count(), runtime.store.count()
     finally:
         runtime.close()
     assert stored == len(one_pass) and left == stored - 8, "every file committed, two steps of four rows embedded"

@@ -43,12 +43,12 @@ def test_meaning_lifts_the_right_passage_over_a_keyword_match_and_keeps_an_order
     nodes = keywords_only.retrieve(QUESTION)
     assert nodes[0].node.metadata["source"] == "logging.md", "the keyword match leads the BM25 ranking"
 
-    stage = MeaningRerank(runtime.vector_store, runtime.embed_model, top_n=1, weight=2.0)
+    stage = MeaningRerank(runtime.store, runtime.embed_model, top_n=1, weight=2.0)
     reranked = stage.postprocess_nodes(nodes, query_str=QUESTION)
     assert [n.node.metadata["source"] for n in reranked] == ["sessions.md"]
 
     hybrid = build_retriever(runtime, top_k=5).retrieve("set SESSION_COOKIE_DOMAIN to share the session between subdomains")
     top = hybrid[0].node
     assert top.metadata["dense_score"] is not None and top.metadata["bm25_score"] is not None
-    kept = MeaningRerank(runtime.vector_store, runtime.embed_model, top_n=5, weight=100.0).postprocess_nodes(hybrid, query_str="x")
+    kept = MeaningRerank(runtime.store, runtime.embed_model, top_n=5, weight=100.0).postprocess_nodes(hybrid, query_str="x")
     assert [n.node.node_id for n in kept] == [n.node.node_id for n in hybrid], "both searches found the first passage: the order stands"

@@ -167,15 +167,15 @@ def test_a_full_or_read_only_disk_is_one_line_and_loses_nothing(built, small_dis
 
 
 def chunk_ids(index: Path) -> list[str]:
-    from app.store import close_vector_store, open_vector_store
+    from integrations.adapters.milvus_store import MilvusStore
     from settings import load_settings
 
     settings = load_settings("local", storage={"index_dir": str(index)})
-    store = open_vector_store(settings, 384)
+    store = MilvusStore(settings, 384)
     try:
         return sorted(row["id"] for row in store.client.query(store.collection_name, filter="", output_fields=["id"], limit=16000))
     finally:
-        close_vector_store(store, settings)
+        store.close()
 
 
 KILL_SERVER_AT_PENDING = """

@@ -31,10 +31,10 @@ def usage(capsys) -> str:
 
 def test_an_ask_killed_mid_call_is_settled_at_its_worst_case_and_shown(hf_index, hf_env, capsys) -> None:  # noqa: F811
     from app.composition import open_meter
-    from app.store import release_lite_store
+    from integrations.adapters.milvus_store import release_lite_store
     from settings import load_settings
 
-    release_lite_store(str(hf_index / "milvus.db"))  # the fixture's in-process ingest left the index open
+    release_lite_store(load_settings("local", storage={"index_dir": str(hf_index)}))  # the fixture's in-process ingest left the index open
     hf_env.add_fault("chat", "slow", delay=60)
     asking = subprocess.Popen(
         [sys.executable, "-m", "app", "--profile", "hf_api", "ask", QUESTION], cwd=REPO, env=os.environ.copy(),

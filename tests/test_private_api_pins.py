@@ -16,8 +16,9 @@ from app.composition import build_query_engines, open_runtime
 
 
 def test_milvus_lite_server_manager_keeps_its_servers_by_file_path(settings) -> None:
-    """app/store.py release_lite_store: milvus-lite has no public "is a server running for this file?"; releasing a
-    file it does not serve raises, so the store reads ``server_manager_instance._servers`` (a dict keyed by path)."""
+    """integrations/adapters/milvus_store.py (release_lite_store, MilvusStore.lite_socket): milvus-lite has no public "is
+    a server running for this file?" (nor its socket); releasing a file it does not serve raises, so the store reads
+    ``server_manager_instance._servers`` (a dict keyed by path)."""
     from milvus_lite.server_manager import server_manager_instance
 
     runtime = open_runtime(settings)
@@ -31,9 +32,9 @@ def test_milvus_lite_server_manager_keeps_its_servers_by_file_path(settings) -> 
 
 
 def test_milvus_lite_server_keeps_its_process_in__p_and_its_file_in__db_file(tmp_path: Path) -> None:
-    """app/store_server.py StoreServer: milvus-lite's ``Server`` exposes neither its child process (``_p``: exit code,
+    """integrations/adapters/milvus_store.py StoreServer: milvus-lite's ``Server`` exposes neither its child process (``_p``: exit code,
     wait) nor its file (``_db_file``: the lock path given to the TCP server's arguments)."""
-    from app.store_server import StoreServer
+    from integrations.adapters.milvus_store import StoreServer
 
     db = tmp_path / "milvus.db"
     server = StoreServer(db, port=0)

@@ -1,5 +1,5 @@
 """Each step of the hybrid retriever on its own: the Milvus adapter, fusion, the missing-name probe, section growth and
-near-duplicate collapse (integrations/hybrid_retriever.py, integrations/adapters/milvus_search.py)."""
+near-duplicate collapse (integrations/hybrid_retriever.py, integrations/adapters/milvus_store.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from llama_index.core.schema import TextNode
 from llama_index.core.vector_stores.types import VectorStoreQuery
 from llama_index.core.vector_stores.utils import node_to_metadata_dict
 
-from integrations.adapters.milvus_search import DENSE_FIELD, SPARSE_FIELD, Hit, MilvusSearch, hit_node
+from integrations.adapters.milvus_store import DENSE_FIELD, SPARSE_FIELD, Hit, hit_node
 from integrations.hybrid_retriever import Candidates, absent_names, distinct_passages, fuse, grown_contexts
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
 from integrations.near_duplicates import DUPLICATES_KEY
@@ -29,7 +29,7 @@ def test_the_adapter_rebuilds_the_nodes_the_vector_store_itself_returns(ingestor
     write(tmp_path / "docs" / "widgets.md", "# Widgets\n\nThe widget daemon timeout defaults to 30 seconds.\n")
     write(tmp_path / "docs" / "cache.md", "# Cache\n\nThe cache lives in /var/cache/widget and grows to 2 GB.\n")
     ingestor.ingest(tmp_path / "docs")
-    store, search = runtime.vector_store, MilvusSearch(runtime.vector_store)
+    store, search = runtime.store.vector_store, runtime.store
     vector = runtime.embed_model.get_query_embedding("widget daemon timeout")
 
     [dense] = search.search([vector], DENSE_FIELD, "IP", 5)

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.store import count_chunks, open_vector_store
-from app.store_server import StoreServer, StoreServerError, free_port
+from integrations.adapters.milvus_store import MilvusStore, StoreServer, StoreServerError, free_port
 from integrations.hybrid_retriever import DENSE_FIELD, SPARSE_FIELD, MilvusHybridRetriever
 from integrations.keyword_text import KEYWORD_FIELD, keyword_text
 from integrations.node_ids import chunk_id, file_id, parse_chunk_id, piece_id
@@ -82,13 +81,13 @@ def any_store(request, tmp_path: Path):
     index = tmp_path / "index"
     if request.param == "lite":
         settings = load_settings("local", storage={"index_dir": str(index)})
-        store = open_vector_store(settings, 384)
+        store = MilvusStore(settings, 384)
         yield store
         store.client.close()
         return
     with StoreServer(index / "milvus.db", port=free_port()) as server:
         settings = load_settings("local", storage={"index_dir": str(index), "uri": server.uri})
-        store = open_vector_store(settings, 384)
+        store = MilvusStore(settings, 384)
         yield store
         store.client.close()
 
@@ -102,7 +101,7 @@ def test_filtered_query_returns_k_results_when_k_rows_match(any_store) -> None:
     any_store.add(_nodes(rows))
     k = 10
     retriever = MilvusHybridRetriever(
-        vector_store=any_store, embed_model=None, top_k=k, dense_top_k=k, sparse_top_k=k, file_ids=[file_id("docs", "file042.md")]
+        store=any_store, embed_model=None, top_k=k, dense_top_k=k, sparse_top_k=k, file_ids=[file_id("docs", "file042.md")]
     )
     query = np.ones(384, dtype=np.float32) / np.sqrt(384)
     dense, sparse = (
@@ -125,19 +124,19 @@ def test_filtered_query_returns_k_results_when_k_rows_match(any_store) -> None:
 def test_embedded_index_over_the_supported_size_warns_at_start_up(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     index = tmp_path / "index"
     settings = load_settings("local", storage={"index_dir": str(index), "lite_max_chunks": 20})
-    store = open_vector_store(settings, 384)
+    store = MilvusStore(settings, 384)
     store.add(_nodes([("a.md", f"chunk {n}") for n in range(21)]))
     store.client.close()
 
-    with caplog.at_level(logging.WARNING, logger="app.store"):
-        reopened = open_vector_store(settings, 384)
+    with caplog.at_level(logging.WARNING, logger="integrations.adapters.milvus_store"):
+        reopened = MilvusStore(settings, 384)
     reopened.client.close()
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "21 chunks" in warning and "storage.lite_max_chunks" in warning and "serve-store" in warning
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="app.store"):
-        open_vector_store(load_settings("local", storage={"index_dir": str(index), "lite_max_chunks": 21}), 384).client.close()
+    with caplog.at_level(logging.WARNING, logger="integrations.adapters.milvus_store"):
+        MilvusStore(load_settings("local", storage={"index_dir": str(index), "lite_max_chunks": 21}), 384).client.close()
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
@@ -147,8 +146,8 @@ def test_embedded_index_over_the_supported_size_warns_at_start_up(tmp_path: Path
 HOLDER = """
 import sys
 from settings import load_settings
-from app.store import open_vector_store
-store = open_vector_store(load_settings("local", storage={"index_dir": sys.argv[1]}), 384)
+from integrations.adapters.milvus_store import MilvusStore
+store = MilvusStore(load_settings("local", storage={"index_dir": sys.argv[1]}), 384)
 print("open", flush=True)
 sys.stdin.read()
 """
@@ -239,7 +238,7 @@ def test_ingest_and_query_processes_share_the_store_server(tmp_path: Path) -> No
     assert server.returncode == 0, server.stderr.read()
 
     # Stopped cleanly: the embedded mode opens the same directory again with both files.
-    store = open_vector_store(load_settings("local", storage={"index_dir": str(index)}), 384)
+    store = MilvusStore(load_settings("local", storage={"index_dir": str(index)}), 384)
     try:
         rows = store.client.query(store.collection_name, filter="", output_fields=["source"], limit=100)
         assert {row["source"] for row in rows} == {"guide.md", "new/zephyrine.md"}
@@ -314,7 +313,7 @@ def test_ray_engine_writes_the_same_chunks_as_the_default_engine(ray_cluster, tm
 
     try:
         first = both()
-        assert _chunks(runtimes["default"].vector_store) == _chunks(runtimes["ray"].vector_store)
+        assert _chunks(runtimes["default"].store) == _chunks(runtimes["ray"].store)
         assert first["ray"].ingested == first["default"].ingested == ["api/index.html", "guide.md", "notes.txt", "ref.rst", "tool.py"]
         assert [s for s, _ in first["ray"].skipped] == [s for s, _ in first["default"].skipped] == ["broken.md"]
         assert first["ray"].chunks_written == first["default"].chunks_written > 10
@@ -324,19 +323,19 @@ def test_ray_engine_writes_the_same_chunks_as_the_default_engine(ray_cluster, tm
         (docs / "notes.txt").unlink()
         write(docs / "new.md", NEW_DOC)
         second = both()
-        assert _chunks(runtimes["default"].vector_store) == _chunks(runtimes["ray"].vector_store)
+        assert _chunks(runtimes["default"].store) == _chunks(runtimes["ray"].store)
         for field in ("ingested", "removed", "chunks_written"):
             assert getattr(second["ray"], field) == getattr(second["default"], field), field
         assert second["ray"].ingested == ["guide.md", "new.md"] and second["ray"].removed == ["notes.txt"]
         assert sorted(second["ray"].unchanged) == sorted(second["default"].unchanged) == ["api/index.html", "ref.rst", "tool.py"]
-        sources = {source for _, _, source in _chunks(runtimes["ray"].vector_store)}
+        sources = {source for _, _, source in _chunks(runtimes["ray"].store)}
         assert "notes.txt" not in sources and "new.md" in sources
 
         # Nothing to do (a skipped file is retried every run, so it goes too): no Ray job at all, which takes seconds.
         (docs / "broken.md").unlink()
         third = ray_ingest(ingestors["ray"], docs)
         assert third.ingested == [] and third.skipped == [] and third.chunks_written == 0 and third.seconds < 2
-        assert count_chunks(runtimes["ray"].vector_store) == count_chunks(runtimes["default"].vector_store)
+        assert runtimes["ray"].store.count() == runtimes["default"].store.count()
     finally:
         for engine in ("default", "ray"):
             ingestors[engine].close()

@@ -92,7 +92,7 @@ def test_a_question_costs_one_embedding_and_two_searches(
 ) -> None:
     write(tmp_path / "docs" / "router.md", OPTIONS)
     ingestor.ingest(tmp_path / "docs")
-    client = runtime.vector_store.client
+    client = runtime.store.client
     searches: list[int] = []
     search = client.search
 

@@ -16,8 +16,7 @@ import pytest
 
 from app.ingestion import readable_name
 from app.manifest import Manifest, OldIndexError
-from app.store import count_chunks, lock_path, open_vector_store
-from app.store_server import StoreServer, free_port
+from integrations.adapters.milvus_store import MilvusStore, StoreServer, free_port, lock_path
 from settings import load_settings
 from tests.conftest import serve_store
 
@@ -103,7 +102,7 @@ def test_hostile_file_names_cannot_corrupt_the_index(opened, tmp_path: Path) -> 
         write(docs / name, text)
     first = ingestor.ingest(docs)
     assert sorted(first.ingested) == sorted(NORMAL)
-    normal_chunks = count_chunks(runtime.vector_store)
+    normal_chunks = runtime.store.count()
 
     for n, name in enumerate(HOSTILE_NAMES):  # into the existing index, next to the normal files
         write(docs / name, f"# Hostile {n}\n\nThe {TOPICS[n]} setting is described in this file.\n")
@@ -111,7 +110,7 @@ def test_hostile_file_names_cannot_corrupt_the_index(opened, tmp_path: Path) -> 
 
     assert second.skipped == [] and second.removed == [] and len(second.ingested) == len(HOSTILE_NAMES)
     assert sorted(second.unchanged) == sorted(NORMAL)
-    assert count_chunks(runtime.vector_store) == manifest_chunks(ingestor) == normal_chunks + len(HOSTILE_NAMES)
+    assert runtime.store.count() == manifest_chunks(ingestor) == normal_chunks + len(HOSTILE_NAMES)
     for name, question in NORMAL_QUESTIONS.items():
         assert top_sources(runtime, question)[0] == name
     shown = {record.source for record in ingestor.state.manifest.all()}
@@ -127,7 +126,7 @@ def test_hostile_file_names_cannot_corrupt_the_index(opened, tmp_path: Path) -> 
     (docs / HOSTILE_NAMES[0]).unlink()  # a removal by name deletes that file's chunks only
     fourth = ingestor.ingest(docs)
     assert fourth.removed == [HOSTILE_NAMES[0]]
-    assert count_chunks(runtime.vector_store) == manifest_chunks(ingestor) == normal_chunks + len(HOSTILE_NAMES) - 1
+    assert runtime.store.count() == manifest_chunks(ingestor) == normal_chunks + len(HOSTILE_NAMES) - 1
 
 
 def test_two_folders_with_the_same_paths_both_stay(opened, tmp_path: Path) -> None:
@@ -149,7 +148,7 @@ def test_two_folders_with_the_same_paths_both_stay(opened, tmp_path: Path) -> No
     assert top_sources(runtime, "quasar scheduler")[0] == "README.md"
     assert top_sources(runtime, "nebula scheduler")[0] == "beta/README.md"
     assert top_sources(runtime, "pulsar scheduler")[0] == "uploads/README.md"
-    assert count_chunks(runtime.vector_store) == manifest_chunks(ingestor) == 3
+    assert runtime.store.count() == manifest_chunks(ingestor) == 3
     assert ingestor.ingest(tmp_path / "alpha").unchanged == ["README.md"]  # each folder's re-ingest sees only its files
     assert ingestor.ingest(tmp_path / "beta").unchanged == ["beta/README.md"]
 
@@ -161,7 +160,7 @@ def test_a_failed_open_beside_the_store_server_keeps_its_lock(tmp_path: Path) ->
         settings = load_settings("local", storage={"index_dir": str(index)})
         for _ in range(2):  # a direct `ask --index` fails, and so does the next one: the lock is still there
             with pytest.raises(RuntimeError) as failed:
-                open_vector_store(settings, 384)
+                MilvusStore(settings, 384)
             assert lock_path(index / "milvus.db").exists()
             assert "serve-store" in str(failed.value)
         assert server.poll() is None
@@ -169,7 +168,7 @@ def test_a_failed_open_beside_the_store_server_keeps_its_lock(tmp_path: Path) ->
         server.terminate()
         server.wait(timeout=60)
     assert server.returncode == 0, server.stderr.read()
-    store = open_vector_store(load_settings("local", storage={"index_dir": str(index)}), 384)  # free once the server stopped
+    store = MilvusStore(load_settings("local", storage={"index_dir": str(index)}), 384)  # free once the server stopped
     store.client.close()
 
 
@@ -203,12 +202,12 @@ def test_a_changed_file_that_cannot_be_read_keeps_its_indexed_version(ingestor, 
     docs = tmp_path / "docs"
     guide = write(docs / "guide.md", NORMAL["guide.md"])
     ingestor.ingest(docs)
-    before = count_chunks(runtime.vector_store)
+    before = runtime.store.count()
 
     write(guide, "   \n")  # now empty: skipped
     report = ingestor.ingest(docs)
     assert report.skipped == [("guide.md", "empty file; the previously indexed version is kept")]
-    assert count_chunks(runtime.vector_store) == before
+    assert runtime.store.count() == before
     assert top_sources(runtime, "default widget timeout") == ["guide.md"]
     assert ingestor.ingest(docs).skipped == report.skipped  # said again until the file is fixed
 
@@ -225,7 +224,7 @@ def test_nul_bytes_never_reach_a_chunk(ingestor, runtime, tmp_path: Path) -> Non
     filler = "".join(f"Paragraph {n} talks about the widget in general terms.\n\n" for n in range(200))  # > 8 KB of text first
     write(docs / "late.md", f"# Late\n\n{filler}## Nul\n\nThe nul\x00byte sits inside the gadget sentence.\n")
     assert ingestor.ingest(docs).ingested == ["late.md"]
-    store = runtime.vector_store
+    store = runtime.store
     rows = store.client.query(store.collection_name, filter="", output_fields=["text", "section"], limit=1000)
     assert rows and not any("\x00" in str(row.get("text")) + str(row.get("section")) for row in rows)
     assert any("nulbyte sits inside the gadget" in row["text"] for row in rows)
@@ -241,6 +240,6 @@ def test_an_index_with_name_based_ids_is_refused_with_what_to_do(tmp_path: Path)
             "state TEXT NOT NULL, ingested_at REAL NOT NULL)"
         )
     with pytest.raises(OldIndexError, match="Ingest the documents again into a new index"):
-        open_vector_store(load_settings("local", storage={"index_dir": str(index)}), 384)
+        MilvusStore(load_settings("local", storage={"index_dir": str(index)}), 384)
     with pytest.raises(OldIndexError):
         Manifest(index / "state.sqlite")

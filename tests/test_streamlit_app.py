@@ -296,7 +296,7 @@ def test_backend_failure_keeps_the_question_and_says_what_failed(monkeypatch, do
     at = open_page(monkeypatch, index)
     from app.ui.runtime import page_runtime
 
-    page_runtime(load_settings()).vector_store.client.close()  # the vector store goes away under the page
+    page_runtime(load_settings()).store.client.close()  # the vector store goes away under the page
     reply = ask(at, "Where does the widget cache live?")
 
     assert at.chat_message[-2].markdown[0].value == "Where does the widget cache live?"

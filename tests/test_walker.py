@@ -180,7 +180,7 @@ def test_sphinx_build_and_hostile_links_each_behave_and_every_good_file_is_index
     assert report.ignored == 9
     assert "9 left out by ingestion.ignore" in report.summary()
 
-    store = runtime.vector_store
+    store = runtime.store
     rows = stored_sources(store)
     assert set(rows) == set(report.ingested)
     text = all_text(store)
@@ -205,10 +205,10 @@ def test_sphinx_sources_are_read_as_rest_when_no_html_build_is_beside_them(inges
     report = ingestor.ingest(tmp_path / "docs")
 
     assert sorted(report.ingested) == ["_sources/index.rst.txt", "_sources/widget.rst.txt"]
-    rows = stored_sources(runtime.vector_store)
+    rows = stored_sources(runtime.store)
     sections = {row["section"] for row in rows["_sources/widget.rst.txt"]}
     assert {"The widget module", "The widget module > connect(host, timeout=30)", "The widget module > Session > close()"} <= sections
-    text = all_text(runtime.vector_store)
+    text = all_text(runtime.store)
     assert "Use widget.connect() to get a Session, see the timeout guide." in text
     assert ":func:" not in text and ".. function::" not in text and "root:" not in text and SECRET not in text
 

@@ -10,13 +10,13 @@ import streamlit as st
 
 from app.composition import Runtime
 from app.ingest_progress import IngestProgress
-from app.store import is_lite_uri
 from app.ui.conversation import FILTER_KEY
 from app.ui.ingest_job import IngestJob, busy_message, ingest_slot
 from app.ui.library import IngestOutcome, documents, first_start_folders, known_folders, library_rows
 from app.ui.safe_markdown import escape
 from app.ui.upload_limits import bound_uploads, release_session_uploads
 from app.ui.uploads import UploadRejected, allowed_types, store_upload, uploads_dir
+from integrations.adapters.milvus_store import embedded_file
 from integrations.usage_meter import usd
 from settings import Settings
 
@@ -58,7 +58,7 @@ def backend_lines(settings: Settings) -> list[str]:
         "Answers": " → ".join([*chain, "extractive quotes"]) if chain else "extractive quotes (no LLM configured)",
         "Embeddings": f"{settings.embedding.backend} · {settings.embedding.model}",
         "Reranking": "none" if rerank.backend == "none" else f"{rerank.backend} · {rerank.model}",
-        "Index": f"Milvus Lite in {settings.storage.index_dir}" if is_lite_uri(uri) else f"Milvus server {uri}",
+        "Index": f"Milvus Lite in {settings.storage.index_dir}" if embedded_file(uri) else f"Milvus server {uri}",
     }
     return [f"**{label}:** {escape(value)}" for label, value in rows.items()]
 
