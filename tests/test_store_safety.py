@@ -16,7 +16,16 @@ import pytest
 
 from app.ingestion import readable_name
 from app.manifest import Manifest, OldIndexError
-from integrations.adapters.milvus_store import MilvusStore, StoreServer, free_port, lock_path
+from integrations.adapters.milvus_store import (
+    MilvusStore,
+    StoreServer,
+    claim_index,
+    embedded_file,
+    free_port,
+    ingest_store,
+    lock_path,
+    release_lite_store,
+)
 from settings import load_settings
 from tests.conftest import serve_store
 
@@ -151,6 +160,19 @@ def test_two_folders_with_the_same_paths_both_stay(opened, tmp_path: Path) -> No
     assert runtime.store.count() == manifest_chunks(ingestor) == 3
     assert ingestor.ingest(tmp_path / "alpha").unchanged == ["README.md"]  # each folder's re-ingest sees only its files
     assert ingestor.ingest(tmp_path / "beta").unchanged == ["beta/README.md"]
+
+
+def test_one_place_tells_an_embedded_file_from_a_server(tmp_path: Path) -> None:
+    """milvus_store.embedded_file: a path is an embedded Milvus Lite file (locked, its server run here); a server URL or
+    the Unix socket of an ingest's Lite server is opened as a server (no lock, nothing to start or release)."""
+    assert embedded_file(str(tmp_path / "milvus.db")) == tmp_path / "milvus.db"
+    assert embedded_file("relative/milvus.db") == Path("relative/milvus.db")
+    for uri in ("http://127.0.0.1:19530", "https://in01.zillizcloud.com", "tcp://milvus:19530", "unix:/tmp/milvus.sock"):
+        assert embedded_file(uri) is None, uri
+    settings = load_settings("local", storage={"index_dir": str(tmp_path / "index"), "uri": "unix:/nonexistent.sock"})
+    claim_index(settings)  # takes no lock and creates nothing for a server
+    release_lite_store(settings)
+    assert not (tmp_path / "index").exists() and ingest_store(settings) is None
 
 
 def test_a_failed_open_beside_the_store_server_keeps_its_lock(tmp_path: Path) -> None:
