@@ -1,21 +1,6 @@
 """An ordered chain of answer backends: the first that answers wins, the others say why they were skipped.
 
-Each member is tried in turn; a transient failure (HTTP errors, timeouts,
-refused connections, malformed replies, retries that would pass the deadline:
-:func:`integrations.backend_errors.transient_errors`) moves on to the next.
-Streams are committed to a member only after its first non-empty token; after
-that a failure raises :class:`StreamInterruptedError` naming the backend — never
-a silent truncation. The deadline (``deadline_s``) covers the whole question:
-members started after it are skipped, HTTP members cap their timeouts and
-retry waits by it, and a member's call (up to its first token when streaming)
-is abandoned when the deadline passes even if bytes are still trickling in
-(socket timeouts bound each read, not the reply). The last member is always
-tried; when it fails too, :class:`AllBackendsFailedError` carries every reason
-(the citation synthesizer then quotes the sources itself).
-
-Responses carry ``additional_kwargs["answered_by"]`` (e.g. ``hf_api:Qwen/Qwen2.5-7B-Instruct-1M``)
-and ``additional_kwargs["fallbacks"]`` (one human-readable reason per skipped member).
-"""
+Responses carry ``additional_kwargs["answered_by"]`` and ``["fallbacks"]``; docs/design-notes.md has the rules."""
 
 from __future__ import annotations
 
@@ -53,11 +38,7 @@ T = TypeVar("T")
 
 
 def within(deadline: float, call: Callable[[], T], on_late: Callable[[T], None] | None = None) -> T:
-    """``call()`` in a worker thread, abandoned at ``deadline`` (a total bound: socket timeouts are per read).
-
-    The worker keeps the caller's context (the question deadline, instrumentation spans). A late result is
-    handed to ``on_late`` (to close a stream nobody will read).
-    """
+    """``call()`` in a worker thread with the caller's context, abandoned at ``deadline``; a late result goes to ``on_late``."""
     box: dict[str, Any] = {}
     lock = threading.Lock()
     context = contextvars.copy_context()

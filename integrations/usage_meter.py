@@ -1,12 +1,4 @@
-"""Metering and budget control for paid API calls (chat, embeddings, rerank).
-
-Every call is recorded in SQLite (model, provider, tokens, latency, success)
-and priced with the settings' price table. Before a call, its worst-case cost
-is *reserved*: a reservation fails when committed spend plus open reservations
-would pass the monthly cap, so concurrent questions can never overspend. After
-the call the reservation is settled with the real usage; the reservation of a
-process killed mid-call is settled at its worst case by the next one to look.
-"""
+"""Metering and budget control for paid API calls: reserve the worst case, settle with the real usage (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -157,8 +149,7 @@ class UsageMeter:
         return Reservation(id=int(cursor.lastrowid), amount=amount)
 
     def _settle_orphans(self) -> None:
-        """Inside a write transaction: reservations of processes that died mid-call (or older than any call runs) become
-        usage rows at their reserved worst case, since the provider may have billed the call; they stop holding budget."""
+        """Inside a write transaction: reservations of dead processes (or too old) become usage rows at their worst case."""
         rows = self._conn.execute("SELECT id, ts, amount, pid, kind, model FROM reservations").fetchall()
         for id_, ts, amount, pid, kind, model in rows:
             if _alive(pid) and ts > time.time() - RESERVATION_TTL_S:
@@ -316,10 +307,7 @@ def metered(
     max_tokens_out: int = 0,
     calls: int = 0,
 ) -> Iterator[Metering]:
-    """Reserve a call's worst-case cost, run the block, then record what it used (or that it failed).
-
-    Raises :class:`BudgetExceeded` before the call when the reservation would pass the cap.
-    """
+    """Reserve a call's worst-case cost (or raise BudgetExceeded), run the block, then record what it used."""
     usage = Metering()
     if meter is None:
         yield usage

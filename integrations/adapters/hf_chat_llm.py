@@ -1,27 +1,4 @@
-"""Chat completions through the Hugging Face router: a plain LlamaIndex ``LLM`` over ``InferenceClient.chat_completion``.
-
-The stock ``HuggingFaceInferenceAPI`` (llama-index-llms-huggingface-api 0.8.0) is
-not used as a base: its constructor probes ``{url}/info`` over the network and
-builds clients that fall back to a token saved on the machine, its token is a
-plain field (dumped with the model), its sync streaming raises IndexError on the
-usage-only chunk (``choices: []``) and its async streaming loses chunks. This class:
-
-1. sends requests to ``{base_url}/v1/chat/completions`` with the real model id
-   (with ``:fastest``/``:cheapest``/``:<provider>``) in the body;
-2. implements sync ``chat``/``stream_chat`` (async runs them in threads), decorated
-   so ``LLMChatStartEvent``/``LLMChatEndEvent`` carry the usage;
-3. has an explicit timeout; 429 ``Retry-After`` and 503 ``estimated_time`` are
-   honoured while they fit in the question's deadline;
-4. keeps the token a required private ``SecretStr`` and probes nothing;
-5. chat templates without a system role (Gemma's) make providers answer 400 (vLLM-style
-   servers) or 422 (text-generation-inference's template error) → the request is sent
-   again with the system text folded into the first user turn, and the model is
-   remembered (only when the folded request succeeds) so later questions are folded at once;
-6. ``finish_reason == "length"`` (cut at ``max_tokens``) → the reply carries
-   ``truncated`` and a notice the answer shows.
-
-Every error leaving a call has the token scrubbed (``redacted_errors``).
-"""
+"""Chat completions through the Hugging Face router: a plain LlamaIndex ``LLM`` (docs/design-notes.md says why)."""
 
 from __future__ import annotations
 
