@@ -1,20 +1,7 @@
-"""Evaluation on question sets: loading, the metrics of ``eval/README.md``, and the results file.
+"""Evaluation on question sets: loading, the metrics exactly as ``eval/README.md`` defines them, and the results file.
 
-Metrics (implemented exactly as that README defines them):
-
-* tokens: lowercase ``\\w+`` runs after NFKC normalisation (quotes, curly or straight, split words alike;
-  the one tokeniser of integrations.near_duplicates);
-  trigrams: consecutive token triples (a text shorter than 3 tokens is its one n-gram);
-* ``covers(chunk, reference)``: shared trigrams / the smaller trigram set >= 0.5;
-* recall@k, hit@k, MRR@10 over the retrieved chunks; citation validity over the answers;
-* latency p50/p95 per stage (retrieve, rerank, generate, total).
-
-Question files are JSONL (``id``, ``question``, optional ``reference_contexts``, ``answerable``,
-``kind``, ``must_mention``; other fields ignored) or a LlamaIndex ``rag_dataset.json``
-(``examples[].query`` and ``reference_contexts``), whose questions get ids like ``solana-001``.
-With answers, the must-mention rate, the reference-answer recall and the refusal rates of unanswerable and answerable
-questions are reported as ``eval/README.md`` defines them.
-"""
+Question files are JSONL (``id``, ``question``, optional ``reference_contexts``, ``answerable``, ``kind``,
+``must_mention``, ``reference_answer``) or a LlamaIndex ``rag_dataset.json`` (ids like ``solana-001``)."""
 
 from __future__ import annotations
 

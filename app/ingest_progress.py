@@ -1,16 +1,4 @@
-"""Ingestion progress by bytes read, with chunks counted as they are embedded and an estimate of the time left (page and CLI).
-
-Files are a poor unit (one 120-page PDF is one file and ~1,200 chunks), and a
-chunk total is only known once every file is chunked: extrapolating it from the
-first batches made the total jump (15,860 → 14,353 → 24,211 on the Django docs)
-and the time left swing by minutes. Bytes are known for every file before the
-first is read, so the fraction done is the bytes of the files committed plus,
-for the batch being embedded, its bytes times the share of its chunks embedded;
-the time left follows from that fraction. Chunks are shown as a count, without
-a total. Without sizes (the Ray engine) files are the unit. A keywords-first
-ingest embeds in a second pass whose chunk total is known: it then shows (and
-times) that pass by its chunks.
-"""
+"""Ingestion progress by bytes read, with chunks counted as they are embedded and the time left (docs/design-notes.md)."""
 
 from __future__ import annotations
 

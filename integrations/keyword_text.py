@@ -1,15 +1,6 @@
 """Text normalisation for BM25, done here so Milvus Lite and a Milvus server score the same terms.
 
-Milvus Lite's analyzers only split on word boundaries (no stemming), and
-technical text is full of identifiers. Prose words are lowercased and stemmed,
-and hyphenated compounds split ("RTL-to-GDS" gives rtl, gds). Code identifiers
-(snake_case, camelCase, dotted.names, a::b, paths) stay whole and exact, without
-separators: ``place_pins`` is the term "placepins", distinct from ``place_pin``.
-Splitting them into parts as well would make a question about ``tielo_pin`` match
-every passage about pins. The price: ``detailed_placement`` in a question no
-longer matches the prose "detailed placement". CLI flags lose their dashes, so
-``-density`` finds "density".
-"""
+Prose words are lowercased and stemmed; code identifiers stay whole and exact (docs/design-notes.md says why)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,7 @@
 """Metering of any chat backend: one wrapper LLM that reserves each call's worst case, then records what it used.
 
-Before a call: spend past the budget's degrade threshold makes every model but the
-cheapest step aside (:class:`~integrations.usage_meter.BudgetDegraded`), and the call's
-worst-case cost (prompt estimate with a margin for another tokenizer, a full-length
-answer) is reserved (:class:`~integrations.usage_meter.BudgetExceeded` past the cap).
-After it: tokens from the reply's ``prompt_tokens``/``completion_tokens`` (an
-OpenAI-compatible ``usage``), else estimated with the tokenizer bundled with LlamaIndex.
-The wrapped LLM knows nothing of the meter.
-"""
+Past the degrade threshold every model but the cheapest steps aside; tokens come from the reply's ``usage``, else are
+estimated with LlamaIndex's tokenizer (docs/deployment.md). The wrapped LLM knows nothing of the meter."""
 
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
 """reStructuredText as Sphinx writes it, without docutils: one piece per section, with the heading path.
 
-A title is a line underlined (and optionally overlined) by one repeated punctuation character,
-at least as long as the title. As in docutils, heading levels follow the order in which each
-adornment style (overline or not, character) first appears.
-
-Sphinx markup is rendered as a reader would see it: roles as their text (``:func:`os.walk``` →
-``os.walk()``), object descriptions (``.. function:: sig``) as sections titled by the signature,
-admonitions as "Note:", "Changed in version X:", code blocks as fenced code. Directives that
-pull in other files (``include``, ``literalinclude``) are dropped, never resolved: nothing outside
-the file is read.
-"""
+Heading levels follow the order in which each adornment style first appears, as in docutils; roles, object
+descriptions and admonitions read as a reader sees them; ``include``-like directives are dropped, never resolved."""
 
 from __future__ import annotations
 

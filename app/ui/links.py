@@ -1,15 +1,4 @@
-"""Where a cited source opens: a PDF at its page, an HTML/Markdown/reST page at its section's anchor.
-
-With ``sources.base_url`` set (the published documentation site), every source
-links to its published page: ``<base_url>/<path>`` with ``.md``/``.rst``/``.txt``
-mapped to ``.html`` (what Sphinx and most site generators produce), plus
-``#page=N`` for PDFs and ``#<section-slug>`` for sections. Without it, PDFs are
-served by the page itself (Streamlit's media endpoint, only files under a folder
-the index was built from) and open at ``#page=N``; Markdown, reST and text files
-are served as plain text and open at their heading through a text fragment
-(``#:~:text=Idle%20timeout``). Local HTML files get no link: served from the
-page's origin, a document's HTML would run live.
-"""
+"""Where a cited source opens: a PDF at its page, an HTML/Markdown/reST page at its section's anchor (docs/asking.md)."""
 
 from __future__ import annotations
 
