@@ -154,11 +154,7 @@ class DocsChatEngine(CondenseQuestionChatEngine):
 
     @classmethod
     def from_runtime(
-        cls,
-        runtime: Any,
-        *,
-        sources: list[str] | None = None,
-        chat_history: list[ChatMessage] | None = None,
+        cls, runtime: Any, *, sources: list[str] | None = None, chat_history: list[ChatMessage] | None = None
     ) -> DocsChatEngine:
         """A chat engine over ``build_query_engines(runtime, sources)`` that answers with ``runtime.llm``."""
         from app.composition import build_query_engines

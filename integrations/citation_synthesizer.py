@@ -125,10 +125,7 @@ class CitationSynthesizer(BaseSynthesizer):
     """Answer with checked [n] citations by the first answerer that can; refuse without nodes. ``streaming`` is fixed."""
 
     def __init__(
-        self,
-        answerers: Sequence[Answerer] | None = None,
-        streaming: bool = False,
-        evidence: WeakEvidenceFilter | None = None,
+        self, answerers: Sequence[Answerer] | None = None, streaming: bool = False, evidence: WeakEvidenceFilter | None = None
     ) -> None:
         self._answerers = list(answerers) if answerers is not None else default_answerers()
         if not self._answerers:

@@ -309,8 +309,7 @@ class ExtractiveAnswerer(BaseComponent):
     """Quotes the passages' units that answer the question, each with its [n], or refuses."""
 
     embed_model: BaseEmbedding | None = Field(
-        default=None,
-        description="Embedder comparing sentences with the question; None scores by shared keywords (no model, no API calls).",
+        default=None, description="Embedder comparing sentences with the question; None scores by shared keywords (no model, no API calls)."
     )
     max_sentences: int = Field(default=3, ge=1, description="Units quoted in an answer.")
     max_passages: int = Field(default=3, ge=1, description="Best-ranked passages whose units are scored.")

@@ -298,14 +298,7 @@ class Metering:
 
 @contextmanager
 def metered(
-    meter: UsageMeter | None,
-    kind: str,
-    model: str,
-    provider: str,
-    *,
-    max_tokens_in: int = 0,
-    max_tokens_out: int = 0,
-    calls: int = 0,
+    meter: UsageMeter | None, kind: str, model: str, provider: str, *, max_tokens_in: int = 0, max_tokens_out: int = 0, calls: int = 0
 ) -> Iterator[Metering]:
     """Reserve a call's worst-case cost (or raise BudgetExceeded), run the block, then record what it used."""
     usage = Metering()

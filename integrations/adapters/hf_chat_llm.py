@@ -8,13 +8,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from llama_index.core.base.llms.types import (
-    ChatMessage,
-    ChatResponse,
-    ChatResponseGen,
-    LLMMetadata,
-    MessageRole,
-)
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ChatResponseGen, LLMMetadata, MessageRole
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW, DEFAULT_NUM_OUTPUTS
 from llama_index.core.llms import LLM
@@ -75,13 +69,7 @@ class HFChatLLM(ChatCompletionMixin, LLM):
     _no_system_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
-        self,
-        *,
-        model_name: str,
-        token: SecretStr | str | None,
-        base_url: str = DEFAULT_HF_BASE_URL,
-        timeout: float = 30.0,
-        **kwargs: Any,
+        self, *, model_name: str, token: SecretStr | str | None, base_url: str = DEFAULT_HF_BASE_URL, timeout: float = 30.0, **kwargs: Any
     ) -> None:
         value = secret_value(token)
         if not value:
