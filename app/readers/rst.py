@@ -29,88 +29,27 @@ _OPTION = re.compile(r"^[ \t]+:[\w -]+:")
 _RST_HINT = re.compile(r"^\.\. [\w:-]+::|^\.\. _[^:]+:|:(?:func|class|meth|ref|doc|mod|attr):`", re.M)
 
 #: Sphinx object descriptions (any domain): each becomes a section titled by its signature.
-_OBJECTS = frozenset(
-    [
-        "function",
-        "class",
-        "method",
-        "classmethod",
-        "staticmethod",
-        "attribute",
-        "property",
-        "data",
-        "exception",
-        "decorator",
-        "decoratormethod",
-        "option",
-        "cmdoption",
-        "envvar",
-        "describe",
-        "object",
-        "macro",
-        "member",
-        "type",
-        "var",
-        "struct",
-        "union",
-        "enum",
-        "enumerator",
-        "abstractmethod",
-        "coroutinefunction",
-        "coroutinemethod",
-        "opcode",
-        "pdbcommand",
-        "2to3fixer",
-    ]
-)
+# fmt: off
+_OBJECTS = frozenset({
+    "function", "class", "method", "classmethod", "staticmethod", "attribute", "property", "data", "exception", "decorator",
+    "decoratormethod", "option", "cmdoption", "envvar", "describe", "object", "macro", "member", "type", "var", "struct", "union",
+    "enum", "enumerator", "abstractmethod", "coroutinefunction", "coroutinemethod", "opcode", "pdbcommand", "2to3fixer",
+})
 _LABELS = {
-    "note": "Note",
-    "warning": "Warning",
-    "tip": "Tip",
-    "hint": "Hint",
-    "important": "Important",
-    "caution": "Caution",
-    "danger": "Danger",
-    "attention": "Attention",
-    "error": "Error",
-    "seealso": "See also",
-    "admonition": "",
-    "rubric": "",
-    "versionadded": "New in version",
-    "versionchanged": "Changed in version",
-    "deprecated": "Deprecated since version",
-    "deprecated-removed": "Deprecated since version",
-    "impl-detail": "CPython implementation detail",
+    "note": "Note", "warning": "Warning", "tip": "Tip", "hint": "Hint", "important": "Important", "caution": "Caution",
+    "danger": "Danger", "attention": "Attention", "error": "Error", "seealso": "See also", "admonition": "", "rubric": "",
+    "versionadded": "New in version", "versionchanged": "Changed in version", "deprecated": "Deprecated since version",
+    "deprecated-removed": "Deprecated since version", "impl-detail": "CPython implementation detail",
 }
 _VERSIONED = frozenset({"versionadded", "versionchanged", "deprecated", "deprecated-removed"})
 _CODE = frozenset({"code-block", "sourcecode", "code", "doctest", "testcode", "testoutput", "productionlist", "parsed-literal"})
 #: Directives whose argument and body are not reading matter (navigation, indexing, other files, raw output).
-_DROPPED = frozenset(
-    [
-        "include",
-        "literalinclude",
-        "toctree",
-        "index",
-        "raw",
-        "image",
-        "figure",
-        "highlight",
-        "currentmodule",
-        "module",
-        "moduleauthor",
-        "sectionauthor",
-        "codeauthor",
-        "testsetup",
-        "testcleanup",
-        "tabularcolumns",
-        "meta",
-        "contents",
-        "autosummary",
-        "csv-table",
-        "audit-event",
-        "audit-event-table",
-    ]
-)
+_DROPPED = frozenset({
+    "include", "literalinclude", "toctree", "index", "raw", "image", "figure", "highlight", "currentmodule", "module",
+    "moduleauthor", "sectionauthor", "codeauthor", "testsetup", "testcleanup", "tabularcolumns", "meta", "contents",
+    "autosummary", "csv-table", "audit-event", "audit-event-table",
+})
+# fmt: on
 #: Directives whose argument is a condition or a style: their body is kept, the argument is not.
 _TRANSPARENT = frozenset({"only", "ifconfig", "container", "rst-class", "cssclass", "centered", "hlist"})
 
