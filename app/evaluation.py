@@ -11,7 +11,7 @@ import logging
 import re
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -158,14 +158,10 @@ def reciprocal_rank(chunks: Sequence[str], references: Sequence[str], depth: int
     return 0.0
 
 
-def split_answer_sentences(answer: str) -> list[str]:
-    return [s for s in _SENTENCE_BREAK.split(answer.strip()) if s]
-
-
 def citation_checks(answer: str, sources: dict[int, str]) -> tuple[int, int]:
     """(valid, total) ``[n]`` markers: valid when source n was shown and shares a trigram with the citing sentence."""
     valid = total = 0
-    for sentence in split_answer_sentences(answer):
+    for sentence in filter(None, _SENTENCE_BREAK.split(answer.strip())):
         claim = trigrams(_CITATION.sub(" ", sentence))
         for match in _CITATION.finditer(sentence):
             total += 1
@@ -187,10 +183,6 @@ def _mean(values: Iterable[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def cutoffs(k: int) -> list[int]:
-    return sorted({c for c in (1, 3, 5, k) if c <= k})
-
-
 def summarize(questions: Sequence[EvalQuestion], records: Sequence[dict[str, Any]], refused: Sequence[bool], k: int) -> dict[str, Any]:
     """Metrics of a run; retrieval metrics only over questions that have reference contexts."""
     metrics: dict[str, Any] = {"questions": len(records)}
@@ -198,7 +190,7 @@ def summarize(questions: Sequence[EvalQuestion], records: Sequence[dict[str, Any
     judged = [(r["id"], refs, [c["text"] for c in r["retrieved"]]) for r in records if (refs := by_id[r["id"]].reference_contexts)]
     if judged:
         metrics["with_references"] = len(judged)
-        for cut in cutoffs(k):
+        for cut in sorted({c for c in (1, 3, 5, k) if c <= k}):
             metrics[f"recall@{cut}"] = _mean(recall_at_k(chunks, refs, cut) for _, refs, chunks in judged)
             metrics[f"hit@{cut}"] = _mean(hit_at_k(chunks, refs, cut) for _, refs, chunks in judged)
         metrics[f"mrr@{MRR_DEPTH}"] = _mean(reciprocal_rank(chunks, refs) for _, refs, chunks in judged)
@@ -340,17 +332,6 @@ class Evaluator:
         self.retriever = build_retriever(runtime, top_k=candidates)
         self.engine = None if retrieval_only else build_query_engine(runtime=runtime, log_questions=False)
 
-    def run(self, questions: Sequence[EvalQuestion], progress: Callable[[], None] | None = None) -> EvalRun:
-        run = EvalRun()
-        for question in questions:
-            record, refused = self.ask(question)
-            run.records.append(record)
-            if refused is not None:
-                run.refused.append(refused)
-            if progress:
-                progress()
-        return run
-
     def ask(self, question: EvalQuestion) -> tuple[dict[str, Any], bool | None]:
         started = time.perf_counter()
         nodes = self.retriever.retrieve(question.question)
@@ -375,6 +356,10 @@ def evaluate(
 
     from tqdm import tqdm
 
-    evaluator = Evaluator(runtime, k=k, retrieval_only=retrieval_only)
-    with tqdm(total=len(questions), unit="q", desc="evaluating", file=sys.stderr, disable=not show_progress) as bar:
-        return evaluator.run(questions, progress=lambda: bar.update(1))
+    evaluator, run = Evaluator(runtime, k=k, retrieval_only=retrieval_only), EvalRun()
+    for question in tqdm(questions, unit="q", desc="evaluating", file=sys.stderr, disable=not show_progress):
+        record, refused = evaluator.ask(question)
+        run.records.append(record)
+        if refused is not None:
+            run.refused.append(refused)
+    return run
