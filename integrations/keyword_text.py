@@ -16,58 +16,11 @@ _WORD_PARTS = re.compile(r"[a-z]+|[0-9]+")
 _STEMMER = EnglishStemmer()
 #: Metadata key (and Milvus field) holding a chunk's BM25 terms.
 KEYWORD_FIELD = "bm25_text"
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "can",
-        "do",
-        "does",
-        "for",
-        "from",
-        "has",
-        "have",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "so",
-        "such",
-        "that",
-        "the",
-        "their",
-        "then",
-        "there",
-        "these",
-        "this",
-        "to",
-        "was",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-    ]
+_STOPWORDS = (
+    "a an and are as at be by can do does for from has have how i if in into is it its of on or so such that the "
+    "their then there these this to was what when where which while who why will with you your"
 )
+STOPWORDS = frozenset(_STOPWORDS.split())
 
 #: Words that say how a question is asked rather than what it is about: the stop words and question phrasing.
 #: A question part needs words outside them (integrations.hybrid_retriever); a follow-up never carries them (app.chat).
