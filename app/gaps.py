@@ -90,7 +90,6 @@ def documentation_gaps(questions: list[LoggedQuestion], since_days: float | None
 
 
 def format_gaps(gaps: list[Gap]) -> str:
-    """The gaps as text for a terminal."""
     if not gaps:
         return "no documentation gaps: every logged question was answered with cited sources\n"
     lines = [f"{'questions':>9} {'refused':>7} {'weak':>5} {'👎':>3}  topic"]

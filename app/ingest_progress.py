@@ -45,11 +45,8 @@ def duration(seconds: float) -> str:
 
 
 class IngestProgress:
-    """Progress of one ingestion run, fed by the ingestor's callbacks and read from any thread.
-
-    ``batch_files`` and ``batch_mb`` are the ingestor's batch limits (ingestion settings): with them the files of
-    the batch being embedded are known, and so its bytes.
-    """
+    """Progress of one ingestion run, fed by the ingestor's callbacks and read from any thread; with the ingestor's
+    batch limits (``batch_files``, ``batch_mb``) the bytes of the batch being embedded are known."""
 
     def __init__(self, batch_files: int, batch_mb: float = 8.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.batch_files = max(1, batch_files)
@@ -69,7 +66,6 @@ class IngestProgress:
 
     @classmethod
     def for_settings(cls, ingestion: Any) -> IngestProgress:
-        """Progress for an ingestor configured by these ingestion settings."""
         return cls(ingestion.batch_files, ingestion.batch_mb)
 
     def planned(self, sizes: Sequence[int], folder: str = "") -> None:

@@ -24,7 +24,6 @@ dispatcher = get_dispatcher(__name__)
 
 
 def sigmoid(x: float) -> float:
-    """A logit as a 0..1 score."""
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
@@ -52,7 +51,6 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         return f"{type(exc).__name__}: {exc}"
 
     def _limit(self) -> int:
-        """How many candidates to score for this question."""
         return self.max_candidates
 
     def _key(self, query: str, node_hash: str) -> str:

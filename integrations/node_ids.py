@@ -57,12 +57,8 @@ def parse_piece_id(node_id: str) -> tuple[str, int] | None:
 
 
 def files_filter(file_ids: list[str]) -> str:
-    """A Milvus filter for every chunk of these files: a range of the ``doc_id`` column per file.
-
-    ``doc_id`` (the piece id) is a real column compared in bulk; the ``source``
-    metadata is a JSON field that Milvus Lite decodes row by row. Only file ids
-    are written into the expression, so no file name can change its meaning.
-    """
+    """A Milvus filter for every chunk of these files: a range of the ``doc_id`` column (compared in bulk, unlike the
+    JSON ``source`` metadata) per file; only checked file ids are written into the expression."""
     for file in file_ids:
         if not _FILE_ID.match(file):
             raise ValueError(f"not a file id: {file!r}")

@@ -55,7 +55,6 @@ class LocalCrossEncoderRerank(CrossEncoderRerank):
         return "LocalCrossEncoderRerank"
 
     def load(self) -> None:
-        """Load the tokenizer and the ONNX session (once)."""
         with self._lock:
             if self._session is not None:
                 return
