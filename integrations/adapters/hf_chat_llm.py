@@ -189,14 +189,7 @@ class HFChatLLM(ChatCompletionMixin, LLM):
                 chunks, client = self._open(messages, stream=True, **kwargs)
                 text = ""
                 try:
-                    iterator = iter(chunks)
-                    while True:
-                        try:
-                            chunk = next(iterator)
-                        except StopIteration:
-                            break
-                        except json.JSONDecodeError as exc:
-                            raise BackendUnavailableError(f"malformed JSON in the answer stream from {self.url}") from exc
+                    for chunk in chunks:
                         delta, finished = "", {}
                         if chunk.choices:  # usage-only chunks have choices: []
                             delta = chunk.choices[0].delta.content or ""
@@ -208,6 +201,8 @@ class HFChatLLM(ChatCompletionMixin, LLM):
                             raw=dict(chunk),
                             additional_kwargs={"answered_by": self.backend_label, **_usage(chunk), **finished},
                         )
+                except json.JSONDecodeError as exc:
+                    raise BackendUnavailableError(f"malformed JSON in the answer stream from {self.url}") from exc
                 finally:
                     client.close()  # releases the streamed HTTP response
 
