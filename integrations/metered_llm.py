@@ -61,7 +61,7 @@ class MeteredLLM(ChatCompletionMixin, LLM):
         """Budget checks before a call, then the metering block of the call, and the prompt's estimated tokens."""
         meter, model = self._meter, self.model_name
         if self.cheapest_model not in (None, model) and meter.state() == "degraded":
-            share = f"{meter.degrade_fraction:.0%}"
+            share = f"{meter.budget.degrade_fraction:.0%}"
             raise BudgetDegraded(f"this month's API spend passed {share} of the cap: only {self.cheapest_model} is used")
         prompt_tokens = sum(estimate_tokens(str(m.content or "")) for m in messages)
         block = metered(
