@@ -34,7 +34,6 @@ def documents(settings: Settings) -> list[FileRecord]:
 
 
 def library_rows(records: list[FileRecord]) -> list[dict[str, object]]:
-    """Rows of the library table."""
     return [{"file": record.source, "chunks": record.chunks, "ingested": datetime.fromtimestamp(record.ingested_at)} for record in records]
 
 
