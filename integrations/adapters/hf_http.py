@@ -102,14 +102,7 @@ def retry_plan(response: Any) -> tuple[float | None, str]:
 
 
 def with_retries(
-    call: Callable[[float], T],
-    *,
-    what: str,
-    deadline: float,
-    timeout_s: float,
-    max_retries: int,
-    max_wait_s: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    call: Callable[[float], T], *, what: str, deadline: float, timeout_s: float, max_retries: int, max_wait_s: float | None = None
 ) -> T:
     """Run ``call(timeout)``; on 429/503 wait as the server asks and retry while that fits before ``deadline``,
     ``max_wait_s`` and ``max_retries``, else raise :class:`RetryExhaustedError`."""
@@ -138,7 +131,7 @@ def with_retries(
                 raise RetryExhaustedError(f"{reason}, still failing after {attempt + 1} attempts", status=status, wait_s=wait) from exc
             attempt += 1
             logger.info("%s: %s; retrying in %.1f s (attempt %d)", what, reason, wait, attempt + 1)
-            sleep(wait)
+            time.sleep(wait)
 
 
 def post_json(url: str, body: dict[str, Any], *, headers: dict[str, str], timeout: float) -> Any:
