@@ -163,7 +163,6 @@ class DocsChatEngine(CondenseQuestionChatEngine):
         engine, streaming_engine = build_query_engines(runtime, sources)
         return cls(engine, DEFAULT_PROMPT, memory, runtime.llm, streaming_engine=streaming_engine)
 
-    # -- condensation -------------------------------------------------------------------------------------------
     def _condense_question(self, chat_history: list[ChatMessage], last_message: str) -> str:
         if check := getattr(self._query_engine, "check_question", None):
             check(last_message)  # before condensing, which may already call a paid LLM (sync and async paths)
@@ -198,7 +197,6 @@ class DocsChatEngine(CondenseQuestionChatEngine):
     async def _acondense_question(self, chat_history: list[ChatMessage], last_message: str) -> str:
         return self._condense_question(chat_history, last_message)
 
-    # -- querying -----------------------------------------------------------------------------------------------
     def _get_tool_output_from_response(self, query: str, response: RESPONSE_TYPE) -> ToolOutput:
         response.metadata = response.metadata or {}
         response.metadata[STANDALONE_KEY] = query

@@ -30,9 +30,6 @@ _CITATION = re.compile(r"\[(\d+)\]")
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?\]])\s+(?!\[\d+\])")
 
 
-# ---------------------------------------------------------------- questions
-
-
 @dataclass(frozen=True)
 class EvalQuestion:
     id: str
@@ -121,9 +118,6 @@ def select(questions: Sequence[EvalQuestion], split: str = "all", limit: int | N
         raise ValueError(f"split must be one of {', '.join(SPLITS)}")
     chosen = [q for q in questions if split == "all" or split_of(q.id) == split]
     return chosen[:limit] if limit else chosen
-
-
-# ---------------------------------------------------------------- metrics
 
 
 @lru_cache(maxsize=65536)
@@ -261,9 +255,6 @@ def _shown(name: str, value: Any) -> str:
     return f"{value:.1f}" if name.endswith(("_p50", "_p95", "_mean")) else f"{value:.3f}"
 
 
-# ---------------------------------------------------------------- results
-
-
 def retrieved_entry(rank: int, scored: Any) -> dict[str, Any]:
     """One retrieved chunk (a LlamaIndex NodeWithScore) in the results format."""
     from llama_index.core.schema import MetadataMode
@@ -307,9 +298,6 @@ def write_results(records: Iterable[dict[str, Any]], path: Path) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-# ---------------------------------------------------------------- running
 
 
 @dataclass
