@@ -1,8 +1,4 @@
-"""docsrag web page: ask questions about your documentation and see the cited sources.
-
-A thin shell over the composition root; the pieces live in app/ui/ and app/chat.py.
-Run with ``make run`` or ``streamlit run streamlit_app.py``.
-"""
+"""docsrag web page (``make run``): a thin shell over the composition root, app/ui/ and app/chat.py."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
 """One answer format for CLI, UI, JSON and the Python API: text with [n] markers plus numbered sources.
 
-The synthesizer has already numbered the cited sources 1..k in the order the
-answer first cites them and put them first in ``response.source_nodes``; the
-passages retrieved but not cited follow, unnumbered (``n`` is None).
-"""
+Sources cited come first, numbered 1..k by the synthesizer; the passages retrieved but not cited follow (``n`` None)."""
 
 from __future__ import annotations
 

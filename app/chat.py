@@ -1,35 +1,5 @@
-"""Chat over the documentation: follow-up questions are condensed with the chat history before retrieval.
-
-:class:`DocsChatEngine` is LlamaIndex's ``CondenseQuestionChatEngine`` over our
-query engine. How a follow-up becomes a standalone question depends on the
-answer backend:
-
-- **With an LLM** (``runtime.llm`` is an LLM or a fallback chain), the LLM
-  rewrites the follow-up with LlamaIndex's condense prompt, exactly like
-  ``CondenseQuestionChatEngine``. If no member of the chain could answer that
-  call, the retrieval rule below is used instead.
-- **Without an LLM** (``runtime.llm`` is None: answers quote the sources), the
-  retrieval decides, not a list of words:
-
-  1. The first question of a chat is used as it is.
-  2. A later question gets a *condensed* reading: the key terms of the previous
-     standalone question that it lacks, appended in parentheses ("and what
-     about its timeout? (configure widget daemon)").
-  3. Both readings are searched. The condensed one is used when the question
-     alone finds no passage close enough to answer from (the evidence filter
-     refuses it) and the condensed reading does; or when it changes the best
-     passage (a section's context) and the condensed
-     reading comes closer to the index than the question alone (unrelated terms
-     dilute a search, the antecedent of "its" sharpens it) and its new best
-     passage is among the question's own top passages, found by meaning and by
-     words: the conversation picks among what the question itself finds, it
-     never pulls the search to passages the question does not reach.
-  4. Otherwise the question is searched as asked.
-
-The standalone question of each user turn is kept in the chat history
-(``ChatMessage.additional_kwargs["standalone_question"]``) so a page that
-rebuilds the engine from its own history condenses the same way.
-"""
+"""Chat over the documentation: follow-ups are condensed to a standalone question before retrieval (docs/asking.md
+"Follow-up questions": by the LLM, or by the retrieval when there is none)."""
 
 from __future__ import annotations
 
@@ -99,7 +69,7 @@ def previous_standalone(history: Sequence[ChatMessage]) -> str | None:
 
 
 def condensed_reading(history: Sequence[ChatMessage], question: str) -> str | None:
-    """Rule 2 of the module docstring: the question with the previous question's key terms it lacks, or None."""
+    """The question with the previous question's key terms it lacks, or None."""
     previous = previous_standalone(history)
     if not previous:
         return None
@@ -110,8 +80,7 @@ def condensed_reading(history: Sequence[ChatMessage], question: str) -> str | No
 
 @dataclass(frozen=True)
 class _Found:
-    """What one search found: its passages (file and section), those the question reaches both by meaning and by
-    words, and whether the evidence filters would answer from them."""
+    """What one search found, and whether the evidence filters would answer from it."""
 
     passages: list[str]  # node ids: a context's id names its chunks
     by_both: set[str]
@@ -132,7 +101,7 @@ def _search(retriever: BaseRetriever, evidence: Sequence[BaseNodePostprocessor],
 
 
 def searched_as(retriever: BaseRetriever, evidence: Sequence[BaseNodePostprocessor], question: str, condensed: str | None) -> str:
-    """Rules 3-4 of the module docstring: ``condensed`` when the retrieval says the question follows up, else ``question``."""
+    """``condensed`` when the retrieval says the question follows up, else ``question`` (docs/asking.md)."""
     if not condensed:
         return question
     alone, both = _search(retriever, evidence, question), _search(retriever, evidence, condensed)
@@ -155,13 +124,7 @@ def history_text(history: Sequence[ChatMessage]) -> str:
 
 
 def rewritten_question(reply: str) -> str | None:
-    """The standalone question in an LLM's condense reply, None when the reply is not one.
-
-    Small models often label the question or explain it on further lines, and a
-    broken one may echo the prompt back: the first line is taken, without a
-    "Standalone question:" label, and refused if it holds the prompt's own words
-    or is longer than a question (MAX_REWRITE_WORDS).
-    """
+    """The first line of an LLM's condense reply without its label; None when it echoes the prompt or runs long."""
     lines = (_REWRITE_LABEL.sub("", line).strip().strip('"') for line in reply.splitlines())
     line = next((line for line in lines if line), "")
     if not line or _PROMPT_MARKER.search(line) or len(line.split()) > MAX_REWRITE_WORDS:
@@ -172,9 +135,7 @@ def rewritten_question(reply: str) -> str | None:
 class DocsChatEngine(CondenseQuestionChatEngine):
     """CondenseQuestionChatEngine whose condensation works without an LLM, and whose streams need no thread.
 
-    Each reply's ``sources[0]`` is a ``ToolOutput`` whose ``raw_input["query"]`` is the
-    standalone question and ``raw_output`` the query engine's response; that response's
-    metadata gets ``standalone_question`` and ``timings_ms["condense"]``.
+    ``sources[0].raw_output`` of a reply is the query engine's response, with ``standalone_question`` in its metadata.
     """
 
     def __init__(
@@ -193,11 +154,7 @@ class DocsChatEngine(CondenseQuestionChatEngine):
 
     @classmethod
     def from_runtime(
-        cls,
-        runtime: Any,
-        *,
-        sources: list[str] | None = None,
-        chat_history: list[ChatMessage] | None = None,
+        cls, runtime: Any, *, sources: list[str] | None = None, chat_history: list[ChatMessage] | None = None
     ) -> DocsChatEngine:
         """A chat engine over ``build_query_engines(runtime, sources)`` that answers with ``runtime.llm``."""
         from app.composition import build_query_engines
@@ -206,7 +163,6 @@ class DocsChatEngine(CondenseQuestionChatEngine):
         engine, streaming_engine = build_query_engines(runtime, sources)
         return cls(engine, DEFAULT_PROMPT, memory, runtime.llm, streaming_engine=streaming_engine)
 
-    # -- condensation -------------------------------------------------------------------------------------------
     def _condense_question(self, chat_history: list[ChatMessage], last_message: str) -> str:
         if check := getattr(self._query_engine, "check_question", None):
             check(last_message)  # before condensing, which may already call a paid LLM (sync and async paths)
@@ -241,7 +197,6 @@ class DocsChatEngine(CondenseQuestionChatEngine):
     async def _acondense_question(self, chat_history: list[ChatMessage], last_message: str) -> str:
         return self._condense_question(chat_history, last_message)
 
-    # -- querying -----------------------------------------------------------------------------------------------
     def _get_tool_output_from_response(self, query: str, response: RESPONSE_TYPE) -> ToolOutput:
         response.metadata = response.metadata or {}
         response.metadata[STANDALONE_KEY] = query

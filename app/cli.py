@@ -11,6 +11,7 @@ import json
 import logging
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -324,13 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    config = sub.add_parser("config", help="print the effective settings (secrets masked)")
-    config.add_argument("--index", type=Path, help="index directory")
-    config.set_defaults(func=cmd_config)
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        subparser = sub.add_parser(name, help=help)
+        subparser.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
+        subparser.set_defaults(func=func)
+        return subparser
 
-    ingest = sub.add_parser("ingest", help="ingest a folder (or file) incrementally")
+    command("config", cmd_config, "print the effective settings (secrets masked)")
+
+    ingest = command("ingest", cmd_ingest, "ingest a folder (or file) incrementally")
     ingest.add_argument("path", type=Path)
-    ingest.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
     ingest.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ingest.add_argument(
         "--engine",
@@ -341,29 +345,23 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--address", help="with --engine ray: an existing Ray cluster (ray://host:10001 or auto); default: start a local Ray"
     )
-    ingest.set_defaults(func=cmd_ingest)
 
-    serve = sub.add_parser("serve-store", help="serve the index over a local Milvus server so several processes can share it")
-    serve.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
+    serve = command("serve-store", cmd_serve_store, "serve the index over a local Milvus server so several processes can share it")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (loopback only; default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=19530, help="TCP port (default 19530; 0 picks a free one)")
-    serve.set_defaults(func=cmd_serve_store)
 
-    ask = sub.add_parser("ask", help="answer a question with cited sources")
+    ask = command("ask", cmd_ask, "answer a question with cited sources")
     ask.add_argument("question", type=question_text)
-    ask.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
     ask.add_argument("--json", action="store_true", help="print the answer and sources as JSON")
     ask.add_argument("--source", action="append", help="restrict retrieval to this file (repeatable)")
-    ask.set_defaults(func=cmd_ask)
 
-    ev = sub.add_parser("eval", help="run a question set; write per-question results and print retrieval/answer metrics")
+    ev = command("eval", cmd_eval, "run a question set; write per-question results and print retrieval/answer metrics")
     ev.add_argument(
         "questions",
         type=Path,
         nargs="+",
         help="JSONL (id, question[, reference_contexts, answerable, must_mention]) or a LlamaIndex rag_dataset.json; several run as one",
     )
-    ev.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
     ev.add_argument("--out", type=Path, required=True, help="results JSONL, one object per question")
     ev.add_argument("--k", type=int, default=10, help="chunks retrieved per question for the metrics (default 10)")
     ev.add_argument("--retrieval-only", action="store_true", help="skip the answer step (answer left empty)")
@@ -371,29 +369,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=["dev", "test", "all"], default="all", help="fixed half of the questions by id hash (default all)")
     ev.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    ev.set_defaults(func=cmd_eval)
-    usage = sub.add_parser("usage", help="API usage and estimated spend by day and model (this month)")
-    usage.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
-    usage.set_defaults(func=cmd_usage)
-    sources = sub.add_parser("sources", help="list the folders the index holds files from (and whether they still exist)")
-    sources.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
-    sources.set_defaults(func=cmd_sources)
-    forget = sub.add_parser("forget", help="remove every file the index holds from one folder (as `sources` lists it)")
+    command("usage", cmd_usage, "API usage and estimated spend by day and model (this month)")
+    command("sources", cmd_sources, "list the folders the index holds files from (and whether they still exist)")
+    forget = command("forget", cmd_forget, "remove every file the index holds from one folder (as `sources` lists it)")
     forget.add_argument("root", help="the folder, as `sources` lists it")
-    forget.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
-    forget.set_defaults(func=cmd_forget)
-    gaps = sub.add_parser(
-        "gaps", help="documentation gaps: refused, weakly answered and 👎-rated questions grouped by topic, with missing names"
+    gaps = command(
+        "gaps", cmd_gaps, "documentation gaps: refused, weakly answered and 👎-rated questions grouped by topic, with missing names"
     )
-    gaps.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
     gaps.add_argument("--since", type=float, metavar="DAYS", help="only questions asked in the last DAYS days")
     form = gaps.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print the gaps as JSON")
     form.add_argument("--csv", action="store_true", help="print the gaps as CSV (one row per topic)")
-    gaps.set_defaults(func=cmd_gaps)
-    doctor = sub.add_parser("doctor", help="check the active profile end to end: token, models, Ollama, index (exit 1 on failure)")
-    doctor.add_argument("--index", type=Path, help="index directory (default: storage.index_dir)")
-    doctor.set_defaults(func=cmd_doctor)
+    command("doctor", cmd_doctor, "check the active profile end to end: token, models, Ollama, index (exit 1 on failure)")
     return parser
 
 

@@ -1,20 +1,7 @@
-"""Evaluation on question sets: loading, the metrics of ``eval/README.md``, and the results file.
+"""Evaluation on question sets: loading, the metrics exactly as ``eval/README.md`` defines them, and the results file.
 
-Metrics (implemented exactly as that README defines them):
-
-* tokens: lowercase ``\\w+`` runs after NFKC normalisation (quotes, curly or straight, split words alike;
-  the one tokeniser of integrations.near_duplicates);
-  trigrams: consecutive token triples (a text shorter than 3 tokens is its one n-gram);
-* ``covers(chunk, reference)``: shared trigrams / the smaller trigram set >= 0.5;
-* recall@k, hit@k, MRR@10 over the retrieved chunks; citation validity over the answers;
-* latency p50/p95 per stage (retrieve, rerank, generate, total).
-
-Question files are JSONL (``id``, ``question``, optional ``reference_contexts``, ``answerable``,
-``kind``, ``must_mention``; other fields ignored) or a LlamaIndex ``rag_dataset.json``
-(``examples[].query`` and ``reference_contexts``), whose questions get ids like ``solana-001``.
-With answers, the must-mention rate, the reference-answer recall and the refusal rates of unanswerable and answerable
-questions are reported as ``eval/README.md`` defines them.
-"""
+Question files are JSONL (``id``, ``question``, optional ``reference_contexts``, ``answerable``, ``kind``,
+``must_mention``, ``reference_answer``) or a LlamaIndex ``rag_dataset.json`` (ids like ``solana-001``)."""
 
 from __future__ import annotations
 
@@ -24,7 +11,7 @@ import logging
 import re
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -41,9 +28,6 @@ SPLIT_SALT = "split:"
 _CITATION = re.compile(r"\[(\d+)\]")
 # A sentence ends at . ! ? or a citation marker, unless more markers follow: "It runs. [1][2] Then ..." keeps [1][2] with "It runs."
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?\]])\s+(?!\[\d+\])")
-
-
-# ---------------------------------------------------------------- questions
 
 
 @dataclass(frozen=True)
@@ -136,9 +120,6 @@ def select(questions: Sequence[EvalQuestion], split: str = "all", limit: int | N
     return chosen[:limit] if limit else chosen
 
 
-# ---------------------------------------------------------------- metrics
-
-
 @lru_cache(maxsize=65536)
 def trigrams(text: str) -> frozenset[tuple[str, ...]]:
     from integrations.near_duplicates import shingles
@@ -171,14 +152,10 @@ def reciprocal_rank(chunks: Sequence[str], references: Sequence[str], depth: int
     return 0.0
 
 
-def split_answer_sentences(answer: str) -> list[str]:
-    return [s for s in _SENTENCE_BREAK.split(answer.strip()) if s]
-
-
 def citation_checks(answer: str, sources: dict[int, str]) -> tuple[int, int]:
     """(valid, total) ``[n]`` markers: valid when source n was shown and shares a trigram with the citing sentence."""
     valid = total = 0
-    for sentence in split_answer_sentences(answer):
+    for sentence in filter(None, _SENTENCE_BREAK.split(answer.strip())):
         claim = trigrams(_CITATION.sub(" ", sentence))
         for match in _CITATION.finditer(sentence):
             total += 1
@@ -200,10 +177,6 @@ def _mean(values: Iterable[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def cutoffs(k: int) -> list[int]:
-    return sorted({c for c in (1, 3, 5, k) if c <= k})
-
-
 def summarize(questions: Sequence[EvalQuestion], records: Sequence[dict[str, Any]], refused: Sequence[bool], k: int) -> dict[str, Any]:
     """Metrics of a run; retrieval metrics only over questions that have reference contexts."""
     metrics: dict[str, Any] = {"questions": len(records)}
@@ -211,7 +184,7 @@ def summarize(questions: Sequence[EvalQuestion], records: Sequence[dict[str, Any
     judged = [(r["id"], refs, [c["text"] for c in r["retrieved"]]) for r in records if (refs := by_id[r["id"]].reference_contexts)]
     if judged:
         metrics["with_references"] = len(judged)
-        for cut in cutoffs(k):
+        for cut in sorted({c for c in (1, 3, 5, k) if c <= k}):
             metrics[f"recall@{cut}"] = _mean(recall_at_k(chunks, refs, cut) for _, refs, chunks in judged)
             metrics[f"hit@{cut}"] = _mean(hit_at_k(chunks, refs, cut) for _, refs, chunks in judged)
         metrics[f"mrr@{MRR_DEPTH}"] = _mean(reciprocal_rank(chunks, refs) for _, refs, chunks in judged)
@@ -282,9 +255,6 @@ def _shown(name: str, value: Any) -> str:
     return f"{value:.1f}" if name.endswith(("_p50", "_p95", "_mean")) else f"{value:.3f}"
 
 
-# ---------------------------------------------------------------- results
-
-
 def retrieved_entry(rank: int, scored: Any) -> dict[str, Any]:
     """One retrieved chunk (a LlamaIndex NodeWithScore) in the results format."""
     from llama_index.core.schema import MetadataMode
@@ -330,9 +300,6 @@ def write_results(records: Iterable[dict[str, Any]], path: Path) -> None:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-# ---------------------------------------------------------------- running
-
-
 @dataclass
 class EvalRun:
     """What one run produced: the result records and, per record, whether the answer refused (weak evidence)."""
@@ -352,17 +319,6 @@ class Evaluator:
         candidates, self.stages = (k, []) if runtime.reranker is not None else build_ranking_stages(runtime, top_n=k)
         self.retriever = build_retriever(runtime, top_k=candidates)
         self.engine = None if retrieval_only else build_query_engine(runtime=runtime, log_questions=False)
-
-    def run(self, questions: Sequence[EvalQuestion], progress: Callable[[], None] | None = None) -> EvalRun:
-        run = EvalRun()
-        for question in questions:
-            record, refused = self.ask(question)
-            run.records.append(record)
-            if refused is not None:
-                run.refused.append(refused)
-            if progress:
-                progress()
-        return run
 
     def ask(self, question: EvalQuestion) -> tuple[dict[str, Any], bool | None]:
         started = time.perf_counter()
@@ -388,6 +344,10 @@ def evaluate(
 
     from tqdm import tqdm
 
-    evaluator = Evaluator(runtime, k=k, retrieval_only=retrieval_only)
-    with tqdm(total=len(questions), unit="q", desc="evaluating", file=sys.stderr, disable=not show_progress) as bar:
-        return evaluator.run(questions, progress=lambda: bar.update(1))
+    evaluator, run = Evaluator(runtime, k=k, retrieval_only=retrieval_only), EvalRun()
+    for question in tqdm(questions, unit="q", desc="evaluating", file=sys.stderr, disable=not show_progress):
+        record, refused = evaluator.ask(question)
+        run.records.append(record)
+        if refused is not None:
+            run.refused.append(refused)
+    return run

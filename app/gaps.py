@@ -1,13 +1,7 @@
-"""Documentation gaps: the logged questions the docs could not answer well, grouped by topic.
+"""Documentation gaps: the logged questions the docs could not answer well, grouped by topic (docs/asking.md).
 
-A gap is a question that was refused, answered on weak evidence (a name it asks
-about is in no passage, or the answer cites nothing) or rated 👎. Questions are
-grouped by the BM25 terms they share (integrations.keyword_text: stemmed words,
-identifiers whole), greedily in the order they were asked: a question joins the
-group whose common terms it shares most, when it shares at least half of the
-smaller set, or any missing name. No embedder is loaded, so the report is quick
-and works while the page holds the index open.
-"""
+A question joins, in the order asked, the group whose common BM25 terms it shares most (at least half of the smaller
+set) or whose missing name it shares. No embedder is loaded."""
 
 from __future__ import annotations
 
@@ -96,7 +90,6 @@ def documentation_gaps(questions: list[LoggedQuestion], since_days: float | None
 
 
 def format_gaps(gaps: list[Gap]) -> str:
-    """The gaps as text for a terminal."""
     if not gaps:
         return "no documentation gaps: every logged question was answered with cited sources\n"
     lines = [f"{'questions':>9} {'refused':>7} {'weak':>5} {'👎':>3}  topic"]

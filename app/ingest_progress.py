@@ -1,16 +1,4 @@
-"""Ingestion progress by bytes read, with chunks counted as they are embedded and an estimate of the time left (page and CLI).
-
-Files are a poor unit (one 120-page PDF is one file and ~1,200 chunks), and a
-chunk total is only known once every file is chunked: extrapolating it from the
-first batches made the total jump (15,860 → 14,353 → 24,211 on the Django docs)
-and the time left swing by minutes. Bytes are known for every file before the
-first is read, so the fraction done is the bytes of the files committed plus,
-for the batch being embedded, its bytes times the share of its chunks embedded;
-the time left follows from that fraction. Chunks are shown as a count, without
-a total. Without sizes (the Ray engine) files are the unit. A keywords-first
-ingest embeds in a second pass whose chunk total is known: it then shows (and
-times) that pass by its chunks.
-"""
+"""Ingestion progress by bytes read, with chunks counted as they are embedded and the time left (docs/design-notes.md)."""
 
 from __future__ import annotations
 
@@ -57,11 +45,8 @@ def duration(seconds: float) -> str:
 
 
 class IngestProgress:
-    """Progress of one ingestion run, fed by the ingestor's callbacks and read from any thread.
-
-    ``batch_files`` and ``batch_mb`` are the ingestor's batch limits (ingestion settings): with them the files of
-    the batch being embedded are known, and so its bytes.
-    """
+    """Progress of one ingestion run, fed by the ingestor's callbacks and read from any thread; with the ingestor's
+    batch limits (``batch_files``, ``batch_mb``) the bytes of the batch being embedded are known."""
 
     def __init__(self, batch_files: int, batch_mb: float = 8.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.batch_files = max(1, batch_files)
@@ -81,7 +66,6 @@ class IngestProgress:
 
     @classmethod
     def for_settings(cls, ingestion: Any) -> IngestProgress:
-        """Progress for an ingestor configured by these ingestion settings."""
         return cls(ingestion.batch_files, ingestion.batch_mb)
 
     def planned(self, sizes: Sequence[int], folder: str = "") -> None:

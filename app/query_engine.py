@@ -25,19 +25,8 @@ class QuestionTooLong(ValueError):
 
 
 class DocsQueryEngine(RetrieverQueryEngine):
-    """RetrieverQueryEngine that reports what its question's context learned, and how long each stage took.
-
-    ``query`` opens the question context (integrations.question_context). The
-    context's notices, skipped backends, evidence verdict and ``timings_ms`` end up
-    in the response metadata. Timings have one definition on the page, the CLI and
-    ``eval``: ``retrieve``, ``rerank`` and ``generate`` (the answer step until its
-    last token, streamed or not) follow each other; ``total`` runs from the question
-    to the last token and, in a chat, includes ``condense``; ``first_token`` (streams
-    only) is measured from the same start as ``total``. With a
-    usage meter, each answer's total time feeds its latency alert. With a question
-    log, each question is logged with its outcome and its id is ``question_id``
-    in the metadata (``filtered``: the retriever searches only some documents).
-    """
+    """RetrieverQueryEngine that puts its question's context and stage timings (docs/asking.md) in the response metadata,
+    feeds the meter's latency alert and logs the question (``filtered``: the retriever searches only some documents)."""
 
     def __init__(
         self,
@@ -89,8 +78,7 @@ class DocsQueryEngine(RetrieverQueryEngine):
         return response
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        """The same question path off the event loop (every stage blocks: Milvus Lite, ONNX, the chain's HTTP client);
-        the worker thread runs in a copy of this context, so it sees the same question."""
+        # Every stage blocks (Milvus Lite, ONNX, HTTP); the worker thread runs in a copy of this context.
         return await asyncio.to_thread(self._query, query_bundle)
 
 

@@ -1,16 +1,5 @@
-"""The question log: every question asked of an index, with its outcome and the reader's feedback (SQLite beside the index).
-
-Docs teams read it through ``python -m app gaps`` and the page's "Documentation
-gaps" view (app/gaps.py). It lives in ``questions.sqlite`` in the index
-directory, a file ingestion never touches and no retriever reads, so it
-survives re-ingesting and never feeds an answer. Questions and comments are
-stored with anything shaped like a token (and the configured secrets) replaced
-by ``[redacted]``. ``feedback.log_questions: false`` turns it off.
-
-Outcomes: ``answered``; ``weak`` (answered, but a name of the question is in no
-passage, or the answer cites nothing); ``refused`` with a reason: ``no
-evidence``, ``missing names`` or ``filter`` (only some documents were searched).
-"""
+"""The question log: every question asked of an index, its outcome and the reader's feedback (docs/asking.md
+"Documentation gaps"), in ``questions.sqlite`` beside the index, tokens redacted."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
 """A write the disk refused (full, read-only, not writable) or a Milvus server that went away, recognised wherever it
-surfaced, as one line with the fix.
-
-A full or read-only disk shows up as an ``OSError`` (ENOSPC, EDQUOT, EROFS, EACCES), as SQLite's words for it
-("database or disk is full", "attempt to write a readonly database") or inside a Milvus error's text; the
-index's own files are written in committed steps behind the manifest's pending mark, so the run that hits it
-loses nothing that was indexed before, and the next run repairs the step it was writing.
-"""
+surfaced (OSError, SQLite's or Milvus' words), as one line with the fix; docs/ingestion.md says why nothing is lost."""
 
 from __future__ import annotations
 

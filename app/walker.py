@@ -1,13 +1,4 @@
-"""Walking the folder a user named: which files are read, which are left out, and why.
-
-Only regular files that resolve inside the folder are listed. Symbolic links are
-followed when their target is inside the folder; dangling links, loops, links
-out of the folder, FIFOs, sockets, devices and folders that cannot be listed are
-reported with a reason instead of stopping the walk. Chrome of documentation
-builds (Sphinx, MkDocs, Doxygen, DocBook) is left out by the ``ignore`` globs
-and counted, not listed one by one. Reading goes through :func:`read_bounded`,
-which re-checks that the path is a regular file and caps what it reads.
-"""
+"""Walking the folder a user named: which files are read, which are left out, and why (docs/ingestion.md)."""
 
 from __future__ import annotations
 
@@ -60,20 +51,14 @@ class _Ignore:
         return any(fnmatch.fnmatchcase(relative, p) or fnmatch.fnmatchcase(relative, "*/" + p) for p in self.paths)
 
 
-def walk(
-    root: Path,
-    wanted: Callable[[str], bool],
-    ignore: Sequence[str] = (),
-    exclude: Path | None = None,
-) -> Walk:
-    """Files under ``root`` (or ``root`` itself) whose name ``wanted`` accepts, in sorted order.
+def walk(root: Path, wanted: Callable[[str], bool], ignore: Sequence[str] = (), exclude: Path | None = None) -> Walk:
+    """Files under the resolved ``root`` (or ``root`` itself) whose name ``wanted`` accepts, in sorted order.
 
-    ``root`` must be resolved. Real folders are walked before linked ones, so a
-    file reachable both ways is listed once, under its real path.
+    Real folders are walked before linked ones, so a file reachable both ways is listed under its real path.
     """
     result = Walk()
     if not root.is_dir():
-        _add_file(result, root, root, root.parent, wanted)
+        _add_file(result, root, root, wanted)
         return result
     ignored = _Ignore(ignore)
     visited: set[tuple[int, int]] = set()
@@ -117,11 +102,11 @@ def walk(
                     if target.is_dir():
                         linked_dirs.append((shown_path, target))
                     else:
-                        _add_file(result, shown_path, target, root, wanted, seen_files, via_link=True)
+                        _add_file(result, shown_path, target, wanted, seen_files, via_link=True)
                 elif is_dir:
                     subdirs.append((real, shown_path))
                 else:
-                    _add_file(result, shown_path, real, root, wanted, seen_files)
+                    _add_file(result, shown_path, real, wanted, seen_files)
             stack.extend(reversed(subdirs))
 
     walk_dir(root, root)
@@ -148,15 +133,7 @@ def _resolve_link(result: Walk, link: Path, shown: Path, root: Path, wanted: boo
     return target
 
 
-def _add_file(
-    result: Walk,
-    shown: Path,
-    real: Path,
-    root: Path,
-    wanted: Callable[[str], bool],
-    seen: set[tuple[int, int]] | None = None,
-    via_link: bool = False,
-) -> None:
+def _add_file(result: Walk, shown: Path, real: Path, wanted: Callable[[str], bool], seen: set | None = None, via_link=False) -> None:
     if not wanted(shown.name):
         return
     try:
@@ -199,10 +176,7 @@ def _kind(mode: int) -> str:
 
 def _count_wanted(directory: Path, wanted: Callable[[str], bool]) -> int:
     """Files an ignored folder holds, for the summary (links not followed)."""
-    count = 0
-    for _, _, filenames in os.walk(directory):
-        count += sum(1 for name in filenames if wanted(name))
-    return count
+    return sum(wanted(name) for _, _, filenames in os.walk(directory) for name in filenames)
 
 
 class ReadRefused(OSError):
@@ -212,9 +186,8 @@ class ReadRefused(OSError):
 def read_bounded(path: Path, limit: int) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes.
 
-    Opened non-blocking and without following a final symlink, then checked with
-    fstat, so a file swapped for a FIFO, device or link after the walk is refused
-    instead of hanging or escaping the folder.
+    Opened non-blocking and without following a final symlink, then checked with fstat: a file swapped for a FIFO,
+    device or link after the walk is refused instead of hanging or escaping the folder.
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:

@@ -1,11 +1,4 @@
-"""Errors shared by the answer backends and the fallback chain, and how a failure is told to the user.
-
-A backend that cannot answer in time raises :class:`BackendUnavailableError`
-(the fallback chain then tries the next one); a stream that breaks after its
-first token raises :class:`StreamInterruptedError` (never silently truncated).
-The question's deadline is in :mod:`integrations.deadline`, token scrubbing in
-:mod:`integrations.redaction`.
-"""
+"""Errors shared by the answer backends and the fallback chain, and how a failure is told to the user."""
 
 from __future__ import annotations
 

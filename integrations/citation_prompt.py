@@ -1,12 +1,6 @@
 """The numbered-sources prompt shared by every LLM, how sources are labelled, and how an answer's citations are checked.
 
-Sources travel inside ``<source id="n">`` blocks. A passage (or a file name)
-that contains the delimiters itself cannot close its block or open another:
-they are escaped before the prompt is built. Whatever the answerer writes, a
-marker ``[n]`` is kept only when source n contains what its sentence says, and
-markers are renumbered 1..k in the order the answer first uses them
-(:class:`CitationChecker`).
-"""
+docs/asking.md ("Citations a document cannot forge") says what is escaped and which markers are kept."""
 
 from __future__ import annotations
 
@@ -86,10 +80,8 @@ def supports(source: str, claim: str) -> bool:
 class CitationChecker:
     """Checks and renumbers the markers of an answer, fed whole or delta by delta as it streams.
 
-    A marker [n] is kept when 1 <= n <= len(sources) and source n supports the
-    claim carrying it (the text since the previous claim ended); the others are
-    dropped and counted. Kept markers are renumbered 1..k in order of first use;
-    :attr:`order` lists the original number of each new one.
+    A marker [n] is kept when source n supports the claim carrying it, else dropped and counted; kept markers are
+    renumbered 1..k in order of first use, :attr:`order` giving the original number of each.
     """
 
     def __init__(self, sources: Sequence[str]) -> None:

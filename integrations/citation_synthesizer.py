@@ -1,15 +1,7 @@
 """A response synthesizer whose answers cite numbered sources: "[n]" ↔ ``response.source_nodes[n-1]``.
 
-The answer comes from the first of an ordered list of answerers that gives one:
-usually the LLM (a fallback chain, with the prompt of :mod:`integrations.citation_prompt`),
-then quoting the nodes' best sentences (:mod:`integrations.extractive_answer`), which
-always answers. Either way each marker
-is checked against the source it cites and the sources are renumbered 1..k in
-the order the answer first cites them; uncited sources follow. With no nodes
-(the evidence filter dropped them) it says the documentation does not cover the
-question. Notices, skipped backends and the evidence verdict come from the
-question context (:mod:`integrations.question_context`).
-"""
+The first of an ordered list of answerers that gives an answer writes it (the LLM chain, then quoting, which always
+answers); each marker is checked against its source and the sources renumbered in order of first citation."""
 
 from __future__ import annotations
 
@@ -130,16 +122,10 @@ def default_answerers(llm: LLM | None = None, extractive: ExtractiveAnswerer | N
 
 
 class CitationSynthesizer(BaseSynthesizer):
-    """Answer from numbered sources with checked [n] citations by the first answerer of the list that can; refuse without nodes.
-
-    ``streaming`` is fixed here: an engine that streams and one that does not are two synthesizers.
-    """
+    """Answer with checked [n] citations by the first answerer that can; refuse without nodes. ``streaming`` is fixed."""
 
     def __init__(
-        self,
-        answerers: Sequence[Answerer] | None = None,
-        streaming: bool = False,
-        evidence: WeakEvidenceFilter | None = None,
+        self, answerers: Sequence[Answerer] | None = None, streaming: bool = False, evidence: WeakEvidenceFilter | None = None
     ) -> None:
         self._answerers = list(answerers) if answerers is not None else default_answerers()
         if not self._answerers:

@@ -1,13 +1,7 @@
-"""What every cross-encoder reranker does with a question's nodes, whoever computes the scores.
+"""What every cross-encoder reranker does with a question's nodes, whoever computes the scores (:meth:`_score`).
 
-A subclass scores (question, passage) pairs in :meth:`CrossEncoderRerank._score`
-(the HF Inference API in ``hf_rerank``, an ONNX model directory in
-``local_rerank``). This base keeps at most ``max_candidates`` nodes, reuses
-cached scores keyed by (model, question, node hash), skips scoring when there
-are no more than ``top_n`` nodes, and when scoring fails keeps the fused order,
-so the question still gets its answer, with a notice in the question context
-(integrations.question_context) saying why.
-"""
+At most ``max_candidates`` nodes, cached scores, no scoring with ``top_n`` nodes or fewer; a failure keeps the fused
+order with a notice in the question context."""
 
 from __future__ import annotations
 
@@ -30,7 +24,6 @@ dispatcher = get_dispatcher(__name__)
 
 
 def sigmoid(x: float) -> float:
-    """A logit as a 0..1 score."""
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
@@ -58,7 +51,6 @@ class CrossEncoderRerank(BaseNodePostprocessor):
         return f"{type(exc).__name__}: {exc}"
 
     def _limit(self) -> int:
-        """How many candidates to score for this question."""
         return self.max_candidates
 
     def _key(self, query: str, node_hash: str) -> str:

@@ -1,14 +1,7 @@
-"""A node postprocessor that drops every node when the evidence is too weak to answer from.
+"""A node postprocessor that drops every node when the evidence is too weak to answer from (docs/asking.md).
 
-Like LlamaIndex's ``SimilarityPostprocessor``, but judged on the whole
-question rather than node by node: when even the question's best cosine
-similarity over the index (recorded by the retriever in the question context)
-is below ``min_dense_score``, no passage is close enough to quote and the
-synthesizer says the documentation does not cover the question. A question
-that names something no passage contains (integrations.named_terms) needs
-``min_dense_score_missing_names``, and the answer says which names the docs
-never mention.
-"""
+Like ``SimilarityPostprocessor``, but judged on the whole question's best cosine over the index (the question
+context), with a stricter threshold when the question names something no passage contains."""
 
 from __future__ import annotations
 

@@ -1,33 +1,6 @@
 """Answers without a language model: the passages' own units that answer the question, cited, or a refusal.
 
-The citation synthesizer answers this way when no LLM is configured or every
-LLM of the chain failed. It reads the passages it was given (never a prompt).
-
-Quotable units: sentences, list items, table rows and headings that name an
-API, each able to stand on its own. A sentence followed by a short code block
-or list is quoted with it (when it ends with ":" it is never quoted without
-it); a table row is quoted with its column names and after the sentence that
-introduces the table; a sentence that leans on the one before it ("This",
-"It", "this setting") is quoted after it, or after its heading when the heading
-names what it means (`SSL_CERT_FILE`); a sentence that points elsewhere ("next
-section", "see below"), asks a question or was cut at a chunk's edge is not
-quoted.
-
-Choice: units are scored by embedding similarity to the question, each read
-after the headings above it in its passage ("Quokka gateway > Maintainers: Its
-maintainer is …"; keyword overlap without an embedder), plus what the question
-asks for: a name for "who", a value for "what default / how many", a step,
-setting or code for "how", a cause for "why". A unit that only restates the
-question scores less, and so does one from release notes unless the question
-asks what changed. Units are then picked greedily by score plus the share of
-the question's content terms they (and their headings) add, so each part of a
-two-part question gets its unit; near-duplicates (the same sentence on sibling
-pages) are quoted once.
-
-Refusal (:meth:`ExtractiveAnswerer.choose`, given the question context the
-retriever filled): when the question names something no passage of the index
-contains, the answer refuses and says so instead of quoting neighbouring text.
-"""
+What is quoted and how units are chosen: docs/asking.md ("Answers without a language model"), docs/design-notes.md."""
 
 from __future__ import annotations
 
@@ -336,8 +309,7 @@ class ExtractiveAnswerer(BaseComponent):
     """Quotes the passages' units that answer the question, each with its [n], or refuses."""
 
     embed_model: BaseEmbedding | None = Field(
-        default=None,
-        description="Embedder comparing sentences with the question; None scores by shared keywords (no model, no API calls).",
+        default=None, description="Embedder comparing sentences with the question; None scores by shared keywords (no model, no API calls)."
     )
     max_sentences: int = Field(default=3, ge=1, description="Units quoted in an answer.")
     max_passages: int = Field(default=3, ge=1, description="Best-ranked passages whose units are scored.")
@@ -381,11 +353,9 @@ class ExtractiveAnswerer(BaseComponent):
         return self.choose(question, texts).text
 
     def choose(self, question: str, texts: Sequence[str], context: QuestionContext | None = None, places: Sequence[str] = ()) -> Choice:
-        """The units that answer ``question``, best first, or a refusal.
+        """The units that answer ``question``, best first, or a refusal when ``context`` names what no passage mentions.
 
-        ``context`` says what the index lacks (the retriever's lookup): the answer refuses when the question names
-        something no passage mentions. ``places`` says where each passage is from (file and section): release notes
-        answer what changed, not how to do something.
+        ``places`` (file and section of each passage) marks release notes, which answer what changed, not how to.
         """
         if context is not None and context.missing_names:
             return Choice(missing=list(context.missing_names))

@@ -1,21 +1,6 @@
 """An ordered chain of answer backends: the first that answers wins, the others say why they were skipped.
 
-Each member is tried in turn; a transient failure (HTTP errors, timeouts,
-refused connections, malformed replies, retries that would pass the deadline:
-:func:`integrations.backend_errors.transient_errors`) moves on to the next.
-Streams are committed to a member only after its first non-empty token; after
-that a failure raises :class:`StreamInterruptedError` naming the backend — never
-a silent truncation. The deadline (``deadline_s``) covers the whole question:
-members started after it are skipped, HTTP members cap their timeouts and
-retry waits by it, and a member's call (up to its first token when streaming)
-is abandoned when the deadline passes even if bytes are still trickling in
-(socket timeouts bound each read, not the reply). The last member is always
-tried; when it fails too, :class:`AllBackendsFailedError` carries every reason
-(the citation synthesizer then quotes the sources itself).
-
-Responses carry ``additional_kwargs["answered_by"]`` (e.g. ``hf_api:Qwen/Qwen2.5-7B-Instruct-1M``)
-and ``additional_kwargs["fallbacks"]`` (one human-readable reason per skipped member).
-"""
+Responses carry ``additional_kwargs["answered_by"]`` and ``["fallbacks"]``; docs/design-notes.md has the rules."""
 
 from __future__ import annotations
 
@@ -23,15 +8,10 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from llama_index.core.base.llms.types import (
-    ChatMessage,
-    ChatResponse,
-    ChatResponseGen,
-    LLMMetadata,
-)
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ChatResponseGen, LLMMetadata
 from llama_index.core.bridge.pydantic import Field, field_validator
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
@@ -53,11 +33,7 @@ T = TypeVar("T")
 
 
 def within(deadline: float, call: Callable[[], T], on_late: Callable[[T], None] | None = None) -> T:
-    """``call()`` in a worker thread, abandoned at ``deadline`` (a total bound: socket timeouts are per read).
-
-    The worker keeps the caller's context (the question deadline, instrumentation spans). A late result is
-    handed to ``on_late`` (to close a stream nobody will read).
-    """
+    """``call()`` in a worker thread with the caller's context, abandoned at ``deadline``; a late result goes to ``on_late``."""
     box: dict[str, Any] = {}
     lock = threading.Lock()
     context = contextvars.copy_context()
@@ -162,34 +138,35 @@ class FallbackLLM(ChatCompletionMixin, LLM):
         response.additional_kwargs = {**response.additional_kwargs, "answered_by": label, "fallbacks": list(fallbacks)}
         return response
 
-    def _out_of_time(self, index: int, deadline: float) -> bool:
-        return index < len(self.members) - 1 and time.monotonic() >= deadline
+    def _tried(self, deadline: float, fallbacks: list[str]) -> Iterator[tuple[bool, LLM, str]]:
+        """(is the last member, member, label) for each member to try; those left when the deadline passed are skipped."""
+        for index, member in enumerate(self.members):
+            label, last = backend_label(member), index == len(self.members) - 1
+            if not last and time.monotonic() >= deadline:
+                self._skip(label, f"not tried: the {self.deadline_s:g} s deadline for this question had passed", fallbacks)
+                continue
+            yield last, member, label
 
-    def _all_failed(self, fallbacks: list[str]) -> AllBackendsFailedError:
-        return AllBackendsFailedError("No answer backend could answer: " + "; ".join(fallbacks), fallbacks)
+    def _failed(self, label: str, exc: BaseException, fallbacks: list[str], last: bool) -> None:
+        self._skip(label, describe_failure(exc), fallbacks)
+        if last:
+            raise AllBackendsFailedError("No answer backend could answer: " + "; ".join(fallbacks), fallbacks) from exc
 
     @dispatcher.span
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         deadline = time.monotonic() + self.deadline_s
         fallbacks: list[str] = []
-        errors = transient_errors()
-        for index, member in enumerate(self.members):
-            label = backend_label(member)
-            if self._out_of_time(index, deadline):
-                self._skip(label, f"not tried: the {self.deadline_s:g} s deadline for this question had passed", fallbacks)
-                continue
+        for last, member, label in self._tried(deadline, fallbacks):
             try:
                 with question_deadline(deadline):
-                    if index == len(self.members) - 1:
+                    if last:
                         response = member.chat(messages, **kwargs)
                     else:
                         response = within(deadline, lambda member=member: member.chat(messages, **kwargs))
                 if not (response.message.content or "").strip():
                     raise BackendUnavailableError("the reply had no answer text")
-            except errors as exc:
-                self._skip(label, describe_failure(exc), fallbacks)
-                if index == len(self.members) - 1:
-                    raise self._all_failed(fallbacks) from exc
+            except transient_errors() as exc:
+                self._failed(label, exc, fallbacks, last)
                 continue
             dispatcher.event(BackendAnsweredEvent(backend=label, skipped=list(fallbacks)))
             return self._annotate(response, label, fallbacks)
@@ -202,11 +179,7 @@ class FallbackLLM(ChatCompletionMixin, LLM):
         def gen() -> ChatResponseGen:
             deadline = time.monotonic() + self.deadline_s
             fallbacks: list[str] = []
-            for index, member in enumerate(self.members):
-                label = backend_label(member)
-                if self._out_of_time(index, deadline):
-                    self._skip(label, f"not tried: the {self.deadline_s:g} s deadline for this question had passed", fallbacks)
-                    continue
+            for last, member, label in self._tried(deadline, fallbacks):
                 opened: list[Any] = []
 
                 def first_token(member: LLM = member, opened: list[Any] = opened) -> list[ChatResponse]:
@@ -221,16 +194,14 @@ class FallbackLLM(ChatCompletionMixin, LLM):
 
                 try:
                     with question_deadline(deadline):
-                        if index == len(self.members) - 1:
+                        if last:
                             pending = first_token()
                         else:
                             pending = within(deadline, first_token, on_late=lambda _pending, opened=opened: _close(opened))
                     stream = opened[0]
                 except errors as exc:
                     _close(opened)
-                    self._skip(label, describe_failure(exc), fallbacks)
-                    if index == len(self.members) - 1:
-                        raise self._all_failed(fallbacks) from exc
+                    self._failed(label, exc, fallbacks, last)
                     continue
                 dispatcher.event(BackendAnsweredEvent(backend=label, skipped=list(fallbacks)))
                 delivered = 0

@@ -1,24 +1,7 @@
 """Dense + BM25 retrieval from one Milvus collection, fused with weighted RRF, then grown to whole sections.
 
-Milvus computes both rankings (the dense vector index and its built-in BM25
-function), so the same retriever serves Milvus Lite and a Milvus cluster. The
-fusion happens here rather than in Milvus' RRFRanker so that each result keeps
-its dense cosine similarity, which the answer step uses to detect weak evidence.
-The dense search and the BM25 search of the question are one Milvus request each.
-
-The retriever is a pipeline of small steps, each a function tested on its own:
-search (:class:`integrations.adapters.milvus_store.MilvusStore`, the store component),
-fusion (:func:`fuse`), the missing-name probe (:func:`absent_names`), section
-growth (:func:`grown_contexts`) and near-duplicate collapse (:func:`distinct_passages`);
-:class:`MilvusHybridRetriever` chains them and writes the question context. A ranking
-stage is a node postprocessor after it (app.composition.build_ranking_stages).
-
-Each hit grows into its context (integrations.section_context): the section
-span recorded at ingestion, else a window of its piece's chunks, fetched by
-primary key. Hits whose context is already shown are skipped, and so are passages
-whose text an earlier result already shows from another file (integrations.near_duplicates;
-the earlier result lists their locations), so the top k are k distinct passages.
-"""
+A pipeline of small steps, each tested on its own: search (adapters.milvus_store), :func:`fuse`, :func:`absent_names`,
+:func:`grown_contexts` and :func:`distinct_passages`; docs/architecture.md shows them, docs/design-notes.md says why."""
 
 from __future__ import annotations
 
@@ -127,10 +110,7 @@ def fuse(rankings: Iterable[tuple[float, str, list[Hit]]], rrf_k: int, pool: Can
 
 
 def absent_names(names: list[str], pool: Candidates, probe: Callable[[list[str]], list[list[Hit]]]) -> list[str]:
-    """The names no chunk contains: those in no candidate's keywords are looked up by ``probe`` (one BM25 request).
-
-    Most names of an answerable question are in its candidates, so the request is rarely needed.
-    """
+    """The names no chunk contains: those in no candidate's keywords are looked up by ``probe`` (one BM25 request)."""
     seen = {term for node in pool.nodes.values() for term in str(node.metadata.get(KEYWORD_FIELD, "")).split()}
     unseen = [name for name in names if not seen.intersection(keyword_text(name).split())]
     found = probe([keyword_text(name) for name in unseen]) if unseen else []
@@ -187,12 +167,8 @@ def distinct_passages(contexts: Iterable[tuple[str, list[str], BaseNode]]) -> It
 class MilvusHybridRetriever(BaseRetriever):
     """Retrieve chunks by dense similarity and BM25, fused by weighted RRF, each grown to its section.
 
-    Each returned node carries ``dense_score`` (best cosine among its chunks, or
-    None when only BM25 found it) and ``bm25_score`` in its metadata, hidden from
-    the LLM and embedder. Facts about the whole question (its best cosine over the
-    index, the names in it that no chunk contains, why it was searched by keywords
-    only) go to the question context (integrations.question_context).
-    ``context_words=0`` returns the bare chunks.
+    Nodes carry ``dense_score`` (None when only BM25 found them) and ``bm25_score``; facts about the whole question go
+    to the question context. ``context_words=0`` returns the bare chunks.
     """
 
     def __init__(
@@ -256,11 +232,7 @@ class MilvusHybridRetriever(BaseRetriever):
         return results
 
     def _rank(self, question: str, vector: list[float] | None, pool: Candidates) -> list[str]:
-        """Chunk ids best first by weighted RRF of the dense and the BM25 ranking (one Milvus request each).
-
-        The question is searched whole: also searching each clause of a multi-part question helped one corpus and
-        hurt another (README "Quality").
-        """
+        """Chunk ids best first by weighted RRF of the dense and the BM25 ranking (one Milvus request each)."""
         dense = self._search([vector], DENSE_FIELD, "IP", self.dense_top_k)[0] if vector is not None else []
         sparse_limit = self.sparse_top_k if self.sparse_weight > 0 else 0
         sparse = self._search([keyword_text(question) or question], SPARSE_FIELD, "BM25", sparse_limit)[0]

@@ -1,15 +1,6 @@
 """Text normalisation for BM25, done here so Milvus Lite and a Milvus server score the same terms.
 
-Milvus Lite's analyzers only split on word boundaries (no stemming), and
-technical text is full of identifiers. Prose words are lowercased and stemmed,
-and hyphenated compounds split ("RTL-to-GDS" gives rtl, gds). Code identifiers
-(snake_case, camelCase, dotted.names, a::b, paths) stay whole and exact, without
-separators: ``place_pins`` is the term "placepins", distinct from ``place_pin``.
-Splitting them into parts as well would make a question about ``tielo_pin`` match
-every passage about pins. The price: ``detailed_placement`` in a question no
-longer matches the prose "detailed placement". CLI flags lose their dashes, so
-``-density`` finds "density".
-"""
+Prose words are lowercased and stemmed; code identifiers stay whole and exact (docs/design-notes.md says why)."""
 
 from __future__ import annotations
 
@@ -25,58 +16,11 @@ _WORD_PARTS = re.compile(r"[a-z]+|[0-9]+")
 _STEMMER = EnglishStemmer()
 #: Metadata key (and Milvus field) holding a chunk's BM25 terms.
 KEYWORD_FIELD = "bm25_text"
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "can",
-        "do",
-        "does",
-        "for",
-        "from",
-        "has",
-        "have",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "so",
-        "such",
-        "that",
-        "the",
-        "their",
-        "then",
-        "there",
-        "these",
-        "this",
-        "to",
-        "was",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-    ]
+_STOPWORDS = (
+    "a an and are as at be by can do does for from has have how i if in into is it its of on or so such that the "
+    "their then there these this to was what when where which while who why will with you your"
 )
+STOPWORDS = frozenset(_STOPWORDS.split())
 
 #: Words that say how a question is asked rather than what it is about: the stop words and question phrasing.
 #: A question part needs words outside them (integrations.hybrid_retriever); a follow-up never carries them (app.chat).

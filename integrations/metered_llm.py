@@ -1,13 +1,7 @@
 """Metering of any chat backend: one wrapper LLM that reserves each call's worst case, then records what it used.
 
-Before a call: spend past the budget's degrade threshold makes every model but the
-cheapest step aside (:class:`~integrations.usage_meter.BudgetDegraded`), and the call's
-worst-case cost (prompt estimate with a margin for another tokenizer, a full-length
-answer) is reserved (:class:`~integrations.usage_meter.BudgetExceeded` past the cap).
-After it: tokens from the reply's ``prompt_tokens``/``completion_tokens`` (an
-OpenAI-compatible ``usage``), else estimated with the tokenizer bundled with LlamaIndex.
-The wrapped LLM knows nothing of the meter.
-"""
+Past the degrade threshold every model but the cheapest steps aside; tokens come from the reply's ``usage``, else are
+estimated with LlamaIndex's tokenizer (docs/deployment.md). The wrapped LLM knows nothing of the meter."""
 
 from __future__ import annotations
 
@@ -67,7 +61,7 @@ class MeteredLLM(ChatCompletionMixin, LLM):
         """Budget checks before a call, then the metering block of the call, and the prompt's estimated tokens."""
         meter, model = self._meter, self.model_name
         if self.cheapest_model not in (None, model) and meter.state() == "degraded":
-            share = f"{meter.degrade_fraction:.0%}"
+            share = f"{meter.budget.degrade_fraction:.0%}"
             raise BudgetDegraded(f"this month's API spend passed {share} of the cap: only {self.cheapest_model} is used")
         prompt_tokens = sum(estimate_tokens(str(m.content or "")) for m in messages)
         block = metered(

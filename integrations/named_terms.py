@@ -1,15 +1,7 @@
 """Names in a question (acronyms, products, identifiers) whose absence from the docs says they do not cover it.
 
-A question about "an FPGA bitstream" or "a VCD file" over docs that never
-mention FPGA or VCD can still find passages with a fair cosine similarity (the
-rest of the question is in-domain), so a similarity threshold alone answers it
-from noise. Plain words are no such evidence: users paraphrase ("decipher",
-"especially"), so only names count: words with two or more capitals (FPGA,
-SystemVerilog), capitalised words inside a sentence (Xilinx, Slurm), and code
-identifiers (set_dont_use, layout.png). Alternatives written with a slash
-("signal/clock") are separate words. A name given as an example of the user's
-own data ("a path like docs/intro.txt") is not what the question is about.
-"""
+Names: words with two or more capitals, capitalised words inside a sentence, code identifiers; not a name given as an
+example of the user's own data ("a path like docs/intro.txt"). docs/design-notes.md says why."""
 
 from __future__ import annotations
 

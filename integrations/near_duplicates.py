@@ -1,9 +1,5 @@
-"""Near-duplicate passages: the same text reached through two files (an HTML page and its ``.rst.txt`` source,
-a page copied into two manuals) or repeated boilerplate.
-
-A passage repeats an earlier result when most of its word trigrams occur in that result. Retrieval shows such
-passages once, and the result shown lists the other locations (metadata ``DUPLICATES_KEY``).
-"""
+"""Near-duplicate passages (an HTML page and its ``.rst.txt`` source, a page copied into two manuals): most of the word
+trigrams of an earlier result; retrieval shows them once, listing the other locations (metadata ``DUPLICATES_KEY``)."""
 
 from __future__ import annotations
 
@@ -25,14 +21,10 @@ def words(text: str) -> list[str]:
 
 def shingles(text: str) -> frozenset[tuple[str, ...]]:
     """The lowercase word trigrams of a text (its one n-gram when it has fewer than three words)."""
-    return word_trigrams(words(text))
-
-
-def word_trigrams(words: list[str]) -> frozenset[tuple[str, ...]]:
-    """Consecutive word triples (the words as one n-gram when there are fewer than three)."""
-    if len(words) < 3:
-        return frozenset({tuple(words)}) if words else frozenset()
-    return frozenset(zip(words, words[1:], words[2:], strict=False))
+    tokens = words(text)
+    if len(tokens) < 3:
+        return frozenset({tuple(tokens)}) if tokens else frozenset()
+    return frozenset(zip(tokens, tokens[1:], tokens[2:], strict=False))
 
 
 def already_shown(text: frozenset, shown: frozenset, share: float = NEAR_DUPLICATE_SHARE) -> bool:

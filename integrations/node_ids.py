@@ -1,16 +1,11 @@
-"""Ids of the index's rows: a file's id, its pieces' and chunks' ids, and the Milvus filter for a file's chunks.
+"""Ids of the index's rows, and the Milvus filter for a file's chunks (docs/ingestion.md "Files and their names").
 
-Ids reach Milvus as primary keys and inside filter expressions that are built
-without escaping (the LlamaIndex integration deletes with ``doc_id in ["<id>"]``;
-Milvus Lite looks ids up in SQL on upsert). So no file name ever appears in an
-id: a file is named by a hash of its folder root and its path inside that root,
-and ids hold only hex digits, ``#``, ``:`` and decimal digits. The readable name
-stays in each chunk's ``source`` metadata.
+Ids reach Milvus filter expressions built without escaping, so no file name ever appears in one: a file id is a hash
+of its root and path, and ids hold only hex digits, ``#``, ``:`` and decimal digits.
 
     file id   <20 hex digits>
     piece id  <file id>#<piece number>          (a page or section; the chunks' ref doc id)
-    chunk id  <piece id>:<chunk number in the piece>
-"""
+    chunk id  <piece id>:<chunk number in the piece>"""
 
 from __future__ import annotations
 
@@ -62,12 +57,8 @@ def parse_piece_id(node_id: str) -> tuple[str, int] | None:
 
 
 def files_filter(file_ids: list[str]) -> str:
-    """A Milvus filter for every chunk of these files: a range of the ``doc_id`` column per file.
-
-    ``doc_id`` (the piece id) is a real column compared in bulk; the ``source``
-    metadata is a JSON field that Milvus Lite decodes row by row. Only file ids
-    are written into the expression, so no file name can change its meaning.
-    """
+    """A Milvus filter for every chunk of these files: a range of the ``doc_id`` column (compared in bulk, unlike the
+    JSON ``source`` metadata) per file; only checked file ids are written into the expression."""
     for file in file_ids:
         if not _FILE_ID.match(file):
             raise ValueError(f"not a file id: {file!r}")

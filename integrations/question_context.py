@@ -1,21 +1,7 @@
-"""What the query path learns about one question, carried in a context variable.
+"""What the query path learns about one question, carried in a context variable (docs/design-notes.md).
 
-The retriever records how close the question comes to the index and which of
-its names no passage contains, the evidence filter decides whether to refuse,
-any stage that degrades (keyword-only search, a reranker keeping the fused
-order) adds a notice, and the synthesizer adds the skipped answer backends. The
-query engine opens one context per question and copies it into the response
-metadata. It travels like the question's deadline in
-:mod:`integrations.backend_errors`: no extra call parameters, nothing left on
-the nodes, nothing shared between threads.
-
-Who opens a question: the outermost call of a query engine, retriever,
-node postprocessor or synthesizer (LlamaIndex opens an instrumentation span
-for each; :class:`QuestionSpans` listens for them). So any engine built from
-these parts, ``RetrieverQueryEngine(retriever, synthesizer)`` included, sync
-or async, gets one context per question, and a component used on its own gets
-one per call. Reading the context anywhere else is a programming error.
-"""
+The retriever, evidence filter, ranking stages and synthesizer write it; the query engine copies it into the response
+metadata. It is opened by the outermost question component's instrumentation span (:class:`QuestionSpans`)."""
 
 from __future__ import annotations
 
@@ -80,7 +66,7 @@ def question_context() -> Iterator[QuestionContext]:
 
 
 def current_question() -> QuestionContext:
-    """The context of the question being answered; raises outside of one (see the module's docstring)."""
+    """The context of the question being answered; raises outside of one."""
     context = _CURRENT.get()
     if context is None:
         raise RuntimeError(

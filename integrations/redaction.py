@@ -21,12 +21,8 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
 
 @contextlib.contextmanager
 def redacted_errors(*secrets: str | None) -> Iterator[None]:
-    """Scrub secrets from every exception leaving the block (and the exceptions it chains), then re-raise it.
-
-    The one choke point for text derived from a server reply: a server may echo the
-    ``Authorization`` header in an error body, and that text reaches notices, the
-    fallback list, logs and tracebacks only through these exception objects.
-    """
+    """Scrub secrets from every exception leaving the block (and the exceptions it chains), then re-raise it: the one
+    choke point for reply text (which may echo the ``Authorization`` header) on its way to notices, logs and tracebacks."""
     try:
         yield
     except BaseException as exc:

@@ -1,19 +1,6 @@
 """The context a retrieved chunk is shown with: its enclosing heading section when small enough, else nearby chunks.
 
-Chunks are small so that each embeds well, but a chunk is often only part of
-what answers a question (a command's description without its options table).
-So a hit grows into its *context*: the largest enclosing heading section that
-fits in :data:`CONTEXT_WORDS` words, else a window of neighbouring chunks of
-the same piece (a PDF page, a long section).
-
-The section part is decided at ingestion, where every piece of the file is at
-hand: each piece records the span of pieces its context covers
-(:data:`CONTEXT_KEY`, ``"low-high"``). The span is part of the piece's
-metadata, hence of its docstore hash, so when an edit elsewhere in the file
-changes a piece's span, that piece is re-chunked too and the stored spans stay
-true. At query time the retriever fetches the span's chunks by primary key
-(cheap on every Milvus tier) instead of scanning for neighbours.
-"""
+docs/design-notes.md says why and how the section part is decided at ingestion."""
 
 from __future__ import annotations
 
@@ -37,13 +24,8 @@ def words(text: str) -> int:
 
 
 def section_spans(sections: Sequence[str], texts: Sequence[str], budget: int = CONTEXT_WORDS) -> list[str | None]:
-    """Per piece, the span of the largest enclosing heading section within ``budget`` words ("low-high"), or None.
-
-    Pieces are a file's heading sections in order; a section at depth d is the
-    run of consecutive pieces whose heading path starts with the same d
-    headings. None means that even the piece's own section is over budget (or
-    it has no heading): it is shown as a window of its chunks instead.
-    """
+    """Per piece (a file's heading sections in order), the span of the largest enclosing section within ``budget`` words
+    ("low-high"), or None when even its own section is over budget or it has no heading (shown as a window instead)."""
     paths = [section_path(s) for s in sections]
     sizes = [words(t) for t in texts]
     spans: list[str | None] = []
@@ -76,8 +58,7 @@ def enclosing_section(paths: Sequence[str]) -> str:
 def quoted_section(paths: Sequence[str], headings: Sequence[str]) -> str:
     """The section of quotes taken from a context spanning ``paths``, each quote under one of ``headings``.
 
-    A quote's section is the path whose last heading is the one it sits under; a quote above every heading of the
-    context lies in its first section; one under a heading that is no section (deeper than the split) in all of them.
+    A quote above every heading lies in the first path; one under a heading that is no section in all of them.
     """
     found = []
     for heading in headings:
@@ -96,10 +77,7 @@ def parse_span(value: object) -> range | None:
 
 
 def join_texts(texts: Sequence[str], same_piece: Sequence[bool]) -> str:
-    """Chunk texts in file order as one text; the overlap between neighbouring chunks of one piece appears once.
-
-    ``same_piece[i]`` says whether chunk i continues the piece of chunk i-1.
-    """
+    """Chunk texts in file order as one text; the overlap of chunk i with chunk i-1 of the same piece appears once."""
     out = ""
     for i, text in enumerate(texts):
         if i == 0:

@@ -1,12 +1,4 @@
-"""Metering and budget control for paid API calls (chat, embeddings, rerank).
-
-Every call is recorded in SQLite (model, provider, tokens, latency, success)
-and priced with the settings' price table. Before a call, its worst-case cost
-is *reserved*: a reservation fails when committed spend plus open reservations
-would pass the monthly cap, so concurrent questions can never overspend. After
-the call the reservation is settled with the real usage; the reservation of a
-process killed mid-call is settled at its worst case by the next one to look.
-"""
+"""Metering and budget control for paid API calls: reserve the worst case, settle with the real usage (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -69,15 +61,7 @@ class UsageMeter:
     """Persistent usage records, spend per month, a hard cap and alerts that fire once per crossing."""
 
     def __init__(self, path: str | Path, budget: BudgetSettings | None = None, on_alert: Callable[[Alert], None] | None = None) -> None:
-        budget = budget or BudgetSettings()
-        self.prices = budget.prices
-        self.default_price = budget.default_price
-        self.monthly_cap_usd = budget.monthly_cap_usd
-        self.degrade_fraction = budget.degrade_fraction
-        self.alert_spend_usd = budget.alert_spend_usd
-        self.alert_latency_s = budget.alert_latency_s
-        self.alert_error_rate = budget.alert_error_rate
-        self.alert_window = budget.alert_window
+        self.budget = budget or BudgetSettings()
         self.on_alert = on_alert
         self._lock = threading.Lock()
         self._conn = open_sqlite(
@@ -107,9 +91,8 @@ class UsageMeter:
     def close(self) -> None:
         self._conn.close()
 
-    # --- prices -------------------------------------------------------------------------------
     def price(self, model: str) -> ModelPrice:
-        return self.prices.get(model) or self.prices.get(model.split(":")[0]) or self.default_price
+        return self.budget.prices.get(model) or self.budget.prices.get(model.split(":")[0]) or self.budget.default_price
 
     def cost(self, model: str, tokens_in: int = 0, tokens_out: int = 0, calls: int = 0) -> float:
         p = self.price(model)
@@ -118,7 +101,6 @@ class UsageMeter:
     def cheapest(self, models: list[str], tokens_in: int = 1000, tokens_out: int = 300) -> str:
         return min(models, key=lambda m: (self.cost(m, tokens_in, tokens_out, 1), models.index(m)))
 
-    # --- budget -------------------------------------------------------------------------------
     def month_spend(self, now: float | None = None) -> float:
         with self._lock:
             row = self._conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE ts >= ?", (month_start(now),)).fetchone()
@@ -127,9 +109,9 @@ class UsageMeter:
     def state(self) -> str:
         """'ok', 'degraded' (past degrade_fraction of the cap) or 'capped'."""
         spent = self.month_spend()
-        if spent >= self.monthly_cap_usd:
+        if spent >= self.budget.monthly_cap_usd:
             return "capped"
-        return "degraded" if spent >= self.degrade_fraction * self.monthly_cap_usd else "ok"
+        return "degraded" if spent >= self.budget.degrade_fraction * self.budget.monthly_cap_usd else "ok"
 
     def reserve(self, model: str, tokens_in: int = 0, tokens_out: int = 0, calls: int = 0, kind: str = "") -> Reservation:
         """Reserve the worst-case cost of a call, or raise BudgetExceeded."""
@@ -140,10 +122,10 @@ class UsageMeter:
                 self._settle_orphans()
                 spent = self._conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE ts >= ?", (month_start(),)).fetchone()[0]
                 held = self._conn.execute("SELECT COALESCE(SUM(amount), 0) FROM reservations").fetchone()[0]
-                if spent + held + amount > self.monthly_cap_usd + 1e-12:
+                if spent + held + amount > self.budget.monthly_cap_usd + 1e-12:
                     self._conn.execute("ROLLBACK")
                     raise BudgetExceeded(
-                        f"monthly API budget of {usd(self.monthly_cap_usd)} reached (${spent:.4f} spent, ${held:.4f} in flight): "
+                        f"monthly API budget of {usd(self.budget.monthly_cap_usd)} reached (${spent:.4f} spent, ${held:.4f} in flight): "
                         "answering with local backends; raise budget.monthly_cap_usd to continue"
                     )
                 cursor = self._conn.execute(
@@ -157,8 +139,7 @@ class UsageMeter:
         return Reservation(id=int(cursor.lastrowid), amount=amount)
 
     def _settle_orphans(self) -> None:
-        """Inside a write transaction: reservations of processes that died mid-call (or older than any call runs) become
-        usage rows at their reserved worst case, since the provider may have billed the call; they stop holding budget."""
+        """Inside a write transaction: reservations of dead processes (or too old) become usage rows at their worst case."""
         rows = self._conn.execute("SELECT id, ts, amount, pid, kind, model FROM reservations").fetchall()
         for id_, ts, amount, pid, kind, model in rows:
             if _alive(pid) and ts > time.time() - RESERVATION_TTL_S:
@@ -193,7 +174,6 @@ class UsageMeter:
             ).fetchone()
         return int(count), float(amount)
 
-    # --- recording ----------------------------------------------------------------------------
     def record(
         self,
         kind: str,
@@ -223,7 +203,6 @@ class UsageMeter:
         self._check_alerts()
         return cost
 
-    # --- reports and alerts -------------------------------------------------------------------
     def by_day_and_model(self, since: float | None = None) -> list[tuple[str, str, int, int, int, float]]:
         """Rows (day, model, requests, tokens_in, tokens_out, cost) since a time (default: this month)."""
         with self._lock:
@@ -236,7 +215,7 @@ class UsageMeter:
 
     def error_rate(self) -> float:
         with self._lock:
-            rows = self._conn.execute("SELECT ok FROM usage ORDER BY ts DESC LIMIT ?", (self.alert_window,)).fetchall()
+            rows = self._conn.execute("SELECT ok FROM usage ORDER BY ts DESC LIMIT ?", (self.budget.alert_window,)).fetchall()
         return 0.0 if not rows else sum(1 for (ok,) in rows if not ok) / len(rows)
 
     def active_alerts(self) -> list[str]:
@@ -245,19 +224,19 @@ class UsageMeter:
 
     def observe_answer(self, latency_ms: float) -> None:
         """Feed one question's end-to-end latency to the latency alert."""
-        limit = self.alert_latency_s
+        limit = self.budget.alert_latency_s
         self._set_alert("latency", latency_ms > limit * 1000, f"an answer took {latency_ms / 1000:.1f} s (> {limit:g} s)")
 
     def _check_alerts(self) -> None:
         spend = self.month_spend()
         conditions = {
             "error_rate": (
-                (rate := self.error_rate()) > self.alert_error_rate,
-                f"API error rate {rate:.0%} over the last {self.alert_window} calls (> {self.alert_error_rate:.0%})",
+                (rate := self.error_rate()) > self.budget.alert_error_rate,
+                f"API error rate {rate:.0%} over the last {self.budget.alert_window} calls (> {self.budget.alert_error_rate:.0%})",
             ),
             "spend": (
-                self.alert_spend_usd is not None and spend > self.alert_spend_usd,
-                f"this month's API spend ${spend:.2f} passed the alert threshold ${self.alert_spend_usd or math.inf:.2f}",
+                self.budget.alert_spend_usd is not None and spend > self.budget.alert_spend_usd,
+                f"this month's API spend ${spend:.2f} passed the alert threshold ${self.budget.alert_spend_usd or math.inf:.2f}",
             ),
         }
         for name, (crossed, message) in conditions.items():
@@ -307,19 +286,9 @@ class Metering:
 
 @contextmanager
 def metered(
-    meter: UsageMeter | None,
-    kind: str,
-    model: str,
-    provider: str,
-    *,
-    max_tokens_in: int = 0,
-    max_tokens_out: int = 0,
-    calls: int = 0,
+    meter: UsageMeter | None, kind: str, model: str, provider: str, *, max_tokens_in: int = 0, max_tokens_out: int = 0, calls: int = 0
 ) -> Iterator[Metering]:
-    """Reserve a call's worst-case cost, run the block, then record what it used (or that it failed).
-
-    Raises :class:`BudgetExceeded` before the call when the reservation would pass the cap.
-    """
+    """Reserve a call's worst-case cost (or raise BudgetExceeded), run the block, then record what it used."""
     usage = Metering()
     if meter is None:
         yield usage

@@ -11,15 +11,7 @@ from app.readers.rst import looks_like_rst, split_rst
 from app.readers.text import decode_text
 from app.walker import read_bounded
 
-TEXT_FORMATS = {
-    ".md": "markdown",
-    ".markdown": "markdown",
-    ".html": "html",
-    ".htm": "html",
-    ".rst": "rst",
-    ".txt": "text",
-    ".text": "text",
-}
+TEXT_FORMATS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html", ".rst": "rst", ".txt": "text", ".text": "text"}
 SUPPORTED_SUFFIXES = frozenset({".pdf", *TEXT_FORMATS, *CODE_LANGUAGES})
 
 

@@ -14,11 +14,7 @@ class SkipFile(Exception):
 
 @dataclass
 class Piece:
-    """A page (PDF) or section (Markdown, HTML, reST, code, text) of a file.
-
-    ``section`` is the heading path joined with " > "; ``page`` is the 1-based
-    physical page and ``page_label`` the printed label (PDF only).
-    """
+    """A page (PDF) or section of a file: ``section`` is the heading path joined with " > ", ``page`` 1-based (PDF)."""
 
     text: str
     section: str = ""

@@ -1,8 +1,5 @@
-"""Source code: file suffix → language, and syntax-aware splitting with offline tree-sitter grammars.
-
-Grammars come from the per-language wheels (tree-sitter-python, ...), never from
-tree_sitter_language_pack, which downloads grammars at run time.
-"""
+"""Source code: file suffix → language, and syntax-aware splitting with tree-sitter grammars from the per-language wheels
+(never tree_sitter_language_pack, which downloads grammars at run time)."""
 
 from __future__ import annotations
 
@@ -19,40 +16,22 @@ if TYPE_CHECKING:  # llama_index is imported lazily: app.readers stays cheap to 
 
 log = logging.getLogger(__name__)
 
+# fmt: off
 CODE_LANGUAGES: dict[str, str] = {
-    ".py": "python",
-    ".pyi": "python",
-    ".c": "c",
-    ".h": "c",
-    ".cc": "cpp",
-    ".cpp": "cpp",
-    ".cxx": "cpp",
-    ".hh": "cpp",
-    ".hpp": "cpp",
-    ".hxx": "cpp",
-    ".js": "javascript",
-    ".mjs": "javascript",
-    ".cjs": "javascript",
-    ".jsx": "javascript",
-    ".ts": "typescript",
-    ".tsx": "tsx",
-    ".go": "go",
-    ".rs": "rust",
-    ".java": "java",
+    ".py": "python", ".pyi": "python", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hh": "cpp",
+    ".hpp": "cpp", ".hxx": "cpp", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript", ".jsx": "javascript",
+    ".ts": "typescript", ".tsx": "tsx", ".go": "go", ".rs": "rust", ".java": "java",
 }
 
 # language → (wheel module, function returning the grammar pointer)
 _GRAMMARS: dict[str, tuple[str, str]] = {
-    "python": ("tree_sitter_python", "language"),
-    "c": ("tree_sitter_c", "language"),
-    "cpp": ("tree_sitter_cpp", "language"),
-    "javascript": ("tree_sitter_javascript", "language"),
-    "typescript": ("tree_sitter_typescript", "language_typescript"),
-    "tsx": ("tree_sitter_typescript", "language_tsx"),
-    "go": ("tree_sitter_go", "language"),
-    "rust": ("tree_sitter_rust", "language"),
+    "python": ("tree_sitter_python", "language"), "c": ("tree_sitter_c", "language"),
+    "cpp": ("tree_sitter_cpp", "language"), "javascript": ("tree_sitter_javascript", "language"),
+    "typescript": ("tree_sitter_typescript", "language_typescript"), "tsx": ("tree_sitter_typescript", "language_tsx"),
+    "go": ("tree_sitter_go", "language"), "rust": ("tree_sitter_rust", "language"),
     "java": ("tree_sitter_java", "language"),
 }
+# fmt: on
 
 #: Bounds of the syntax split; past them code is split by lines (see too_complex_to_parse).
 MAX_PARSE_CHARS = 1_000_000
@@ -85,10 +64,7 @@ def _unused_tokenizer(text: str) -> list[str]:
 
 
 def make_code_splitter(language: str, chunk_chars: int) -> CodeSplitter:
-    """A CodeSplitter for ``language`` whose chunks hold at most ``chunk_chars`` characters.
-
-    Raises ValueError when no grammar wheel is installed for the language.
-    """
+    """A CodeSplitter for ``language`` (ValueError without its grammar) with chunks of at most ``chunk_chars`` characters."""
     from llama_index.core.node_parser import CodeSplitter
 
     parser = _parser(language)
@@ -98,8 +74,7 @@ def make_code_splitter(language: str, chunk_chars: int) -> CodeSplitter:
 def too_complex_to_parse(text: str, language: str) -> str | None:
     """Why ``text`` should be split by lines rather than by syntax tree (size, minified lines, nesting depth), or None.
 
-    The syntax splitter recurses once per tree level and makes a fragment per tiny node, so deep
-    nesting would exhaust the stack or give thousands of one-character chunks.
+    The syntax splitter recurses once per tree level: deep nesting would exhaust the stack or give tiny chunks.
     """
     if len(text) > MAX_PARSE_CHARS:
         return f"{len(text):,} characters of code, over the {MAX_PARSE_CHARS:,} parsed by syntax"

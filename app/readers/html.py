@@ -13,21 +13,8 @@ from app.readers.markdown import split_markdown
 # Tried in order; the first match is the page's main content.
 _MAIN_SELECTORS = ('[role="main"]', "main", "article", "body")
 # Embedded frames and objects are dropped, never fetched: a page cannot make ingestion read another file or URL.
-_ALWAYS_DROP = (
-    "script",
-    "style",
-    "noscript",
-    "template",
-    "button",
-    "nav",
-    "aside",
-    "iframe",
-    "frame",
-    "object",
-    "embed",
-    "a.headerlink",
-    ".viewcode-link",
-)
+_ALWAYS_DROP = ("script", "style", "noscript", "template", "button", "nav", "aside", "iframe", "frame", "object", "embed")
+_ALWAYS_DROP_MARKS = ("a.headerlink", ".viewcode-link", '[role="navigation"]', '[role="search"]')
 # Sphinx API entries: <dl class="py function"><dt>signature</dt><dd>description</dd></dl> (any domain).
 _API_ENTRY = re.compile(
     r"^(function|class|method|classmethod|staticmethod|attribute|property|data|exception|decorator|option|envvar|"
@@ -37,7 +24,6 @@ _API_ENTRY = re.compile(
 MAX_DEPTH = 100
 _SPACES = re.compile(r"\s+")
 _API_MARK = "data-api-entry"
-_ALWAYS_DROP_ROLES = ('[role="navigation"]', '[role="search"]')
 _CHROME = ("header", "footer")
 _HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
 _LANGUAGE_CLASS = re.compile(r"^(?:language|lang|highlight)-([\w+#.-]+)$")
@@ -48,8 +34,7 @@ _BLANK_RUNS = re.compile(r"\n{3,}")
 
 def read_html(text: str) -> list[Piece]:
     """Main content of an HTML page as Markdown pieces, one per heading section."""
-    markdown = html_to_markdown(text)
-    return split_markdown(markdown)
+    return split_markdown(html_to_markdown(text))
 
 
 def html_to_markdown(text: str) -> str:
@@ -87,12 +72,9 @@ def _main_content(soup: BeautifulSoup) -> Tag:
 
 
 def _drop_chrome(root: Tag, keep_titled: bool) -> None:
-    """Remove navigation, scripts and page chrome.
-
-    Inside a selected main element a <header> holding the page's heading (HTML5 article style)
-    is content, so it is kept; in the <body> fallback every header/footer is site chrome.
-    """
-    for element in root.select(", ".join(_ALWAYS_DROP + _ALWAYS_DROP_ROLES)):
+    """Remove navigation, scripts and page chrome; with ``keep_titled`` (a main element, not the <body> fallback) a
+    <header> holding the page's heading is content (HTML5 article style)."""
+    for element in root.select(", ".join(_ALWAYS_DROP + _ALWAYS_DROP_MARKS)):
         element.decompose()
     for anchor in root.select(", ".join(f'{h} a[href^="#"]' for h in _HEADINGS)):
         if anchor.get_text(strip=True) in _PERMALINK_TEXT:  # permalink markers of non-Sphinx generators

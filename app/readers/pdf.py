@@ -1,8 +1,5 @@
-"""PDF: one piece per physical page, with its printed label and outline (bookmark) section path.
-
-Text comes from pdfium (pypdfium2). Running headers/footers are dropped and hyphenated
-line-ends are re-joined when they clearly split a word.
-"""
+"""PDF (pdfium): one piece per physical page, with its printed label and outline section path; running headers and
+footers dropped, hyphenated line-ends re-joined when they clearly split a word."""
 
 from __future__ import annotations
 

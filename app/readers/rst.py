@@ -1,15 +1,7 @@
 """reStructuredText as Sphinx writes it, without docutils: one piece per section, with the heading path.
 
-A title is a line underlined (and optionally overlined) by one repeated punctuation character,
-at least as long as the title. As in docutils, heading levels follow the order in which each
-adornment style (overline or not, character) first appears.
-
-Sphinx markup is rendered as a reader would see it: roles as their text (``:func:`os.walk``` →
-``os.walk()``), object descriptions (``.. function:: sig``) as sections titled by the signature,
-admonitions as "Note:", "Changed in version X:", code blocks as fenced code. Directives that
-pull in other files (``include``, ``literalinclude``) are dropped, never resolved: nothing outside
-the file is read.
-"""
+Heading levels follow the order in which each adornment style first appears, as in docutils; roles, object
+descriptions and admonitions read as a reader sees them; ``include``-like directives are dropped, never resolved."""
 
 from __future__ import annotations
 
@@ -37,88 +29,27 @@ _OPTION = re.compile(r"^[ \t]+:[\w -]+:")
 _RST_HINT = re.compile(r"^\.\. [\w:-]+::|^\.\. _[^:]+:|:(?:func|class|meth|ref|doc|mod|attr):`", re.M)
 
 #: Sphinx object descriptions (any domain): each becomes a section titled by its signature.
-_OBJECTS = frozenset(
-    [
-        "function",
-        "class",
-        "method",
-        "classmethod",
-        "staticmethod",
-        "attribute",
-        "property",
-        "data",
-        "exception",
-        "decorator",
-        "decoratormethod",
-        "option",
-        "cmdoption",
-        "envvar",
-        "describe",
-        "object",
-        "macro",
-        "member",
-        "type",
-        "var",
-        "struct",
-        "union",
-        "enum",
-        "enumerator",
-        "abstractmethod",
-        "coroutinefunction",
-        "coroutinemethod",
-        "opcode",
-        "pdbcommand",
-        "2to3fixer",
-    ]
-)
+# fmt: off
+_OBJECTS = frozenset({
+    "function", "class", "method", "classmethod", "staticmethod", "attribute", "property", "data", "exception", "decorator",
+    "decoratormethod", "option", "cmdoption", "envvar", "describe", "object", "macro", "member", "type", "var", "struct", "union",
+    "enum", "enumerator", "abstractmethod", "coroutinefunction", "coroutinemethod", "opcode", "pdbcommand", "2to3fixer",
+})
 _LABELS = {
-    "note": "Note",
-    "warning": "Warning",
-    "tip": "Tip",
-    "hint": "Hint",
-    "important": "Important",
-    "caution": "Caution",
-    "danger": "Danger",
-    "attention": "Attention",
-    "error": "Error",
-    "seealso": "See also",
-    "admonition": "",
-    "rubric": "",
-    "versionadded": "New in version",
-    "versionchanged": "Changed in version",
-    "deprecated": "Deprecated since version",
-    "deprecated-removed": "Deprecated since version",
-    "impl-detail": "CPython implementation detail",
+    "note": "Note", "warning": "Warning", "tip": "Tip", "hint": "Hint", "important": "Important", "caution": "Caution",
+    "danger": "Danger", "attention": "Attention", "error": "Error", "seealso": "See also", "admonition": "", "rubric": "",
+    "versionadded": "New in version", "versionchanged": "Changed in version", "deprecated": "Deprecated since version",
+    "deprecated-removed": "Deprecated since version", "impl-detail": "CPython implementation detail",
 }
 _VERSIONED = frozenset({"versionadded", "versionchanged", "deprecated", "deprecated-removed"})
 _CODE = frozenset({"code-block", "sourcecode", "code", "doctest", "testcode", "testoutput", "productionlist", "parsed-literal"})
 #: Directives whose argument and body are not reading matter (navigation, indexing, other files, raw output).
-_DROPPED = frozenset(
-    [
-        "include",
-        "literalinclude",
-        "toctree",
-        "index",
-        "raw",
-        "image",
-        "figure",
-        "highlight",
-        "currentmodule",
-        "module",
-        "moduleauthor",
-        "sectionauthor",
-        "codeauthor",
-        "testsetup",
-        "testcleanup",
-        "tabularcolumns",
-        "meta",
-        "contents",
-        "autosummary",
-        "csv-table",
-        "audit-event",
-        "audit-event-table",
-    ]
-)
+_DROPPED = frozenset({
+    "include", "literalinclude", "toctree", "index", "raw", "image", "figure", "highlight", "currentmodule", "module",
+    "moduleauthor", "sectionauthor", "codeauthor", "testsetup", "testcleanup", "tabularcolumns", "meta", "contents",
+    "autosummary", "csv-table", "audit-event", "audit-event-table",
+})
+# fmt: on
 #: Directives whose argument is a condition or a style: their body is kept, the argument is not.
 _TRANSPARENT = frozenset({"only", "ifconfig", "container", "rst-class", "cssclass", "centered", "hlist"})
 

@@ -8,11 +8,10 @@ from app.readers.base import SkipFile
 def decode_text(data: bytes) -> str:
     if not data.strip():
         raise SkipFile("empty file")
-    if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))  # a UTF-16 byte order mark
+    if b"\x00" in data[:8192] and not utf16:
         raise SkipFile("binary content (NUL bytes) in a text file")
-    for encoding in ("utf-8-sig", "utf-16"):
-        if encoding == "utf-16" and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
-            continue
+    for encoding in ("utf-8-sig", "utf-16") if utf16 else ("utf-8-sig",):
         try:
             return data.decode(encoding)
         except UnicodeDecodeError:

@@ -1,9 +1,6 @@
 """The chat: turns kept in the session, asked through DocsChatEngine, streamed when asked to.
 
-A question is stored as a turn before it is answered, so a failing backend
-never loses it: the turn keeps the question, any text streamed so far and a
-readable error, and the page offers to ask it again.
-"""
+A turn is stored before it is answered, so a failing backend never loses the question: the page offers to ask again."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""Ingestion from the page, run in a background thread so the page stays usable while it runs.
-
-One job at a time per index (Milvus Lite takes one writer), shared by every
-browser session of the process. The session that started a job follows its
-progress; a question asked meanwhile reruns the page but not the job, which
-keeps going and is picked up again by the next run. Other sessions see that a
-job is running and when it should finish.
-"""
+"""Ingestion from the page in a background thread: one job per index (Milvus Lite takes one writer), shared by every
+browser session of the process, followed by the session that started it and picked up again by each rerun."""
 
 from __future__ import annotations
 

@@ -34,15 +34,7 @@ def documents(settings: Settings) -> list[FileRecord]:
 
 
 def library_rows(records: list[FileRecord]) -> list[dict[str, object]]:
-    """Rows of the library table."""
-    return [
-        {
-            "file": record.source,
-            "chunks": record.chunks,
-            "ingested": datetime.fromtimestamp(record.ingested_at),
-        }
-        for record in records
-    ]
+    return [{"file": record.source, "chunks": record.chunks, "ingested": datetime.fromtimestamp(record.ingested_at)} for record in records]
 
 
 def known_folders(settings: Settings, records: list[FileRecord]) -> list[Path]:

@@ -1,15 +1,4 @@
-"""Where a cited source opens: a PDF at its page, an HTML/Markdown/reST page at its section's anchor.
-
-With ``sources.base_url`` set (the published documentation site), every source
-links to its published page: ``<base_url>/<path>`` with ``.md``/``.rst``/``.txt``
-mapped to ``.html`` (what Sphinx and most site generators produce), plus
-``#page=N`` for PDFs and ``#<section-slug>`` for sections. Without it, PDFs are
-served by the page itself (Streamlit's media endpoint, only files under a folder
-the index was built from) and open at ``#page=N``; Markdown, reST and text files
-are served as plain text and open at their heading through a text fragment
-(``#:~:text=Idle%20timeout``). Local HTML files get no link: served from the
-page's origin, a document's HTML would run live.
-"""
+"""Where a cited source opens: a PDF at its page, an HTML/Markdown/reST page at its section's anchor (docs/asking.md)."""
 
 from __future__ import annotations
 
@@ -45,7 +34,6 @@ def anchor(source: Source) -> str:
 
 
 def published_url(base_url: str, source: Source) -> str:
-    """The source's page on the published site."""
     path = Path(source.source)
     if path.suffix.lower() in PUBLISHED_AS_HTML:
         path = path.with_suffix(".html")
@@ -53,8 +41,6 @@ def published_url(base_url: str, source: Source) -> str:
 
 
 class SourceLinks:
-    """Links for the sources of one page run."""
-
     def __init__(self, base_url: str, records: list[FileRecord]) -> None:
         self.base_url = base_url
         self.files = {record.source: (Path(record.root), record.source) for record in records}
@@ -64,13 +50,8 @@ class SourceLinks:
         URL with its page or section anchor; None when the file is gone or outside its folder."""
         if self.base_url:
             return published_url(self.base_url, source)
-        if source.source not in self.files:
-            return None
-        root, relative = self.files[source.source]
-        path = (root / relative).resolve()
-        if not path.is_file() or not path.is_relative_to(root.resolve()):
-            return None
-        return path.as_uri() + anchor(source)
+        path = self._file(source.source)
+        return path.as_uri() + anchor(source) if path else None
 
     def url(self, source: Source) -> str | None:
         if self.base_url:
@@ -86,17 +67,20 @@ class SourceLinks:
             return f"{served}#:~:text={quote(heading)}" if served and heading else served
         return None
 
-    def _serve(self, name: str, mimetype: str) -> str | None:
-        """The page's URL for an indexed file, or None when it is gone or not inside its folder."""
+    def _file(self, name: str) -> Path | None:
+        """The indexed file, or None when it is gone or not inside its folder."""
         if name not in self.files:
             return None
         root, relative = self.files[name]
         path = (root / relative).resolve()
-        if not path.is_file() or not path.is_relative_to(root.resolve()):
-            return None
+        return path if path.is_file() and path.is_relative_to(root.resolve()) else None
+
+    def _serve(self, name: str, mimetype: str) -> str | None:
+        """The page's URL for an indexed file, or None when it cannot be served."""
         from streamlit import runtime
 
-        if not runtime.exists():  # bare script runs (no server) cannot serve files
+        path = self._file(name)
+        if path is None or not runtime.exists():  # bare script runs (no server) cannot serve files
             return None
         coordinates = "docsrag-source-" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
         try:

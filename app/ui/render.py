@@ -1,8 +1,6 @@
 """How an answer looks on the page: text with [n] markers, numbered cited sources, backend and timings.
 
-Everything taken from documents or answers goes through app.ui.safe_markdown, so a
-document can change how text looks but never make the page load or link anything.
-"""
+Everything taken from documents or answers goes through app.ui.safe_markdown: it can change how text looks, nothing else."""
 
 from __future__ import annotations
 
@@ -12,14 +10,7 @@ from app.answers import Answer, Source
 from app.ui.links import SourceLinks
 from app.ui.safe_markdown import escape, passage, snippet
 
-STAGES = {
-    "condense": "condense",
-    "retrieve": "retrieve",
-    "rerank": "rerank",
-    "generate": "generate",
-    "first_token": "first token",
-    "total": "total",
-}
+STAGES = {stage: stage.replace("_", " ") for stage in ("condense", "retrieve", "rerank", "generate", "first_token", "total")}
 
 
 # Passages are the documents' own Markdown: a table with a long cell (an identifier, a signature) would widen the whole

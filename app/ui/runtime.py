@@ -14,11 +14,7 @@ from settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def _close(runtime: Runtime) -> None:
-    runtime.close()
-
-
-@st.cache_resource(show_spinner="Opening the index…", on_release=_close)
+@st.cache_resource(show_spinner="Opening the index…", on_release=Runtime.close)
 def _open(key: str, _settings: Settings) -> Runtime:
     logger.info("opening the index for the page: %s", _settings.storage.milvus_uri())
     runtime = open_runtime(_settings, reader=True)

@@ -1,14 +1,7 @@
-"""Document and answer text as Markdown that reads like the docs but can make the page do nothing.
+"""Document and answer text as Markdown that reads like the docs but can make the page do nothing (docs/security.md).
 
-Passages keep their structure (fenced and indented code as code blocks, tables,
-lists, emphasis; headings demoted below the page's own), while everything that
-could become live content is shown as text: images (the browser would fetch
-their URL), links, raw HTML, autolinks, math and Streamlit's colour/emoji
-directives. Code is passed through untouched (Markdown renders it literally);
-everything else has ``\\ [ ] < $ : ~`` escaped and bare URLs and e-mail addresses broken by a
-word joiner (U+2060), which leaves no way to open a link, image, HTML tag or directive. Highlights wrap whole words outside code,
-so they never split a code span.
-"""
+Code passes through untouched; everything else has ``\\ [ ] < $ : ~`` escaped and bare URLs and e-mail addresses broken
+by a word joiner (U+2060), so no link, image, HTML tag or directive can open. Highlights wrap whole words outside code."""
 
 from __future__ import annotations
 

@@ -1,12 +1,7 @@
 """Bounds on what the page's upload store holds in memory: files and bytes per browser session, bytes per process.
 
-Streamlit keeps every upload's bytes in memory (``MemoryUploadedFileManager``) until the
-session ends, and ``server.maxUploadSize`` bounds one file, not how many a session sends:
-30 direct PUTs of 49 MB took the page from 0.5 to 2 GB. The page's store gets an
-``add_file`` that refuses (HTTP 413, the status the upload route gives an oversized file)
-an upload past the limits, and the page drops a session's uploads from memory as soon as
-they are written to ``uploads/``.
-"""
+Streamlit keeps every upload in memory until the session ends and ``server.maxUploadSize`` bounds one file only, so the
+store's ``add_file`` refuses an upload past the limits with HTTP 413 (docs/security.md)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """Uploaded files: checked, given a safe name, and stored under ``<index_dir>/uploads/``.
 
-A name that tries to leave the uploads folder (``../x.md``, ``/etc/x.md``,
-``dir\\x.md``) is rejected, not rewritten: the user sees why. Other names keep
-letters, digits, ``.``, ``-``, ``_`` and spaces; anything else becomes ``_``.
-"""
+A name that tries to leave the uploads folder is rejected, not rewritten; others keep letters, digits, ``.-_`` and
+spaces, anything else becomes ``_``."""
 
 from __future__ import annotations
 

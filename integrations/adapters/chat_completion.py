@@ -1,9 +1,6 @@
 """Completion and async entry points for LLMs whose real work is a synchronous ``chat``/``stream_chat``.
 
-Prompts become one user message through LlamaIndex's chat→completion decorators;
-async calls run the sync paths in worker threads (the stock HF async paths lose
-chunks and break across event loops).
-"""
+Async calls run the sync paths in worker threads (the stock HF async paths lose chunks and break across event loops)."""
 
 from __future__ import annotations
 

@@ -1,27 +1,4 @@
-"""Chat completions through the Hugging Face router: a plain LlamaIndex ``LLM`` over ``InferenceClient.chat_completion``.
-
-The stock ``HuggingFaceInferenceAPI`` (llama-index-llms-huggingface-api 0.8.0) is
-not used as a base: its constructor probes ``{url}/info`` over the network and
-builds clients that fall back to a token saved on the machine, its token is a
-plain field (dumped with the model), its sync streaming raises IndexError on the
-usage-only chunk (``choices: []``) and its async streaming loses chunks. This class:
-
-1. sends requests to ``{base_url}/v1/chat/completions`` with the real model id
-   (with ``:fastest``/``:cheapest``/``:<provider>``) in the body;
-2. implements sync ``chat``/``stream_chat`` (async runs them in threads), decorated
-   so ``LLMChatStartEvent``/``LLMChatEndEvent`` carry the usage;
-3. has an explicit timeout; 429 ``Retry-After`` and 503 ``estimated_time`` are
-   honoured while they fit in the question's deadline;
-4. keeps the token a required private ``SecretStr`` and probes nothing;
-5. chat templates without a system role (Gemma's) make providers answer 400 (vLLM-style
-   servers) or 422 (text-generation-inference's template error) → the request is sent
-   again with the system text folded into the first user turn, and the model is
-   remembered (only when the folded request succeeds) so later questions are folded at once;
-6. ``finish_reason == "length"`` (cut at ``max_tokens``) → the reply carries
-   ``truncated`` and a notice the answer shows.
-
-Every error leaving a call has the token scrubbed (``redacted_errors``).
-"""
+"""Chat completions through the Hugging Face router: a plain LlamaIndex ``LLM`` (docs/design-notes.md says why)."""
 
 from __future__ import annotations
 
@@ -31,13 +8,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from llama_index.core.base.llms.types import (
-    ChatMessage,
-    ChatResponse,
-    ChatResponseGen,
-    LLMMetadata,
-    MessageRole,
-)
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ChatResponseGen, LLMMetadata, MessageRole
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW, DEFAULT_NUM_OUTPUTS
 from llama_index.core.llms import LLM
@@ -98,13 +69,7 @@ class HFChatLLM(ChatCompletionMixin, LLM):
     _no_system_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
-        self,
-        *,
-        model_name: str,
-        token: SecretStr | str | None,
-        base_url: str = DEFAULT_HF_BASE_URL,
-        timeout: float = 30.0,
-        **kwargs: Any,
+        self, *, model_name: str, token: SecretStr | str | None, base_url: str = DEFAULT_HF_BASE_URL, timeout: float = 30.0, **kwargs: Any
     ) -> None:
         value = secret_value(token)
         if not value:
@@ -224,14 +189,7 @@ class HFChatLLM(ChatCompletionMixin, LLM):
                 chunks, client = self._open(messages, stream=True, **kwargs)
                 text = ""
                 try:
-                    iterator = iter(chunks)
-                    while True:
-                        try:
-                            chunk = next(iterator)
-                        except StopIteration:
-                            break
-                        except json.JSONDecodeError as exc:
-                            raise BackendUnavailableError(f"malformed JSON in the answer stream from {self.url}") from exc
+                    for chunk in chunks:
                         delta, finished = "", {}
                         if chunk.choices:  # usage-only chunks have choices: []
                             delta = chunk.choices[0].delta.content or ""
@@ -243,6 +201,8 @@ class HFChatLLM(ChatCompletionMixin, LLM):
                             raw=dict(chunk),
                             additional_kwargs={"answered_by": self.backend_label, **_usage(chunk), **finished},
                         )
+                except json.JSONDecodeError as exc:
+                    raise BackendUnavailableError(f"malformed JSON in the answer stream from {self.url}") from exc
                 finally:
                     client.close()  # releases the streamed HTTP response
 

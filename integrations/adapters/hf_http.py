@@ -1,12 +1,4 @@
-"""Shared HTTP plumbing for the Hugging Face components: URLs, headers, retries, raw JSON POSTs.
-
-Every URL is built from one base (``Settings.hf_base_url``), so production and
-tests share a code path. The token is always passed explicitly: nothing here
-reads a saved token. Retries follow the HTTP status and headers only (429 with
-``Retry-After`` in seconds or as an HTTP date, or the IETF ``RateLimit`` header's
-``t=`` reset; 503 with ``Retry-After`` or the legacy ``estimated_time`` body
-field), never message text, and only while they fit in the active deadline.
-"""
+"""Shared HTTP plumbing for the Hugging Face components: URLs, headers, retries (docs/deployment.md), raw JSON POSTs."""
 
 from __future__ import annotations
 
@@ -96,15 +88,12 @@ def retry_plan(response: Any) -> tuple[float | None, str]:
             return wait, f"HTTP 429 rate limited (RateLimit reset in {wait:g} s)"
         return DEFAULT_RETRY_AFTER_S, f"HTTP 429 rate limited (no reset given; waiting {DEFAULT_RETRY_AFTER_S:g} s)"
     if status == 503:
-        estimated = None
         try:
             body = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = None
-        if isinstance(body, dict) and isinstance(body.get("estimated_time"), int | float):
-            estimated = float(body["estimated_time"])
-        if estimated is not None:
-            return estimated, f"HTTP 503 model loading (estimated {estimated:g} s)"
+        if isinstance(body, dict) and isinstance(estimated := body.get("estimated_time"), int | float):
+            return float(estimated), f"HTTP 503 model loading (estimated {estimated:g} s)"
         wait = _retry_after_seconds(response.headers.get("retry-after"))
         if wait is not None:
             return wait, f"HTTP 503 unavailable (Retry-After {wait:g} s)"
@@ -113,21 +102,10 @@ def retry_plan(response: Any) -> tuple[float | None, str]:
 
 
 def with_retries(
-    call: Callable[[float], T],
-    *,
-    what: str,
-    deadline: float,
-    timeout_s: float,
-    max_retries: int,
-    max_wait_s: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    call: Callable[[float], T], *, what: str, deadline: float, timeout_s: float, max_retries: int, max_wait_s: float | None = None
 ) -> T:
-    """Run ``call(timeout)``; on 429/503 wait as the server asks and retry, while that fits before ``deadline``.
-
-    ``timeout`` given to each attempt is ``timeout_s`` capped by the time left. Raises
-    :class:`RetryExhaustedError` when a wait would pass the deadline, exceeds ``max_wait_s`` (when
-    an alternative is cheaper than waiting) or the retry budget is spent; other errors propagate unchanged.
-    """
+    """Run ``call(timeout)``; on 429/503 wait as the server asks and retry while that fits before ``deadline``,
+    ``max_wait_s`` and ``max_retries``, else raise :class:`RetryExhaustedError`."""
     from huggingface_hub.errors import HfHubHTTPError
 
     attempt = 0
@@ -153,15 +131,11 @@ def with_retries(
                 raise RetryExhaustedError(f"{reason}, still failing after {attempt + 1} attempts", status=status, wait_s=wait) from exc
             attempt += 1
             logger.info("%s: %s; retrying in %.1f s (attempt %d)", what, reason, wait, attempt + 1)
-            sleep(wait)
+            time.sleep(wait)
 
 
 def post_json(url: str, body: dict[str, Any], *, headers: dict[str, str], timeout: float) -> Any:
-    """One synchronous POST on huggingface_hub's shared keep-alive session; returns the parsed JSON reply.
-
-    Raises ``HfHubHTTPError`` for HTTP errors, ``InferenceTimeoutError`` on timeouts, httpx2 errors
-    on connection failures and :class:`BackendUnavailableError` for a reply that is not JSON.
-    """
+    """One POST on huggingface_hub's shared keep-alive session; the parsed JSON reply (BackendUnavailableError if none)."""
     import httpx2
     from huggingface_hub.errors import InferenceTimeoutError
     from huggingface_hub.utils import get_session, hf_raise_for_status

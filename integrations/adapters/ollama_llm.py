@@ -1,12 +1,7 @@
 """An Ollama chat model that says when an answer was cut, and keeps its model loaded between questions.
 
-The stock ``Ollama`` class (llama-index-llms-ollama 0.11) ignores ``done_reason``,
-so an answer cut at ``num_predict`` looked complete: here the reply carries
-``truncated`` and a notice. Ollama unloads an idle model after five minutes and a
-cold load can take longer than a reply timeout, so ``keep_alive`` is sent with
-every request and the socket timeout allows for a load (``load_allowance_s``);
-the question's deadline still bounds the whole call (the fallback chain).
-"""
+The stock class (llama-index-llms-ollama 0.11) ignores ``done_reason``; ``keep_alive`` is sent with every request and
+the socket timeout allows for a cold load (``load_allowance_s``) within the question's deadline."""
 
 from __future__ import annotations
 

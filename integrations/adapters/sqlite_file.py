@@ -55,9 +55,7 @@ def open_sqlite(
 ) -> sqlite3.Connection:
     """Autocommit, WAL, busy timeout, ``schema`` created, ``version`` stamped; a newer file or one ``check`` rejects is left as it was.
 
-    A damaged file raises CorruptFile saying ``fix``: always when SQLite cannot read its header, and with ``verify``
-    (for the process about to write it) also when ``PRAGMA quick_check`` finds a damaged page. ``read_only``: for a
-    process that only reads (nothing created, stamped or set up).
+    A damaged file raises CorruptFile saying ``fix`` (with ``verify``, also for a damaged page); ``read_only`` sets nothing up.
     """
     if read_only:
         try:

@@ -1,9 +1,4 @@
-"""A LlamaIndex key-value store in one SQLite file.
-
-Each write commits at once, so a killed process leaves every finished write on
-disk; nothing is loaded into memory or rewritten as a whole file, unlike the
-JSON-backed SimpleKVStore.
-"""
+"""A LlamaIndex key-value store in one SQLite file: each write commits at once, nothing is rewritten as a whole."""
 
 from __future__ import annotations
 
