@@ -14,8 +14,8 @@ Per package, in one run:
   ``VectorStoreIndex.from_documents``, in memory, default chunking) with the same local embedder, in a child
   process: nothing answers before its index is built.
 
-``--chunk-only`` stops after chunking: chunks, tokens and the embedded metadata's tokens, with the chunk settings of
-``DOCSRAG_INGESTION__*``.
+``--chunk-only`` stops after chunking: chunks, tokens, the embedded metadata's tokens and the pages' own word pieces
+(``pieces_per_page_piece`` = tokens / page tokens), with the chunk settings of ``DOCSRAG_INGESTION__*``.
 
 Examples (niced; they use both cores)::
 
@@ -166,8 +166,21 @@ def starter_package(root: Path, question: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def page_tokens(texts: list[str]) -> int:
+    """Word pieces of the pages' own text, uncut and without special tokens: what pieces embedded per page piece divide by."""
+    from tokenizers import Tokenizer
+
+    from integrations.adapters.local_embedding import TOKENIZER_FILE
+
+    tokenizer = Tokenizer.from_file(str(TOKENIZER_FILE))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return sum(len(encoding.ids) for encoding in tokenizer.encode_batch(texts, add_special_tokens=False))
+
+
 def chunk_package(root: Path, index: Path) -> dict:
-    """Walk, read and chunk as the ingest does, embedding nothing: chunks, tokens and the embedded metadata's share."""
+    """Walk, read and chunk as the ingest does, embedding nothing: chunks, tokens, the embedded metadata's share and the
+    pages' own word pieces."""
     from llama_index.core.schema import MetadataMode
 
     from app.composition import build_ingestor, open_runtime
@@ -177,7 +190,7 @@ def chunk_package(root: Path, index: Path) -> dict:
     shutil.rmtree(index, ignore_errors=True)
     runtime = open_runtime(load_settings("local", storage={"index_dir": str(index)}))
     ingestor = build_ingestor(runtime)
-    chunker, chunks, refused = ingestor.pipeline.transformations[0], [], 0
+    chunker, chunks, pages, refused = ingestor.pipeline.transformations[0], [], [], 0
     try:
         for outcomes, _ in ingestor.read_batches(ingestor.plan(root, IngestReport())):
             for outcome in outcomes:
@@ -185,6 +198,8 @@ def chunk_package(root: Path, index: Path) -> dict:
                     chunks.extend(chunker(outcome.documents))
                 except ValueError:  # over ingestion.max_file_chunks: the ingest skips the file
                     refused += 1
+                else:
+                    pages.extend(document.text for document in outcome.documents)
     finally:
         ingestor.close()
     count = runtime.embed_model.count_tokens
@@ -193,8 +208,13 @@ def chunk_package(root: Path, index: Path) -> dict:
         "chunks": len(chunks),
         "tokens": count([chunk.get_content(metadata_mode=MetadataMode.EMBED) for chunk in chunks]),
         "metadata_tokens": metadata,  # the file name and section path embedded beside each chunk
+        "page_tokens": page_tokens(pages),
+        # issue 29's alternative (benchmarks/section_vector_experiment.py): each text alone, each metadata string once
+        "tokens_metadata_once": count([chunk.get_content(metadata_mode=MetadataMode.NONE) for chunk in chunks])
+        + count(sorted({chunk.get_metadata_str(MetadataMode.EMBED) for chunk in chunks})),
         "files_refused_by_chunker": refused,
     }
+    result["pieces_per_page_piece"] = round(result["tokens"] / max(result["page_tokens"], 1), 2)
     runtime.close()
     return result
 
