@@ -1,12 +1,4 @@
-"""`python -m app doctor`: prove that the active profile's chain works before users arrive.
-
-One real call per part, each timed: the token (``whoami``), each HF chat model's
-provider mapping and a 1-token completion, one embedding (its dimension is the
-index's), one rerank, Ollama reachable with its model pulled, and the index
-opening with vectors its embedding model reproduces. A network failure reads
-"unreachable" (offline mode included), an answer the service refused reads
-"FAILED"; local checks run either way. Any failure makes the exit code 1.
-"""
+"""`python -m app doctor`: one real, timed call per part of the active profile (docs/deployment.md); any failure exits 1."""
 
 from __future__ import annotations
 
@@ -15,6 +7,7 @@ import os
 import shlex
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 
 from settings import Settings
@@ -151,8 +144,7 @@ def _index_check(settings: Settings, embed_model) -> str:
 
     from integrations.adapters.milvus_store import DENSE_FIELD, NODE_FIELDS, MilvusStore, hit_node
 
-    store = MilvusStore(settings, embed_model.dimension)
-    try:
+    with closing(MilvusStore(settings, embed_model.dimension)) as store:
         _check_against_manifest(settings, store)
         rows = store.rows([DENSE_FIELD, *NODE_FIELDS], limit=1)
         if not rows:
@@ -169,8 +161,6 @@ def _index_check(settings: Settings, embed_model) -> str:
                 "re-ingest with this profile, or use the embedding settings the index was built with",
             )
         return f"opens; a stored chunk re-embeds at cosine {cosine:.4f}"
-    finally:
-        store.close()
 
 
 def _check_against_manifest(settings: Settings, store) -> None:
@@ -179,11 +169,8 @@ def _check_against_manifest(settings: Settings, store) -> None:
 
     if not state_file(settings.storage.index_dir).is_file():
         return
-    manifest = Manifest(state_file(settings.storage.index_dir), read_only=True)
-    try:
+    with closing(Manifest(state_file(settings.storage.index_dir), read_only=True)) as manifest:
         health = check_store(store, manifest.all())
-    finally:
-        manifest.close()
     if health.missing:
         roots = sorted({record.root for record in health.missing})
         raise CheckFailed(
