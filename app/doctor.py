@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
+
+import numpy as np
 
 from settings import Settings
 
@@ -150,11 +151,9 @@ def _index_check(settings: Settings, embed_model) -> str:
         if not rows:
             return "opens (empty: ingest a folder)"
         node = hit_node(rows[0])  # the store keeps the text in its own field
-        stored = rows[0][DENSE_FIELD]
-        fresh = embed_model.get_text_embedding(node.get_content(metadata_mode=MetadataMode.EMBED))
-        cosine = sum(a * b for a, b in zip(stored, fresh, strict=True)) / (
-            math.sqrt(sum(a * a for a in stored)) * math.sqrt(sum(b * b for b in fresh)) or 1.0
-        )
+        stored = np.asarray(rows[0][DENSE_FIELD])
+        fresh = np.asarray(embed_model.get_text_embedding(node.get_content(metadata_mode=MetadataMode.EMBED)))
+        cosine = float(stored @ fresh / (np.linalg.norm(stored) * np.linalg.norm(fresh) or 1.0))
         if cosine < 0.99:
             raise CheckFailed(
                 f"a stored chunk re-embeds at cosine {cosine:.3f}: the index was built with another embedding model",

@@ -146,17 +146,13 @@ class ChunkEmbedder:
 
 
 def _rows(todo: list[tuple[Path, FileRecord]], known: dict[str, dict[str, str]], ship_bytes: bool) -> list[dict[str, Any]]:
-    rows = []
-    for index, (path, record) in enumerate(todo):
-        row: dict[str, Any] = {
-            "i": index,
-            "record": json.dumps(asdict(record)),
-            "path": str(path),
-            "known": json.dumps(known.get(record.file_id, {})),
-        }
-        if ship_bytes:
+    rows = [
+        {"i": index, "record": json.dumps(asdict(record)), "path": str(path), "known": json.dumps(known.get(record.file_id, {}))}
+        for index, (path, record) in enumerate(todo)
+    ]
+    if ship_bytes:  # a remote cluster: the files' bytes go along
+        for row, (path, _) in zip(rows, todo, strict=True):
             row["data"] = path.read_bytes()
-        rows.append(row)
     return rows
 
 
