@@ -1,11 +1,5 @@
-"""Turns page/section documents into chunks: code by syntax tree, everything else by sentences.
-
-Work per file is bounded: a file estimated at more than ``max_file_chunks`` chunks is refused
-(ValueError, so the ingest loop skips that file only); code that is too large, too deeply nested
-or minified, and text with very long lines, are split by lines instead of by syntax or sentences.
-Section paths too long to embed beside a chunk are shortened in what is embedded (the full path
-stays in the ``section`` metadata for display).
-"""
+"""Turns page/section documents into chunks: code by syntax tree, everything else by sentences; work per file is bounded
+(docs/ingestion.md)."""
 
 from __future__ import annotations
 

@@ -1,17 +1,9 @@
-"""Only committed files reach an answer, also while an ingest writes to the index.
-
-An ingest writes a batch's chunks to the store, then marks its files ``done``
-in the manifest (app.manifest); a search running meanwhile can meet the chunks
-of a file that is half written, half replaced or being removed. Those hits are
-dropped: a hit is kept when its file was marked done before the search started
-and has not been touched since. While an ingest runs, the answer says that it
-comes from the files committed so far; while chunks still wait for their
-meaning vectors (integrations.pending_vectors) it says what share has them.
-"""
+"""Only committed files reach an answer, also while an ingest writes to the index (docs/scaling.md)."""
 
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from pathlib import Path
 
 from llama_index.core.base.base_retriever import BaseRetriever
@@ -65,16 +57,13 @@ class CommittedRetriever(BaseRetriever):
         path = state_file(self.index_dir)
         if not path.is_file():
             return []
-        manifest = Manifest(path, read_only=True)
-        try:
+        with closing(Manifest(path, read_only=True)) as manifest:
             kept = manifest.committed({_file_of(hit) for hit in hits}, before=started)
             if writer is not None:
                 files = manifest.done()
                 current_question().notice(
                     f"An ingest is writing this index: answers come from the {files} file{'s' if files != 1 else ''} committed so far."
                 )
-        finally:
-            manifest.close()
         return [hit for hit in hits if _file_of(hit) in kept]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

@@ -25,12 +25,15 @@ if TYPE_CHECKING:  # imported where used: a process loads only the backends its 
 logger = logging.getLogger(__name__)
 
 #: Third-party loggers kept out of the user's terminal and page below ERROR (their failures reach the user as ours).
-NOISY_LOGGERS = ("pymilvus", "pymilvus.decorators", "milvus_lite", "httpx", "httpx2")
+NOISY_LOGGERS = ("milvus_lite", "httpx", "httpx2")
 
 
 def quiet_noisy_loggers() -> None:
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    # pymilvus (its children follow it) logs every failed call with a traceback at ERROR and resets its level when
+    # imported (MilvusStore calls this again then); -v keeps its logs.
+    logging.getLogger("pymilvus").setLevel(logging.DEBUG if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.CRITICAL)
 
 
 HF_TOKEN_HINT = "set HF_TOKEN (or HUGGINGFACE_API_TOKEN) to a Hugging Face token, or choose a profile without hf_api (e.g. --profile local)"

@@ -1,21 +1,15 @@
-"""`python -m app doctor`: prove that the active profile's chain works before users arrive.
-
-One real call per part, each timed: the token (``whoami``), each HF chat model's
-provider mapping and a 1-token completion, one embedding (its dimension is the
-index's), one rerank, Ollama reachable with its model pulled, and the index
-opening with vectors its embedding model reproduces. A network failure reads
-"unreachable" (offline mode included), an answer the service refused reads
-"FAILED"; local checks run either way. Any failure makes the exit code 1.
-"""
+"""`python -m app doctor`: one real, timed call per part of the active profile (docs/deployment.md); any failure exits 1."""
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
+
+import numpy as np
 
 from settings import Settings
 
@@ -151,26 +145,21 @@ def _index_check(settings: Settings, embed_model) -> str:
 
     from integrations.adapters.milvus_store import DENSE_FIELD, NODE_FIELDS, MilvusStore, hit_node
 
-    store = MilvusStore(settings, embed_model.dimension)
-    try:
+    with closing(MilvusStore(settings, embed_model.dimension)) as store:
         _check_against_manifest(settings, store)
         rows = store.rows([DENSE_FIELD, *NODE_FIELDS], limit=1)
         if not rows:
             return "opens (empty: ingest a folder)"
         node = hit_node(rows[0])  # the store keeps the text in its own field
-        stored = rows[0][DENSE_FIELD]
-        fresh = embed_model.get_text_embedding(node.get_content(metadata_mode=MetadataMode.EMBED))
-        cosine = sum(a * b for a, b in zip(stored, fresh, strict=True)) / (
-            math.sqrt(sum(a * a for a in stored)) * math.sqrt(sum(b * b for b in fresh)) or 1.0
-        )
+        stored = np.asarray(rows[0][DENSE_FIELD])
+        fresh = np.asarray(embed_model.get_text_embedding(node.get_content(metadata_mode=MetadataMode.EMBED)))
+        cosine = float(stored @ fresh / (np.linalg.norm(stored) * np.linalg.norm(fresh) or 1.0))
         if cosine < 0.99:
             raise CheckFailed(
                 f"a stored chunk re-embeds at cosine {cosine:.3f}: the index was built with another embedding model",
                 "re-ingest with this profile, or use the embedding settings the index was built with",
             )
         return f"opens; a stored chunk re-embeds at cosine {cosine:.4f}"
-    finally:
-        store.close()
 
 
 def _check_against_manifest(settings: Settings, store) -> None:
@@ -179,11 +168,8 @@ def _check_against_manifest(settings: Settings, store) -> None:
 
     if not state_file(settings.storage.index_dir).is_file():
         return
-    manifest = Manifest(state_file(settings.storage.index_dir), read_only=True)
-    try:
+    with closing(Manifest(state_file(settings.storage.index_dir), read_only=True)) as manifest:
         health = check_store(store, manifest.all())
-    finally:
-        manifest.close()
     if health.missing:
         roots = sorted({record.root for record in health.missing})
         raise CheckFailed(

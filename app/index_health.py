@@ -1,11 +1,5 @@
-"""What the manifest says the store holds, checked against the store: files whose chunks are missing.
-
-The manifest records each file's chunk count when it is committed. A store that
-was lost, emptied or partly deleted behind docsrag's back (``milvus.db`` removed,
-a collection dropped) would otherwise leave those files "unchanged" forever. One
-``count(*)`` decides whether anything is missing; only then are the stored rows'
-piece ids listed and counted per file.
-"""
+"""What the manifest says the store holds, checked against the store: files whose chunks are missing (lost, emptied or
+changed behind docsrag's back); one ``count(*)`` decides whether to look per file."""
 
 from __future__ import annotations
 

@@ -1,12 +1,4 @@
-"""Incremental ingestion of a folder into the index.
-
-Files are compared with the manifest (size+mtime, then SHA-256); unchanged files
-are not read. Changed and new files are read into pieces (pages or sections)
-and run through a LlamaIndex IngestionPipeline whose docstore (SQLite) holds
-piece hashes, so only changed pieces are embedded again. Deleted files lose
-their chunks. Files are committed in small batches behind a pending mark in
-the manifest, so a killed run is repaired by the next one.
-"""
+"""Incremental ingestion of a folder into the index (docs/ingestion.md)."""
 
 from __future__ import annotations
 
@@ -99,10 +91,6 @@ def _supported(name: str) -> bool:
     return Path(name).suffix.lower() in SUPPORTED_SUFFIXES
 
 
-def sha256_file(path: Path, limit: int) -> str:
-    return hashlib.sha256(read_bounded(path, limit)).hexdigest()
-
-
 def readable_name(name: str) -> str:
     """A file name as text that any store and terminal takes: undecodable bytes as U+FFFD, control characters and
     bidirectional controls (app.shown_text) escaped."""
@@ -167,11 +155,7 @@ class FileOutcome:
 
 
 def read_file(path: Path, record: FileRecord, max_bytes: int = DEFAULT_MAX_BYTES) -> FileOutcome:
-    """Read a file into piece documents; runs anywhere (the Ray engine calls it on workers).
-
-    A file whose size is not the one planned, or that changes while it is read, is skipped for this run
-    and ingested again by the next run.
-    """
+    """Read a file into piece documents; runs anywhere (the Ray engine calls it on workers)."""
     try:
         before = os.stat(path)
         if before.st_size != record.size:
@@ -245,13 +229,7 @@ class ReplacingPipeline(IngestionPipeline):
 
 
 class Ingestor:
-    """Brings an index up to date with a folder.
-
-    :meth:`ingest` runs :meth:`plan` (which files are new, changed or removed),
-    drops removed files, then per batch of read files marks them pending and runs
-    :meth:`write_batch` (pipeline docstore upserts, vector store writes, vanished
-    pieces, manifest). Another engine (app.ray_ingest) only supplies the batches.
-    """
+    """Brings an index up to date with a folder; another engine (app.ray_ingest) only supplies the batches."""
 
     def __init__(self, settings: Settings, embed_model, store: MilvusStore) -> None:
         self.settings = settings
@@ -391,7 +369,7 @@ class Ingestor:
                 report.unchanged.append(source)
                 continue
             try:
-                digest = sha256_file(path, limit)
+                digest = hashlib.sha256(read_bounded(path, limit)).hexdigest()
             except OSError as exc:  # vanished, made unreadable or swapped since the folder was listed
                 report.skipped.append((source, f"cannot be read: {exc.strerror or exc}"))
                 continue
@@ -434,12 +412,8 @@ class Ingestor:
         report: IngestReport,
         chunks: Sequence[BaseNode] | None = None,
     ) -> None:
-        """Commit a batch of files marked pending; ``previous`` holds their manifest records before (by file id).
-
-        Without ``chunks`` the pipeline chunks and embeds the changed pieces; with
-        them (chunked and embedded elsewhere, for the changed pieces at least) it
-        only writes. Either way the docstore decides which pieces changed.
-        """
+        """Commit a batch of files marked pending (``previous``: their records before, by file id); ``chunks`` made
+        elsewhere are only written. Either way the docstore decides which pieces changed."""
         manifest = self.state.manifest
         readable: list[FileOutcome] = []
         for outcome in outcomes:
@@ -459,9 +433,7 @@ class Ingestor:
             if old and old.pieces > piece_count:  # pieces that disappeared from a shorter file
                 stale = [node_ids.piece_id(record.file_id, n) for n in range(piece_count, old.pieces)]
                 self.store.delete_pieces(stale)
-                for ref in stale:
-                    self.state.docstore.delete_ref_doc(ref, raise_error=False)
-                    self.state.docstore.delete_document(ref, raise_error=False)
+                self._forget_pieces(stale)
         # A new file's chunks are all written now; only files that had chunks before are counted in the store
         # (a filtered count scans every row on Milvus Lite, too slow to run per file in a large ingest).
         written = Counter((node_ids.parse_piece_id(node.ref_doc_id or "") or ("",))[0] for node in nodes)
@@ -516,10 +488,7 @@ class Ingestor:
         logger.warning("skipped %s: %s", record.source, reason)
 
     def _repair_interrupted(self, report: IngestReport) -> None:
-        """Files left pending by a killed run. A new file's chunks are dropped; a changed file gets its indexed version's
-        record back with no content hash, so this run reads it again: its pieces whose new chunks were written are known
-        to the docstore, the others still have their old chunks (dropped only once new ones exist), and if it cannot be
-        read or chunked now, that version is kept as it would have been without the kill."""
+        """Files left pending by a killed run (docs/ingestion.md: repaired, never half a file)."""
         manifest = self.state.manifest
         for record in manifest.pending():
             logger.info("repairing %s, left half-written by an interrupted run", record.source)
@@ -541,11 +510,14 @@ class Ingestor:
 
     def _forget(self, record: FileRecord) -> None:
         self.store.delete_files([record.file_id])
-        for number in range(max(record.pieces, 0) or self._known_pieces(record.file_id)):
-            ref = node_ids.piece_id(record.file_id, number)
+        pieces = max(record.pieces, 0) or self._known_pieces(record.file_id)
+        self._forget_pieces([node_ids.piece_id(record.file_id, number) for number in range(pieces)])
+        self.state.manifest.remove(record.file_id)
+
+    def _forget_pieces(self, refs: list[str]) -> None:
+        for ref in refs:
             self.state.docstore.delete_ref_doc(ref, raise_error=False)
             self.state.docstore.delete_document(ref, raise_error=False)
-        self.state.manifest.remove(record.file_id)
 
     def _known_pieces(self, file: str) -> int:
         pieces = (node_ids.parse_piece_id(ref) for ref in self.state.docstore.get_all_document_hashes().values())

@@ -1,20 +1,11 @@
-"""What the index holds, file by file: content hash, pieces, chunks, and whether a write is in flight.
-
-A file is keyed by its id (integrations.node_ids: its folder root plus its path
-inside it); ``source`` is the name shown for it, unique in the index.
-
-A file is marked ``pending`` before its chunks are written and ``done`` after;
-a run that finds ``pending`` rows (the previous run was killed) repairs those
-files (app.ingestion), so the index never keeps half a file. A changed file's
-indexed version is remembered beside its pending mark (table ``replaced``): a
-kill never turns "keep the indexed version" into "drop it".
-"""
+"""What the index holds, file by file: content hash, pieces, chunks, and whether a write is in flight (docs/ingestion.md)."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
@@ -178,11 +169,8 @@ def indexed_files(index_dir: Path) -> int:
     path = state_file(index_dir)
     if not path.is_file():
         return 0
-    manifest = Manifest(path, read_only=True)
-    try:
+    with closing(Manifest(path, read_only=True)) as manifest:
         return manifest.count()
-    finally:
-        manifest.close()
 
 
 def check_index(index_dir: Path) -> None:
@@ -193,12 +181,10 @@ def check_index(index_dir: Path) -> None:
 
 def file_ids_named(index_dir: Path, sources: list[str]) -> list[str]:
     """The ids of the files shown under these names; an unknown name is a ValueError naming it."""
-    manifest = Manifest(state_file(index_dir), read_only=True) if state_file(index_dir).is_file() else None
-    try:
-        records = manifest.named(sources) if manifest else []
-    finally:
-        if manifest:
-            manifest.close()
+    records = []
+    if state_file(index_dir).is_file():
+        with closing(Manifest(state_file(index_dir), read_only=True)) as manifest:
+            records = manifest.named(sources)
     unknown = sorted(set(sources) - {record.source for record in records})
     if unknown:
         raise ValueError(f"no ingested file is named {', '.join(map(repr, unknown))}: give names as the document library lists them")

@@ -1,22 +1,5 @@
-"""Large ingests on Ray Data: files are parsed and chunked by Ray tasks and embedded by a pool of Ray actors.
-
-Same incremental semantics as :meth:`app.ingestion.Ingestor.ingest`, because
-it is the same loop: this module only supplies its batches. The Ingestor plans
-(new/changed/removed files from the manifest), applies removals and commits
-each batch of finished files in this (driver) process, where the pipeline's
-docstore decides which pieces changed and the vector store is written in
-bulk. Workers only do the CPU work: reading files (:func:`read_file`),
-dropping pieces whose hash the docstore already holds, chunking with the same
-:class:`DocumentChunker`, and embedding with the configured embedder.
-
-Ray is an optional extra (``requirements-scale.txt``) imported only here, and
-only when ``--engine ray`` is used. Without an address a local Ray is started
-(its start-up pays off only for large ingests) and stopped afterwards; with
-one (``ray://host:10001`` or ``auto``) the job runs on that cluster, whose
-nodes need the same Python packages (requirements.txt and
-requirements-scale.txt); file bytes are then sent to the workers, and this
-repository's packages ship as ``py_modules``.
-"""
+"""Large ingests on Ray Data (optional extra): files parsed and chunked by Ray tasks, embedded by Ray actors, committed
+by :meth:`app.ingestion.Ingestor.ingest` (docs/scaling.md)."""
 
 from __future__ import annotations
 
@@ -163,17 +146,13 @@ class ChunkEmbedder:
 
 
 def _rows(todo: list[tuple[Path, FileRecord]], known: dict[str, dict[str, str]], ship_bytes: bool) -> list[dict[str, Any]]:
-    rows = []
-    for index, (path, record) in enumerate(todo):
-        row: dict[str, Any] = {
-            "i": index,
-            "record": json.dumps(asdict(record)),
-            "path": str(path),
-            "known": json.dumps(known.get(record.file_id, {})),
-        }
-        if ship_bytes:
+    rows = [
+        {"i": index, "record": json.dumps(asdict(record)), "path": str(path), "known": json.dumps(known.get(record.file_id, {}))}
+        for index, (path, record) in enumerate(todo)
+    ]
+    if ship_bytes:  # a remote cluster: the files' bytes go along
+        for row, (path, _) in zip(rows, todo, strict=True):
             row["data"] = path.read_bytes()
-        rows.append(row)
     return rows
 
 

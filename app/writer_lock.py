@@ -1,18 +1,5 @@
-"""One writer per index: an ingest holds ``<index_dir>/.ingest.lock`` from its repair step to its last commit.
-
-Milvus Lite's own lock keeps a second process off an embedded index, but every
-process sharing an index through ``serve-store`` (or a Milvus server) opens it
-at once; two ingests would each take the other's pending batch for a killed
-run's leftovers and delete it. The lock sits beside the manifest, which all of
-them share, and is an ``flock``: the kernel drops it when its holder dies, so
-a killed ingest never leaves the index locked.
-
-The lock file names its holder (``pid N``) and, for an embedded index, the
-socket of the Milvus Lite server the ingest runs (``store unix:…``): a process
-that only asks questions reads the index through it while the ingest writes
-(integrations.adapters.milvus_store.ingest_store). A keywords-first ingest adds when its second pass
-started and how many chunks it embeds (``embedding T N``), for the time left.
-"""
+"""One writer per index: an ingest holds ``<index_dir>/.ingest.lock`` (an flock, naming its pid, its embedded store's
+socket and its second pass) from its repair step to its last commit (docs/ingestion.md)."""
 
 from __future__ import annotations
 

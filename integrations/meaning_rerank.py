@@ -1,15 +1,4 @@
-"""A second ranking stage without a cross-encoder: the question's meaning, measured over whole passages.
-
-Retrieval fuses a dense and a BM25 ranking of *chunks*; each hit then grows into its section. This stage
-re-scores the grown passages by the question's best cosine over all their chunks (the vectors stored at
-ingestion, fetched by primary key: no model runs) and fuses that ranking with the retrieval order by
-reciprocal rank. How much the meaning ranking counts is decided per question from the candidates: when
-the retrieval's first passage was found by both the dense and the BM25 search, the two rankings agree and
-the order is kept; when only one search found it, the meaning of the whole passages arbitrates.
-
-Measured on ORD-QA, Solana and Django (dev and test halves) with ``benchmarks/rank_experiment.py``;
-README "Quality" has the numbers and whether the stage is on by default.
-"""
+"""A second ranking stage without a cross-encoder: the question's meaning over whole passages (docs/design-notes.md)."""
 
 from __future__ import annotations
 
@@ -29,10 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 def passage_chunk_ids(node_id: str, chunks_per_piece: int) -> list[str]:
-    """Ids of the chunks a passage may hold, in file order (ids that do not exist are simply not found).
-
-    A passage grown from several chunks has the node id "<first chunk id>..<last chunk id>" (hybrid_retriever).
-    """
+    """Ids of the chunks a passage "<first chunk id>..<last chunk id>" (hybrid_retriever) may hold, in file order."""
     first, _, last = node_id.partition("..")
     a, b = parse_chunk_id(first), parse_chunk_id(last or first)
     if a is None or b is None or a[0] != b[0]:

@@ -1,14 +1,4 @@
-"""Chunks stored before their meaning vector: searchable by keywords at once, embedded in a second pass.
-
-An ingest that searches by keywords first writes each chunk with its text and
-BM25 terms and a zero placeholder vector, marked by the metadata key
-``vector_pending`` (a Milvus dynamic field, so no schema change: an index
-written before has no such rows); dense searches skip marked rows
-(integrations.adapters.milvus_store, which reads and counts them). The second pass
-reads the marked rows back, embeds them exactly as a one-pass ingest would, and
-upserts each row under its own id, so the store ends as if written in one pass
-and a killed pass leaves rows either marked or finished, never half.
-"""
+"""Chunks stored before their meaning vector: searchable by keywords at once, embedded in a second pass (docs/ingestion.md)."""
 
 from __future__ import annotations
 

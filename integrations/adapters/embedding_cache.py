@@ -1,9 +1,5 @@
-"""A persistent embedding cache in one SQLite file, keyed by (model id, sha256 of the exact text sent).
-
-Vectors are stored as float32 bytes. Each write commits at once (WAL), so an
-interrupted ingest keeps what it paid for; re-ingesting or re-asking the same
-text with the same model never calls the API again.
-"""
+"""A persistent embedding cache in one SQLite file, keyed by (model id, sha256 of the exact text sent); each write commits
+at once, so an interrupted ingest keeps what it paid for."""
 
 from __future__ import annotations
 

@@ -1,16 +1,4 @@
-"""Embeddings through the Hugging Face Inference API: one synchronous batched POST per batch, cached.
-
-The stock ``HuggingFaceInferenceAPIEmbedding`` (0.6.0) sends one request per
-text on fresh event loops and fails every other call against a keep-alive server,
-has no timeout and pools with CLS. This subclass sends each
-batch as one ``{"inputs": [...]}`` POST to
-``{base_url}/hf-inference/models/{id}/pipeline/feature-extraction`` (at most 32
-texts, text-embeddings-inference's default limit; a 413 reply splits the batch in
-halves and sends them again), mean-pools
-token-level outputs, L2-normalises (as sentence-transformers does, so vectors
-match the packaged local model), and keeps every vector in an
-:class:`~integrations.adapters.embedding_cache.EmbeddingCache`.
-"""
+"""Embeddings through the Hugging Face Inference API: one synchronous batched POST per batch, cached (docs/design-notes.md)."""
 
 from __future__ import annotations
 

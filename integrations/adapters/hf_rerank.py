@@ -1,13 +1,4 @@
-"""Cross-encoder reranking through the Hugging Face router (text-ranking models).
-
-Cross-encoders such as ``cross-encoder/ms-marco-MiniLM-L6-v2`` are text-ranking
-models, which hf-inference serves with text-embeddings-inference: the model's
-route takes ``{"query": q, "texts": [...]}`` and answers ``[{"index", "score"}]``
-ordered by score, so scores are read by ``index`` (docs/deployment.md cites the
-sources). At most ``MAX_CLIENT_BATCH`` texts go in one request. A reply that
-cannot be read as one score per text raises, and the base class keeps the fused
-order with a notice. Near the spending cap fewer pairs are scored.
-"""
+"""Cross-encoder reranking through the Hugging Face router (text-ranking models; contract in docs/deployment.md)."""
 
 from __future__ import annotations
 

