@@ -178,6 +178,15 @@ def page_tokens(texts: list[str]) -> int:
     return sum(len(encoding.ids) for encoding in tokenizer.encode_batch(texts, add_special_tokens=False))
 
 
+def metadata_once_tokens(chunks: list, count) -> int:
+    """Word pieces embedded if each chunk's text were embedded alone and each distinct embedded metadata string (section
+    path, or file name) once: issue 29's alternative (benchmarks/section_vector_experiment.py)."""
+    from llama_index.core.schema import MetadataMode
+
+    heads = {chunk.get_metadata_str(MetadataMode.EMBED) for chunk in chunks}
+    return count([chunk.get_content(metadata_mode=MetadataMode.NONE) for chunk in chunks]) + count(sorted(heads))
+
+
 def chunk_package(root: Path, index: Path) -> dict:
     """Walk, read and chunk as the ingest does, embedding nothing: chunks, tokens, the embedded metadata's share and the
     pages' own word pieces."""
@@ -209,9 +218,7 @@ def chunk_package(root: Path, index: Path) -> dict:
         "tokens": count([chunk.get_content(metadata_mode=MetadataMode.EMBED) for chunk in chunks]),
         "metadata_tokens": metadata,  # the file name and section path embedded beside each chunk
         "page_tokens": page_tokens(pages),
-        # issue 29's alternative (benchmarks/section_vector_experiment.py): each text alone, each metadata string once
-        "tokens_metadata_once": count([chunk.get_content(metadata_mode=MetadataMode.NONE) for chunk in chunks])
-        + count(sorted({chunk.get_metadata_str(MetadataMode.EMBED) for chunk in chunks})),
+        "tokens_metadata_once": metadata_once_tokens(chunks, count),
         "files_refused_by_chunker": refused,
     }
     result["pieces_per_page_piece"] = round(result["tokens"] / max(result["page_tokens"], 1), 2)

@@ -25,15 +25,19 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.composition import open_runtime  # noqa: E402
+from benchmarks.bench_debian_docs import metadata_once_tokens  # noqa: E402
+from integrations.adapters.local_embedding import DIMENSION  # noqa: E402
+from integrations.adapters.milvus_store import MilvusStore, hit_node  # noqa: E402
 from settings import load_settings  # noqa: E402
 
 
-def _rows(index: Path) -> list[dict]:
-    runtime = open_runtime(load_settings("local", storage={"index_dir": str(index)}))
-    rows = [row for batch in runtime.store.all_rows(["*"]) for row in batch]
-    runtime.close()
-    return rows
+def _store(index: Path) -> MilvusStore:
+    """The index's store alone (no models): rows are read and rewritten, nothing is asked."""
+    return MilvusStore(load_settings("local", storage={"index_dir": str(index)}), DIMENSION)
+
+
+def _rows(store: MilvusStore) -> list[dict]:
+    return [row for batch in store.all_rows(["*"]) for row in batch]
 
 
 def parts(index: Path, cache: Path) -> dict[str, np.ndarray]:
@@ -41,12 +45,13 @@ def parts(index: Path, cache: Path) -> dict[str, np.ndarray]:
     if cache.is_file():
         return dict(np.load(cache))
     from llama_index.core.schema import MetadataMode
-    from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
     from integrations.adapters.local_embedding import LocalMiniLMEmbedding
 
-    rows = _rows(index)
-    nodes = [metadata_dict_to_node(row, text=row["text"]) for row in rows]
+    store = _store(index)
+    rows = _rows(store)
+    store.close()
+    nodes = [hit_node(row) for row in rows]
     texts = [node.get_content(MetadataMode.NONE) for node in nodes]
     heads = [node.get_metadata_str(MetadataMode.EMBED) for node in nodes]
     distinct = sorted(set(heads))
@@ -59,10 +64,7 @@ def parts(index: Path, cache: Path) -> dict[str, np.ndarray]:
         "head_of": np.array([position[head] for head in heads]),
         "stored": np.array([row["embedding"] for row in rows], dtype=np.float32),
         "tokens": np.array(
-            [
-                model.count_tokens([node.get_content(MetadataMode.EMBED) for node in nodes]),
-                model.count_tokens(texts) + model.count_tokens(distinct),
-            ]
+            [model.count_tokens([node.get_content(MetadataMode.EMBED) for node in nodes]), metadata_once_tokens(nodes, model.count_tokens)]
         ),
     }
     np.savez(cache, **out)
@@ -88,18 +90,16 @@ def vectors(p: dict[str, np.ndarray], variant: str) -> np.ndarray:
 
 
 def rewrite(index: Path, ids: list[str], vecs: np.ndarray) -> None:
-    from llama_index.core.vector_stores.utils import metadata_dict_to_node
-
     by_id = dict(zip(ids, vecs, strict=True))
+    store = _store(index)
     nodes = []
-    for row in _rows(index):
-        node = metadata_dict_to_node(row, text=row["text"])
+    for row in _rows(store):
+        node = hit_node(row)
         node.embedding = by_id[node.node_id].tolist()
         nodes.append(node)
-    runtime = open_runtime(load_settings("local", storage={"index_dir": str(index)}))
     for start in range(0, len(nodes), 1000):
-        runtime.store.add(nodes[start : start + 1000])  # upsert under the same ids: text, metadata, BM25 unchanged
-    runtime.close()
+        store.add(nodes[start : start + 1000])  # upsert under the same ids: text, metadata, BM25 unchanged
+    store.close()
 
 
 def main() -> int:
