@@ -102,8 +102,10 @@ def release_lite_lock(db_file: Path) -> None:
 def claim_index(settings: Settings) -> None:
     """Check the index can be opened by this version and, when embedded, take its lock; a process that loads models
     calls it first, so a locked index is refused in a moment, not after the models load."""
-    check_index(settings.storage.index_dir)
     db_file = embedded_file(settings.storage.milvus_uri())
+    if db_file is not None and db_file.resolve() in _held:
+        return  # claimed already: open_runtime claims before the models load, MilvusStore when it opens
+    check_index(settings.storage.index_dir)
     if db_file is None:
         return
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)  # milvus-lite 2.5 imports it
