@@ -17,7 +17,7 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.llms import LLM
 
-from integrations.adapters.chat_completion import ChatCompletionMixin
+from integrations.adapters.chat_completion import ChatCompletionMixin, close_streams
 from integrations.backend_errors import (
     AllBackendsFailedError,
     BackendUnavailableError,
@@ -197,10 +197,10 @@ class FallbackLLM(ChatCompletionMixin, LLM):
                         if last:
                             pending = first_token()
                         else:
-                            pending = within(deadline, first_token, on_late=lambda _pending, opened=opened: _close(opened))
+                            pending = within(deadline, first_token, on_late=lambda _pending, opened=opened: close_streams(opened))
                     stream = opened[0]
                 except errors as exc:
-                    _close(opened)
+                    close_streams(opened)
                     self._failed(label, exc, fallbacks, last)
                     continue
                 dispatcher.event(BackendAnsweredEvent(backend=label, skipped=list(fallbacks)))
@@ -220,9 +220,3 @@ class FallbackLLM(ChatCompletionMixin, LLM):
                 return
 
         return gen()
-
-
-def _close(streams: list[Any]) -> None:
-    for stream in streams:
-        if hasattr(stream, "close"):
-            stream.close()

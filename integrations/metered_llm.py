@@ -12,7 +12,7 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ChatResp
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms import LLM
 
-from integrations.adapters.chat_completion import ChatCompletionMixin
+from integrations.adapters.chat_completion import ChatCompletionMixin, close_streams
 from integrations.usage_meter import BudgetDegraded, Metering, UsageMeter, estimate_tokens, metered
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -89,9 +89,7 @@ class MeteredLLM(ChatCompletionMixin, LLM):
                         reported = reported_usage(chunk) or reported
                         yield chunk
                 finally:
-                    close = getattr(stream, "close", None)
-                    if close is not None:
-                        close()  # the backend releases its HTTP response now, not when collected
+                    close_streams([stream])
                     _fill(usage, reported, prompt_tokens, text)
 
         return gen()

@@ -37,6 +37,13 @@ async def aiter_in_thread(stream: Iterator[Any]) -> AsyncIterator[Any]:
         yield item
 
 
+def close_streams(streams: Sequence[Any]) -> None:
+    """Close the replies a caller stops reading, so their backends release the HTTP response now, not when collected."""
+    for stream in streams:
+        if hasattr(stream, "close"):
+            stream.close()
+
+
 class ChatCompletionMixin:
     """Put first among an LLM's bases; the class provides ``chat`` and ``stream_chat``."""
 
